@@ -1,0 +1,36 @@
+# The doors into the project: make demo, make test, make bench, make lint.
+# Each sets up .venv from nothing when it is missing or pyproject.toml/constraints.txt changed.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# torch first, pinned: the CPU build on machines without CUDA (never a loose `torch` that pulls CUDA wheels).
+TORCH  ?= torch==2.13.0
+
+.PHONY: venv demo test bench lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(BIN)/limo-exp run --multirun experiment=demo
+	$(BIN)/limo-exp report experiment=demo
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+bench: venv
+	$(BIN)/python bench/bench_curation.py
+	$(BIN)/python bench/bench_grading.py
+
+lint: venv
+	$(BIN)/ruff check limo_exp tests bench
+	$(BIN)/ruff format --check limo_exp tests bench
+
+clean:
+	rm -rf outputs results/demo

@@ -1,0 +1,3 @@
+from limo_exp.cli import main
+
+main()

@@ -1,0 +1,44 @@
+"""``limo-exp <command> [hydra overrides]``: run, curate, eval, report.
+
+Each command is a Hydra app over the same config tree (conf/), so every override and
+``--multirun`` works the same way for all of them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {
+    "run": "limo_exp.pipeline:main",
+    "curate": "limo_exp.curation.cli:main",
+    "eval": "limo_exp.eval_cmd:main",
+    "report": "limo_exp.report:main",
+}
+
+USAGE = f"""usage: limo-exp {{{",".join(COMMANDS)}}} [hydra overrides] [--multirun]
+
+  limo-exp run model=tiny_random data.n_samples=8 train.max_steps=2
+  limo-exp run --multirun experiment=demo data.n_samples=8,16,32
+  limo-exp curate pool=math_train pool.data_dir=../shared/data/pools eval=limo_paper eval.data_dir=../shared/data/eval
+  limo-exp eval model=tiny_random eval=limo_paper eval.data_dir=../shared/data/eval eval.limit=2
+  limo-exp report experiment=demo
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(USAGE, file=sys.stderr)
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"unknown command {argv[0]!r}; valid: {', '.join(COMMANDS)}", file=sys.stderr)
+            raise SystemExit(2)
+        raise SystemExit(0)
+    module, func = COMMANDS[argv[0]].split(":")
+    import importlib
+
+    sys.argv = [f"limo-exp {argv[0]}"] + argv[1:]
+    getattr(importlib.import_module(module), func)()
+
+
+if __name__ == "__main__":
+    main()

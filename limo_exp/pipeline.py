@@ -1,0 +1,139 @@
+"""``limo-exp run``: one configuration, top to bottom.
+
+seed -> pool -> curate -> select -> model and tokenizer -> train -> save -> evaluate -> log.
+Under ``accelerate launch`` every rank runs this; rank 0 tracks and evaluates.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from limo_exp import tracking
+from limo_exp.spec import run_key
+
+log = logging.getLogger("limo_exp")
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")
+
+
+def train_config(cfg: DictConfig):
+    from limo_exp.train import TrainConfig
+
+    t = cfg.train
+    return TrainConfig(
+        lr=t.lr, epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size, grad_accum=t.grad_accum,
+        warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
+        max_length=t.max_length, packing=t.packing, gradient_checkpointing=t.gradient_checkpointing,
+        instruction=t.instruction, system_prompt=t.system_prompt, seed=cfg.seed,
+    )
+
+
+def _sweep_dir() -> str | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    return hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run one configuration; returns its run key, MLflow run id and metrics."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from limo_exp import curation, evaluation, models, pools, selection
+    from limo_exp.train import save, train
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                              mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    main_rank = accelerator.is_main_process
+    set_seed(cfg.seed)
+    evaluation.check_tasks(list(cfg.eval.tasks))  # unknown task names fail before any work
+
+    pool = pools.load_pool_from_config(OmegaConf.to_container(cfg.pool, resolve=True))
+    fingerprint = pools.pool_fingerprint(pool)
+    key = run_key(cfg, fingerprint)
+    run_dir = Path(cfg.paths.output_root) / "runs" / key
+    tracker = tracking.make_tracker(cfg.tracking) if main_rank else tracking.NullTracker()
+    done = tracker.find_finished(key)
+    if done is not None and not cfg.force:
+        log.info("run_key %s already FINISHED as MLflow run %s; skipping (force=true reruns)", key, done.info.run_id)
+        return {"run_key": key, "run_id": done.info.run_id, "skipped": True, "metrics": dict(done.data.metrics)}
+
+    name = f"{cfg.model.name}-{cfg.pool.name}-{cfg.quality.name}-n{cfg.data.n_samples}-s{cfg.seed}"
+    tags = {tracking.RUN_KEY_TAG: key, "limo.pool_fingerprint": fingerprint, "limo.run_dir": str(run_dir)}
+    tags |= tracking.environment_tags()
+    with tracker.run(name, tags, tracking.parent_run_id(_sweep_dir())):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tracker.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        tracker.log_artifact(run_dir / "config.yaml")
+
+        # curate (cached by fingerprint; parallel runs of a sweep curate once) and select
+        benchmarks = curation.benchmarks_for(list(cfg.eval.tasks), cfg.eval.get("data_dir"), cfg.eval)
+        curated = curation.curate_cached(pool, curation.config_from(cfg.curation), benchmarks,
+                                         Path(cfg.paths.cache_dir) / "curated")
+        files = curation.write_outputs(curated, run_dir / "curation")
+        for f in files.values():
+            tracker.log_artifact(f, "curation")
+        tracker.log_metrics({f"curation/{s['stage']}_out": s["out"] for s in curated.funnel})
+        examples = selection.select(curated.records, cfg.data.n_samples, cfg.quality.tier, cfg.seed,
+                                    stratify_by=cfg.data.stratify_by, funnel=curated.funnel)
+        ids = [e.id for e in examples]
+        (run_dir / "selected_ids.json").write_text(json.dumps(ids, indent=0))
+        tracker.log_artifact(run_dir / "selected_ids.json")
+        tracker.log_dataset([{"id": r.id, "problem": r.problem} for r in pool], f"pool/{cfg.pool.name}",
+                            fingerprint, "pool")
+        tracker.log_dataset([{"id": e.id, "problem": e.problem, "solution": e.solution} for e in examples],
+                            f"train/{cfg.pool.name}/{cfg.quality.name}/n{len(examples)}",
+                            pools.pool_fingerprint([r for r in curated.records if r.id in set(ids)]), "training")
+
+        # model, train, save
+        with accelerator.main_process_first():
+            base = models.resolve(cfg.model, cfg.paths.cache_dir)
+        model, tok = models.load(base, dtype=cfg.model.dtype, attn=cfg.model.attn_implementation,
+                                 trust_remote_code=cfg.model.trust_remote_code)
+        tracker.set_tags({"limo.base_model": base, "limo.attn_implementation": model.config._attn_implementation})
+        result = train(model, tok, examples, train_config(cfg), accelerator, tracker.log_metrics)
+        metrics = {"train/tokens_per_s": result.tokens_per_s, "train/target_tokens": result.target_tokens,
+                   "train/seen_tokens": result.seen_tokens, "train/seconds": result.seconds,
+                   "train/final_loss": result.losses[-1] if result.losses else float("nan"),
+                   "train/steps": result.steps, "train/n_examples": len(examples)}
+        tracker.log_metrics(metrics)
+        ckpt = run_dir / "checkpoint"
+        save(model, tok, str(ckpt), accelerator)
+        del model
+
+        # evaluate (rank 0) and log
+        if main_rank:
+            ev = evaluation.evaluate_from_config(str(ckpt), cfg.eval, output_dir=run_dir / "eval")
+            metrics |= ev.metrics
+            tracker.log_metrics(ev.metrics)
+            tracker.set_tags({f"eval.{k}": v for k, v in ev.settings.items()})
+            for path in ev.artifacts:
+                tracker.log_artifact(path, "eval")
+        if not cfg.train.save:
+            import shutil
+
+            shutil.rmtree(ckpt, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        return {"run_key": key, "run_id": tracker.run_id, "skipped": False, "metrics": metrics,
+                "selected_ids": ids, "run_dir": str(run_dir)}
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    out = run(cfg)
+    acc = [v for k, v in out["metrics"].items() if k.startswith("eval/") and k.endswith("/exact_match")]
+    return acc[0] if acc else None
+
+
+def main() -> None:
+    _hydra_main()

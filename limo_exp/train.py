@@ -1,0 +1,147 @@
+"""Supervised fine-tuning with Accelerate: the training loop, flat and top to bottom.
+
+``train()`` is the library function the pipeline calls. Run it on several processes with
+``accelerate launch --config_file conf/accelerate/ddp.yaml -m limo_exp run ...``: every rank
+composes the same config and run key; rank 0 tracks and evaluates.
+
+Loss: cross-entropy summed over the assistant tokens of all micro-batches of one optimizer
+step (on all ranks) and divided by their number, so gradient accumulation and data
+parallelism give the same update as one big batch.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from limo_exp.records import Example
+from limo_exp.sft_data import collate, pack, tokenize_example
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 1e-5
+    epochs: float = 1.0
+    max_steps: int | None = None
+    batch_size: int = 1  # per device, per micro-batch
+    grad_accum: int = 1
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_length: int = 2048
+    packing: bool = False
+    gradient_checkpointing: bool = False
+    instruction: str = ""
+    system_prompt: str | None = None
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    losses: list[float] = field(default_factory=list)
+    steps: int = 0
+    target_tokens: int = 0
+    seen_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.seen_tokens / self.seconds if self.seconds else 0.0
+
+
+def n_optimizer_steps(n_examples: int, cfg: TrainConfig, world_size: int = 1) -> int:
+    if cfg.max_steps:
+        return int(cfg.max_steps)
+    per_step = cfg.batch_size * cfg.grad_accum * world_size
+    return max(1, math.ceil(cfg.epochs * n_examples / per_step))
+
+
+def train(
+    model,
+    tok,
+    examples: list[Example],
+    cfg: TrainConfig,
+    accelerator,
+    log_metrics: Callable[[dict, int], None] = lambda m, s: None,
+) -> TrainResult:
+    import torch
+    from transformers import get_cosine_schedule_with_warmup
+
+    data = [
+        tokenize_example(e, tok, instruction=cfg.instruction, system_prompt=cfg.system_prompt, max_length=cfg.max_length)
+        for e in examples
+    ]
+    world, rank = accelerator.num_processes, accelerator.process_index
+    steps = n_optimizer_steps(len(data), cfg, world)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps)
+    model, opt = accelerator.prepare(model, opt)
+    model.train()
+
+    # A seeded order over epochs; each rank takes its own interleaved share of every step.
+    rng = random.Random(cfg.seed)
+    order: list[int] = []
+    micro = cfg.batch_size
+    need = steps * cfg.grad_accum * micro * world
+    while len(order) < need:
+        epoch = list(range(len(data)))
+        rng.shuffle(epoch)
+        order += epoch
+    result = TrainResult()
+    start = time.perf_counter()
+    for step in range(steps):
+        chunk = order[step * cfg.grad_accum * micro * world : (step + 1) * cfg.grad_accum * micro * world]
+        mine = chunk[rank::world]
+        batches = [[data[i] for i in mine[j : j + micro]] for j in range(0, len(mine), micro)]
+        n_local = torch.tensor(float(sum(t.n_target for b in batches for t in b)), device=accelerator.device)
+        n_global = accelerator.reduce(n_local, reduction="sum").item()
+        loss_sum = 0.0
+        for k, batch in enumerate(batches):
+            tensors = pack(batch) if cfg.packing else collate(batch, tok.pad_token_id)
+            tensors = {name: t.to(accelerator.device) for name, t in tensors.items()}
+            last = k == len(batches) - 1
+            ctx = accelerator.no_sync(model) if not last else _nullcontext()
+            with ctx:
+                out = model(**tensors, use_cache=False, num_items_in_batch=n_global / world)
+                # HF's loss is sum / num_items_in_batch; DDP averages over ranks, hence / world above.
+                accelerator.backward(out.loss)
+            loss_sum += out.loss.detach().float().item() * n_global / world
+            result.seen_tokens += int(tensors["input_ids"].numel())
+        if cfg.max_grad_norm:
+            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        total = accelerator.reduce(torch.tensor(loss_sum, device=accelerator.device), reduction="sum").item()
+        loss = total / max(n_global, 1.0)
+        result.losses.append(loss)
+        result.steps += 1
+        result.target_tokens += int(n_global)
+        log_metrics({"train/loss": loss, "train/lr": sched.get_last_lr()[0]}, step + 1)
+    result.seconds = time.perf_counter() - start
+    result.seen_tokens = int(accelerator.reduce(torch.tensor(float(result.seen_tokens), device=accelerator.device),
+                                                reduction="sum").item())
+    return result
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def save(model, tok, out_dir: str, accelerator) -> None:
+    """Save weights and tokenizer from rank 0 (after all ranks are done)."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.save_pretrained(out_dir, safe_serialization=True)
+        tok.save_pretrained(out_dir)
+    accelerator.wait_for_everyone()
