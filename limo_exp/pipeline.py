@@ -14,6 +14,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from limo_exp import tracking
+from limo_exp.eval_cmd import evaluate_from_config
 from limo_exp.spec import run_key
 
 log = logging.getLogger("limo_exp")
@@ -81,7 +82,7 @@ def run(cfg: DictConfig) -> dict:
         curated = curation.curate_cached(pool, curation.config_from(cfg.curation), benchmarks,
                                          Path(cfg.paths.cache_dir) / "curated")
         files = curation.write_outputs(curated, run_dir / "curation")
-        for f in files.values():
+        for f in files:
             tracker.log_artifact(f, "curation")
         tracker.log_metrics({f"curation/{s['stage']}_out": s["out"] for s in curated.funnel})
         examples = selection.select(curated.records, cfg.data.n_samples, cfg.quality.tier, cfg.seed,
@@ -113,7 +114,7 @@ def run(cfg: DictConfig) -> dict:
 
         # evaluate (rank 0) and log
         if main_rank:
-            ev = evaluation.evaluate_from_config(str(ckpt), cfg.eval, output_dir=run_dir / "eval")
+            ev = evaluate_from_config(str(ckpt), cfg.eval, run_dir / "eval", dtype=cfg.model.dtype)
             metrics |= ev.metrics
             tracker.log_metrics(ev.metrics)
             tracker.set_tags({f"eval.{k}": v for k, v in ev.settings.items()})

@@ -1,0 +1,106 @@
+"""``limo-exp eval``: evaluate a model without training it (the baseline row every table needs).
+
+``limo-exp eval model=qwen2_5_7b_instruct eval=limo_paper`` or, for a checkpoint,
+``limo-exp eval model=local_path model.path=outputs/runs/<key>/checkpoint``. Logged to MLflow
+like a run (params, settings tags, metrics, per-sample outputs), with its own run key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from limo_exp import tracking
+from limo_exp.spec import run_key
+
+log = logging.getLogger("limo_exp")
+
+
+@dataclass
+class EvalOutput:
+    metrics: dict[str, float]
+    settings: dict[str, str]
+    artifacts: list[Path] = field(default_factory=list)
+
+
+def evaluate_from_config(model_path: str, eval_cfg, output_dir: Path, dtype: str = "auto") -> EvalOutput:
+    """Run the eval suite of ``eval_cfg`` on ``model_path``; write results and per-sample outputs."""
+    import torch
+
+    from limo_exp.evaluation import evaluate
+
+    e = OmegaConf.to_container(eval_cfg, resolve=True) if isinstance(eval_cfg, DictConfig) else dict(eval_cfg)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    res = evaluate(
+        model_path,
+        list(e["tasks"]),
+        data_dir=e.get("data_dir"),
+        limit=e.get("limit"),
+        backend=e.get("backend", "hf"),
+        batch_size=e.get("batch_size", 1),
+        max_gen_toks=e["max_gen_toks"],
+        num_samples=e.get("num_samples", 1),
+        temperature=e.get("temperature", 0.0),
+        top_p=e.get("top_p", 1.0),
+        pass_k=tuple(e.get("pass_k") or (1,)),
+        seed=e.get("seed", 0),
+        system_prompt=e.get("system_prompt"),
+        gpqa_seed=e.get("gpqa_seed", 0),
+        tensor_parallel_size=e.get("tensor_parallel_size", 1),
+        device=device,
+        dtype=("bfloat16" if device == "cuda" else "float32") if dtype == "auto" else dtype,
+        synthetic_n=(e.get("synthetic") or {}).get("n", 20),
+        synthetic_seed=(e.get("synthetic") or {}).get("seed", 0),
+    )
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    arts = [output_dir / "results.json"]
+    arts[0].write_text(json.dumps(res.raw, indent=2, default=str))
+    (output_dir / "settings.json").write_text(json.dumps(res.settings, indent=2))
+    arts.append(output_dir / "settings.json")
+    for task, rows in res.samples.items():
+        p = output_dir / f"samples_{task}.jsonl"
+        with p.open("w") as f:
+            for row in rows:
+                f.write(json.dumps(row, default=str) + "\n")
+        arts.append(p)
+    return EvalOutput(res.metrics, {k: str(v) for k, v in res.settings.items()}, arts)
+
+
+def run_eval(cfg: DictConfig) -> dict:
+    from limo_exp import evaluation, models
+
+    evaluation.check_tasks(list(cfg.eval.tasks))
+    base = models.resolve(cfg.model, cfg.paths.cache_dir)
+    key = run_key(OmegaConf.masked_copy(cfg, ["model", "eval", "seed"]), "eval-only")
+    tracker = tracking.make_tracker(cfg.tracking)
+    done = tracker.find_finished(key)
+    if done is not None and not cfg.force:
+        log.info("eval run_key %s already FINISHED as %s; skipping (force=true reruns)", key, done.info.run_id)
+        return {"run_key": key, "run_id": done.info.run_id, "skipped": True, "metrics": dict(done.data.metrics)}
+    out_dir = Path(cfg.paths.output_root) / "evals" / key
+    tags = {tracking.RUN_KEY_TAG: key, "limo.kind": "eval_only", "limo.base_model": base}
+    with tracker.run(f"eval-{cfg.model.name}", tags | tracking.environment_tags()):
+        tracker.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)) | {"data.n_samples": "0"})
+        ev = evaluate_from_config(base, cfg.eval, out_dir, dtype=cfg.model.dtype)
+        tracker.log_metrics(ev.metrics)
+        tracker.set_tags({f"eval.{k}": v for k, v in ev.settings.items()})
+        for p in ev.artifacts:
+            tracker.log_artifact(p, "eval")
+    for k, v in sorted(ev.metrics.items()):
+        print(f"{k:60s} {v:.4f}")
+    return {"run_key": key, "run_id": tracker.run_id, "skipped": False, "metrics": ev.metrics}
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    run_eval(cfg)
+
+
+def main() -> None:
+    _hydra_main()

@@ -1,0 +1,66 @@
+"""Shared fixtures: paths to ../shared/data, a tiny random model, a throwaway config."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("LIMO_SHARED_DATA", REPO.parent / "shared" / "data"))
+EVAL_DIR = SHARED_DATA / "eval"
+POOL_DIR = SHARED_DATA / "pools"
+CONF_DIR = REPO / "conf"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.skip(f"{SHARED_DATA} is absent: clone the project beside ../shared")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One cache for the session, so the tiny model is built once."""
+    return tmp_path_factory.mktemp("limo_cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(cache_dir) -> Path:
+    from limo_exp.models import build_tiny_random
+
+    return build_tiny_random(cache_dir / "models" / "tiny_random-h64-l2-s0")
+
+
+def compose(overrides: list[str] | None = None, config_name: str = "config"):
+    """Compose the real config tree (as `limo-exp run` would), with the hydra node."""
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hcompose(config_name=config_name, overrides=overrides or [], return_hydra_config=False)
+
+
+@pytest.fixture
+def small_cfg(tmp_path, cache_dir):
+    """A 2-step tiny_random run into a throwaway MLflow store under tmp_path."""
+
+    def make(*extra: str):
+        return compose(
+            [
+                "debug=fast",
+                f"paths.output_root={tmp_path}",
+                f"paths.cache_dir={cache_dir}",
+                f"paths.results_dir={tmp_path / 'results'}",
+                "study=test",
+                *extra,
+            ]
+        )
+
+    return make

@@ -1,0 +1,21 @@
+"""Run by tests/test_train.py under torchrun (2 CPU processes, gloo): write the losses."""
+
+import json
+import sys
+
+import torch
+from accelerate import Accelerator
+
+from limo_exp.models import load
+from limo_exp.records import Example
+from limo_exp.synthetic import make_pool
+from limo_exp.train import TrainConfig, train
+
+model_dir, out = sys.argv[1], sys.argv[2]
+acc = Accelerator(cpu=True)
+torch.manual_seed(0)
+model, tok = load(model_dir)
+examples = [Example(r.id, r.problem, r.solutions[1].text, r.answer, "short") for r in make_pool(8, seed=0)]
+res = train(model, tok, examples, TrainConfig(lr=1e-3, max_steps=2, batch_size=2, instruction="Reason."), acc)
+if acc.is_main_process:
+    json.dump({"losses": res.losses, "world": acc.num_processes}, open(out, "w"))

@@ -1,0 +1,76 @@
+"""Every config option, experiment and sweep composes; the run key ignores non-semantic keys."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from conftest import CONF_DIR, REPO, compose
+
+GROUPS = ["pool", "quality", "model", "train", "eval", "tracking", "paths", "curation", "experiment", "debug"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_option_composes(group):
+    opts = options(group)
+    assert opts, f"conf/{group}/ is empty"
+    for opt in opts:
+        cfg = compose([f"{group}={opt}"])
+        assert cfg.data.n_samples > 0
+        if group == "model":
+            assert cfg.model.trust_remote_code is False  # off unless a model config turns it on
+            if cfg.model.source == "hub":
+                assert "/" in cfg.model.hub_id
+
+
+def test_real_target_models_load_by_hub_id():
+    ids = {compose([f"model={m}"]).model.get("hub_id") for m in options("model")}
+    assert {"Qwen/Qwen2.5-32B-Instruct", "Qwen/Qwen2.5-7B-Instruct", "Qwen/Qwen2.5-Math-1.5B-Instruct"} <= ids
+
+
+def test_experiment_files_start_with_their_command():
+    for p in (CONF_DIR / "experiment").glob("*.yaml"):
+        lines = p.read_text().splitlines()
+        assert lines[0] == "# @package _global_", p
+        assert "limo-exp" in lines[1] or "make" in lines[1], f"{p}: line 2 should name the command that runs it"
+
+
+def test_sweeps_compose():
+    sweeps = sorted((REPO / "sweeps").glob("*.yaml"))
+    assert sweeps, "sweeps/ holds the paper ablation grids"
+    for p in sweeps:
+        spec = yaml.safe_load(p.read_text())
+        base = spec.get("overrides", [])
+        cfg = compose(base)
+        for key, values in spec["grid"].items():
+            for v in str(values).split(","):
+                compose(base + [f"{key}={v.strip()}"])
+        assert cfg is not None
+
+
+def test_launchers_compose():
+    for launcher in ("parallel", "slurm"):
+        cfg = compose([f"hydra/launcher={launcher}"])
+        assert cfg is not None
+
+
+def test_run_key_ignores_paths_and_tracking():
+    from limo_exp.spec import run_key
+
+    a = compose(["paths.output_root=/tmp/a"])
+    b = compose(["paths.output_root=/tmp/b", "tracking=disabled", "force=true"])
+    c = compose(["data.n_samples=17"])
+    assert run_key(a, "fp") == run_key(b, "fp")
+    assert run_key(a, "fp") != run_key(c, "fp")
+    assert run_key(a, "fp") != run_key(a, "other-pool")
+
+
+def test_unknown_model_lists_valid_options():
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException) as err:
+        compose(["model=gpt5"])
+    assert "tiny_random" in str(err.value) and "smollm2_135m_instruct" in str(err.value)

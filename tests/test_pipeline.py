@@ -1,0 +1,67 @@
+"""`limo-exp run` end to end on the tiny model into a throwaway MLflow store, read back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+
+def _client(cfg):
+    return MlflowClient(tracking_uri=cfg.tracking.uri)
+
+
+def test_two_step_run_end_to_end(small_cfg, tmp_path):
+    from limo_exp.pipeline import run
+
+    cfg = small_cfg()
+    out = run(cfg)
+    assert not out["skipped"]
+    client = _client(cfg)
+    r = client.get_run(out["run_id"])
+    assert r.info.status == "FINISHED"
+    p = r.data.params
+    assert p["data.n_samples"] == "8" and p["model.name"] == "tiny_random" and p["train.max_steps"] == "2"
+    assert r.data.tags["limo.run_key"] == out["run_key"]
+    for tag in ("git.commit", "git.dirty", "version.torch", "version.transformers", "version.lm-eval", "hardware.cpus"):
+        assert tag in r.data.tags
+    m = r.data.metrics
+    assert "train/tokens_per_s" in m and m["train/tokens_per_s"] > 0
+    losses = client.get_metric_history(out["run_id"], "train/loss")
+    assert [x.step for x in losses] == [1, 2]
+    assert any(k.startswith("eval/limo_synthetic/") for k in m)
+    arts = {a.path for a in client.list_artifacts(out["run_id"])}
+    assert {"config.yaml", "selected_ids.json", "curation", "eval"} <= arts
+    ids = json.loads((tmp_path / "runs" / out["run_key"] / "selected_ids.json").read_text())
+    assert ids == out["selected_ids"] and len(ids) == 8
+    inputs = r.inputs.dataset_inputs
+    assert {d.tags[0].value for d in inputs} == {"pool", "training"}
+
+    # same config again: skipped, nothing recomputed; force=true reruns
+    again = run(cfg)
+    assert again["skipped"] and again["run_id"] == out["run_id"]
+
+
+def test_n_samples_beyond_pool_fails_before_model_load(small_cfg, monkeypatch):
+    from limo_exp import models, pipeline
+    from limo_exp.selection import NotEnoughRecords
+
+    def boom(*a, **k):
+        raise AssertionError("model loaded before the size check")
+
+    monkeypatch.setattr(models, "resolve", boom)
+    cfg = small_cfg("pool.n=20", "data.n_samples=50")
+    with pytest.raises(NotEnoughRecords) as err:
+        pipeline.run(cfg)
+    assert "50" in str(err.value) and "20" in str(err.value)
+    runs = _client(cfg).search_runs([_client(cfg).get_experiment_by_name("test").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]  # a crashed run is marked FAILED
+
+
+def test_unknown_task_lists_valid_ones(small_cfg):
+    from limo_exp.pipeline import run
+
+    with pytest.raises(ValueError) as err:
+        run(small_cfg("eval.tasks=[limo_nope]"))
+    assert "limo_nope" in str(err.value) and "limo_math500" in str(err.value)

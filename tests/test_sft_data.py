@@ -1,0 +1,43 @@
+"""Label masking: -100 exactly on prompt and padding; the target ends with EOS."""
+
+from __future__ import annotations
+
+from limo_exp.records import Example
+from limo_exp.sft_data import IGNORE, collate, tokenize_example
+
+
+def _tok(tiny_model):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+def test_labels_mask_prompt_and_padding(tiny_model):
+    tok = _tok(tiny_model)
+    exs = [Example("a", "What is 2+3?", "2+3=5, so \\boxed{5}.", "5", "short"),
+           Example("b", "A longer problem about a tank of water and a pump.", "\\boxed{7}", "7", "answer_only")]
+    toks = [tokenize_example(e, tok, instruction="Reason.", system_prompt="Be brief.", max_length=512) for e in exs]
+    for e, t in zip(exs, toks):
+        prompt = tok.apply_chat_template(
+            [{"role": "system", "content": "Be brief."}, {"role": "user", "content": e.problem + "\nReason."}],
+            add_generation_prompt=True, tokenize=True)["input_ids"]
+        n = len(prompt)
+        assert t.input_ids[:n] == prompt
+        assert t.labels[:n] == [IGNORE] * n  # the whole prompt is masked
+        target = t.labels[n:]
+        assert IGNORE not in target  # every assistant token is a target
+        assert target[-1] == tok.eos_token_id and target.count(tok.eos_token_id) == 1
+        assert tok.decode(target[:-1]) == e.solution
+    batch = collate(toks, tok.pad_token_id)
+    short = min(range(2), key=lambda i: len(toks[i].input_ids))
+    n = len(toks[short].input_ids)
+    assert (batch["labels"][short, n:] == IGNORE).all()  # padding is masked
+    assert (batch["attention_mask"][short, n:] == 0).all() and (batch["attention_mask"][short, :n] == 1).all()
+    assert int((batch["labels"] != IGNORE).sum()) == sum(t.n_target for t in toks)
+
+
+def test_truncation_keeps_labels_aligned(tiny_model):
+    tok = _tok(tiny_model)
+    t = tokenize_example(Example("a", "p " * 50, "s " * 50, "1", "short"), tok, instruction="", system_prompt=None,
+                         max_length=40)
+    assert len(t.input_ids) == len(t.labels) == 40
