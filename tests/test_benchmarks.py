@@ -1,0 +1,175 @@
+"""Benchmark loading: local files and (faked) hub datasets normalise to the same BenchItems."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sys
+import types
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from limo_exp.benchmarks import (
+    BENCHMARKS,
+    file_hash,
+    gpqa_permutation,
+    items_digest,
+    load_benchmark,
+    normalize_answer,
+)
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval"
+GPQA_DIR = Path(__file__).parent / "data"
+needs_data = pytest.mark.skipif(
+    not DATA.is_dir(), reason=f"benchmark files not found at {DATA} (../shared/data/eval)"
+)
+
+
+@needs_data
+@pytest.mark.parametrize(
+    "name,count,first_id,first_answer",
+    [
+        ("aime24", 30, "60", "204"),
+        ("aime25", 30, "I-1", "70"),
+        ("amc23", 40, "0", "27"),
+        ("math500", 500, "test/precalculus/807.json", "\\left( 3, \\frac{\\pi}{2} \\right)"),
+        ("olympiadbench", 675, "1606", "2"),
+    ],
+)
+def test_local_counts_and_first_item(name, count, first_id, first_answer):
+    items = load_benchmark(name, DATA)
+    assert len(items) == count
+    assert (items[0].id, items[0].answer) == (first_id, first_answer)
+    assert all(i.task == name and i.problem and i.answers for i in items)
+    assert all(isinstance(a, str) for i in items for a in i.answers)
+
+
+@needs_data
+def test_aime25_halves_and_amc_floats():
+    aime = load_benchmark("aime25", DATA)
+    assert [i.id for i in aime[:1] + aime[15:16]] == ["I-1", "II-1"]
+    assert len({i.id for i in aime}) == 30
+    amc = load_benchmark("amc23", DATA)
+    raw = [json.loads(line)["answer"] for line in (DATA / "amc23.jsonl").open()]
+    assert isinstance(raw[0], float)
+    assert [i.answer for i in amc] == [normalize_answer(a) for a in raw]
+    assert not any(a.endswith(".0") for i in amc for a in i.answers)
+
+
+@needs_data
+def test_olympiadbench_multi_answers():
+    items = {i.id: i for i in load_benchmark("olympiadbench", DATA)}
+    multi = [i for i in items.values() if i.meta.get("is_multiple_answer")]
+    assert len(multi) == 94
+    assert sum(len(i.answers) > 1 for i in multi) >= 80
+    tuples = next(i for i in multi if i.answer.startswith("(1,8,19)"))
+    assert tuples.answers == ["(1,8,19)", "(2,7,13)", "(4,5,7)"]
+    single = [i for i in items.values() if not i.meta.get("is_multiple_answer")]
+    assert all(len(i.answers) == 1 and "$" not in i.answers[0] for i in single)
+
+
+def test_normalize_answer():
+    assert normalize_answer(27.0) == "27"
+    assert normalize_answer("27.0") == "27"
+    assert normalize_answer(27) == "27"
+    assert normalize_answer(" 0.5 ") == "0.5"
+    assert normalize_answer("\\frac{1}{2}") == "\\frac{1}{2}"
+
+
+def test_gpqa_local_file_and_permutation():
+    items = load_benchmark("gpqa_diamond", GPQA_DIR, gpqa_seed=0)
+    assert len(items) == 12
+    rows = [json.loads(line) for line in (GPQA_DIR / "gpqa_diamond.jsonl").open()]
+    for item, row in zip(items, rows):
+        options = [row["Correct Answer"]] + [row[f"Incorrect Answer {k}"] for k in (1, 2, 3)]
+        assert sorted(item.choices) == sorted(options)
+        assert item.choices["ABCD".index(item.answer)] == row["Correct Answer"]
+    again = load_benchmark("gpqa_diamond", GPQA_DIR, gpqa_seed=0)
+    assert [(i.answer, i.choices) for i in again] == [(i.answer, i.choices) for i in items]
+    other = load_benchmark("gpqa_diamond", GPQA_DIR, gpqa_seed=1)
+    assert [i.choices for i in other] != [i.choices for i in items]
+    assert {i.answer for i in items} == set("ABCD")
+
+
+def test_gpqa_permutation_spreads_gold_letters():
+    letters = Counter("ABCD"[gpqa_permutation(f"question {k}", 0).index(0)] for k in range(400))
+    assert set(letters) == set("ABCD")
+    assert all(70 <= c <= 130 for c in letters.values()), letters
+    assert gpqa_permutation("q", 3) == gpqa_permutation("q", 3)
+
+
+def test_gpqa_csv(tmp_path):
+    rows = [json.loads(line) for line in (GPQA_DIR / "gpqa_diamond.jsonl").open()]
+    with (tmp_path / "gpqa_diamond.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    from_csv = load_benchmark("gpqa_diamond", tmp_path)
+    from_jsonl = load_benchmark("gpqa_diamond", GPQA_DIR)
+    assert [(i.problem, i.answer, i.choices) for i in from_csv] == [
+        (i.problem, i.answer, i.choices) for i in from_jsonl
+    ]
+
+
+def test_synthetic_benchmark():
+    items = load_benchmark("synthetic", synthetic_n=5, synthetic_seed=0)
+    assert len(items) == 5 and all(i.answer.lstrip("-").isdigit() for i in items)
+    assert items_digest(items) == items_digest(load_benchmark("synthetic", synthetic_n=5))
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError) as err:
+        load_benchmark("aime1999")
+    for name in BENCHMARKS:
+        assert name in str(err.value)
+
+
+def test_missing_local_file_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="math500"):
+        load_benchmark("math500", tmp_path)
+
+
+@needs_data
+def test_file_hash_is_sha256_of_the_files():
+    assert file_hash("math500", DATA) == hashlib.sha256((DATA / "math500.jsonl").read_bytes()).hexdigest()
+    both = (DATA / "aime25_I.jsonl").read_bytes() + (DATA / "aime25_II.jsonl").read_bytes()
+    assert file_hash("aime25", DATA) == hashlib.sha256(both).hexdigest()
+
+
+def test_hub_path_uses_dataset_ids(monkeypatch):
+    """Without data_dir, rows come from datasets.load_dataset(id, config, split) (faked here)."""
+    calls = []
+    fake_rows = {
+        ("opencompass/AIME2025", "AIME2025-I"): [{"question": "Q1", "answer": "70"}],
+        ("opencompass/AIME2025", "AIME2025-II"): [{"question": "Q2", "answer": 468}],
+        ("Maxwell-Jia/AIME_2024", None): [{"ID": "2024-I-1", "Problem": "P", "Solution": "S", "Answer": 204}],
+        ("math-ai/amc23", None): [{"id": 0, "question": "Q", "answer": 27.0}],
+        ("Hothan/OlympiadBench", "OE_TO_maths_en_COMP"): [
+            {
+                "id": 1,
+                "question": "Q",
+                "context": None,
+                "final_answer": ["$1$,$3$"],
+                "is_multiple_answer": True,
+            }
+        ],
+    }
+
+    def load_dataset(path, name=None, split=None):
+        calls.append((path, name, split))
+        return fake_rows[(path, name)]
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    aime25 = load_benchmark("aime25")
+    assert [(i.id, i.problem, i.answer) for i in aime25] == [("I-1", "Q1", "70"), ("II-1", "Q2", "468")]
+    assert calls == [
+        ("opencompass/AIME2025", "AIME2025-I", "test"),
+        ("opencompass/AIME2025", "AIME2025-II", "test"),
+    ]
+    aime24 = load_benchmark("aime24")
+    assert (aime24[0].id, aime24[0].problem, aime24[0].answer) == ("2024-I-1", "P", "204")
+    assert load_benchmark("amc23")[0].answer == "27"
+    assert load_benchmark("olympiadbench")[0].answers == ["1", "3"]

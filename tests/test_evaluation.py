@@ -1,0 +1,246 @@
+"""limo_exp.evaluation: sampling statistics on hand-made inputs, metric names, and every task
+run end to end on 2 items with a tiny random model (CPU, offline)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from limo_exp.evaluation import EvalResult, check_tasks, default_gen_kwargs, evaluate, metric_name
+from limo_exp.tasks import PAPER_TASKS, TASKS
+from limo_exp.tasks.utils import majority_correct, mean_stderr, pass_at_k, sampling_metrics
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval"
+GPQA = Path(__file__).parent / "data" / "gpqa_diamond.jsonl"
+needs_data = pytest.mark.skipif(
+    not DATA.is_dir(), reason=f"benchmark files not found at {DATA} (../shared/data/eval)"
+)
+MLFLOW_SAFE = re.compile(r"^[A-Za-z0-9_./ -]+$")
+
+
+def _v(correct: bool, extracted: str | None = "x") -> dict:
+    return {"correct": correct, "extracted": extracted, "status": "ok" if extracted else "no_answer"}
+
+
+# ---------------------------------------------------------------- hand-made statistics
+
+
+def test_pass_at_k_exact_values():
+    assert pass_at_k(4, 2, 1) == pytest.approx(0.5)
+    assert pass_at_k(4, 2, 2) == pytest.approx(1 - 1 / 6)  # 1 - C(2,2)/C(4,2)
+    assert pass_at_k(4, 2, 3) == 1.0  # n - c < k
+    assert pass_at_k(5, 0, 3) == 0.0
+    assert pass_at_k(10, 3, 5) == pytest.approx(1 - math.comb(7, 5) / math.comb(10, 5))  # = 11/12
+    with pytest.raises(ValueError):
+        pass_at_k(2, 1, 3)
+
+
+def test_majority_vote():
+    assert majority_correct([_v(True, "5"), _v(False, "4"), _v(True, "5")]) is True
+    assert majority_correct([_v(False, "4"), _v(True, "5"), _v(False, "4")]) is False
+    assert majority_correct([_v(False, "4"), _v(True, "5")]) is False  # tie: first seen wins
+    assert majority_correct([_v(True, "5"), _v(False, "4")]) is True
+    assert (
+        majority_correct([_v(False, None), _v(False, None), _v(True, "5")]) is True
+    )  # no-answers don't vote
+    assert (
+        majority_correct([_v(True, "x + 1"), _v(False, "2"), _v(True, "x+1")]) is True
+    )  # whitespace-insensitive
+    assert majority_correct([_v(False, None)]) is False
+
+
+def test_mean_stderr():
+    assert mean_stderr([1.0, 0.0, 1.0, 0.0]) == pytest.approx((0.5, math.sqrt((4 * 0.25 / 3) / 4)))
+    assert mean_stderr([0.7]) == (0.7, 0.0)
+
+
+def test_sampling_metrics_hand_made():
+    q = [
+        [_v(True, "1"), _v(True, "1"), _v(False, "2"), _v(True, "1")],  # c=3
+        [_v(False, "7"), _v(False, None), _v(True, "3"), _v(False, "7")],  # c=1
+    ]
+    m = sampling_metrics(q, (1, 2, 8))
+    assert m["mean_at_n"] == pytest.approx((0.75 + 0.25) / 2)
+    assert m["mean_at_n_stderr"] == pytest.approx(0.25)  # std([.75,.25], ddof=1)=0.3536; /sqrt(2)
+    assert m["pass_at_1"] == pytest.approx(0.5)
+    assert m["pass_at_2"] == pytest.approx((1.0 + (1 - 3 / 6)) / 2)
+    assert m["maj_at_1"] == pytest.approx(0.5)  # first samples: right, wrong
+    assert m["maj_at_2"] == pytest.approx(0.5)  # q0 "1" x2; q1 only "7" votes
+    assert "pass_at_8" not in m  # k > n is not reported
+
+
+def test_metric_names_are_mlflow_safe():
+    assert metric_name("limo_math500", "exact_match,none") == "eval/limo_math500/exact_match"
+    assert metric_name("limo_math500", "exact_match_stderr,none") == "eval/limo_math500/exact_match_stderr"
+    assert metric_name("limo_aime24", "exact_match,flexible") == "eval/limo_aime24/exact_match/flexible"
+    assert metric_name("limo_aime24", "maj@8,none") == "eval/limo_aime24/maj_at_8"
+    assert MLFLOW_SAFE.match(metric_name("t", "a:b@c,d"))
+
+
+def test_default_gen_kwargs():
+    assert default_gen_kwargs(100) == {
+        "until": [],
+        "max_gen_toks": 100,
+        "do_sample": False,
+        "temperature": 0.0,
+    }
+    assert default_gen_kwargs(100, 0.6, 0.95) == {
+        "until": [],
+        "max_gen_toks": 100,
+        "do_sample": True,
+        "temperature": 0.6,
+        "top_p": 0.95,
+    }
+
+
+def test_unknown_task_fails_before_any_model_loads(tmp_path):
+    with pytest.raises(ValueError) as err:
+        evaluate(str(tmp_path / "no_model_here"), ["limo_math500", "aime24"])
+    assert "aime24" in str(err.value)
+    for t in TASKS:
+        assert t in str(err.value)
+    with pytest.raises(ValueError):
+        check_tasks([])
+
+
+@needs_data
+def test_missing_data_file_fails_before_any_model_loads(tmp_path):
+    with pytest.raises(FileNotFoundError, match="gpqa_diamond"):
+        evaluate(str(tmp_path / "no_model_here"), ["limo_gpqa_diamond"], data_dir=str(DATA))
+
+
+# ---------------------------------------------------------------- end to end with a tiny model
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    from limo_exp.models import build_tiny_random
+
+    return str(build_tiny_random(tmp_path_factory.mktemp("models") / "tiny_random"))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("eval_data")
+    for f in DATA.glob("*.jsonl"):
+        (d / f.name).symlink_to(f)
+    (d / GPQA.name).symlink_to(GPQA)
+    return d
+
+
+@needs_data
+def test_every_task_runs_on_two_items(tiny_model, data_dir):
+    result = evaluate(
+        tiny_model,
+        ["limo_paper", "limo_synthetic"],
+        data_dir=str(data_dir),
+        limit=2,
+        max_gen_toks=8,
+        synthetic_n=4,
+    )
+    assert isinstance(result, EvalResult)
+    for task in TASKS:
+        assert len(result.samples[task]) == 2
+        for key in (
+            "exact_match",
+            "exact_match_stderr",
+            "no_answer",
+            "timeout",
+            "pass_at_1",
+            "no_answer_count",
+            "timeout_count",
+        ):
+            assert f"eval/{task}/{key}" in result.metrics, (task, key)
+        s = result.samples[task][0]
+        assert {"prompt", "response", "gold", "extracted", "status", "correct"} <= set(s)
+        assert "<|im_start|>user" in s["prompt"]  # the chat template was applied
+        assert "\\boxed{}" in s["prompt"]
+    assert "eval/limo_paper/exact_match" in result.metrics
+    assert all(MLFLOW_SAFE.match(k) for k in result.metrics)
+    assert all(isinstance(v, float) for v in result.metrics.values())
+    st = result.settings
+    assert all(isinstance(v, str) for v in st.values())
+    for key in (
+        "backend",
+        "backend_version",
+        "lm_eval_version",
+        "chat_template_sha256",
+        "grader_version",
+        "math_verify_version",
+        "gpqa_seed",
+        "instruction",
+        "system_prompt",
+        "temperature",
+        "top_p",
+    ):
+        assert key in st
+    assert st["chat_template_sha256"] != "none"
+    for task in PAPER_TASKS:
+        assert st[f"data/{task}"].startswith("sha256:")
+    json.dumps(result.raw)  # serialisable
+
+
+def test_sampled_protocol_on_synthetic(tiny_model):
+    result = evaluate(
+        tiny_model,
+        ["limo_synthetic"],
+        limit=2,
+        max_gen_toks=8,
+        num_samples=3,
+        temperature=1.0,
+        top_p=0.9,
+        pass_k=(1, 2, 3),
+        synthetic_n=3,
+        seed=1,
+    )
+    rows = result.samples["limo_synthetic"]
+    assert len(rows) == 2 * 3
+    assert len({r["response"] for r in rows[:3]}) > 1  # sampling, not three greedy copies
+    for key in ("mean_at_n", "mean_at_n_stderr", "pass_at_3", "maj_at_3"):
+        assert f"eval/limo_synthetic/{key}" in result.metrics
+    assert result.settings["num_samples"] == "3"
+    assert json.loads(result.settings["gen_kwargs"])["do_sample"] is True
+
+
+CONF_KEYS = {
+    "tasks",
+    "data_dir",
+    "limit",
+    "backend",
+    "batch_size",
+    "max_gen_toks",
+    "num_samples",
+    "temperature",
+    "top_p",
+    "pass_k",
+    "system_prompt",
+    "gpqa_seed",
+    "tensor_parallel_size",
+    "synthetic",
+}
+
+
+@pytest.mark.parametrize("name", ["smoke", "demo", "limo_paper", "limo_paper_sampled"])
+def test_eval_configs_have_the_pipeline_keys(name):
+    import yaml
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "eval" / f"{name}.yaml").read_text())
+    assert set(cfg) == CONF_KEYS
+    check_tasks(cfg["tasks"])
+    assert cfg["backend"] in ("hf", "vllm") and set(cfg["synthetic"]) == {"n", "seed"}
+    assert max(cfg["pass_k"]) <= cfg["num_samples"]
+
+
+def test_smoke_config_runs(tiny_model):
+    import yaml
+
+    from limo_exp.evaluation import evaluate_from_cfg
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "eval" / "smoke.yaml").read_text())
+    result = evaluate_from_cfg(tiny_model, cfg, limit=1, max_gen_toks=4)
+    assert len(result.samples["limo_synthetic"]) == 1
+    assert result.settings["synthetic"] == "n=8,seed=0"
