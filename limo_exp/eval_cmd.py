@@ -15,7 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from limo_exp import tracking
+from limo_exp import CONF_DIR, tracking
 from limo_exp.spec import run_key
 
 log = logging.getLogger("limo_exp")
@@ -32,31 +32,13 @@ def evaluate_from_config(model_path: str, eval_cfg, output_dir: Path, dtype: str
     """Run the eval suite of ``eval_cfg`` on ``model_path``; write results and per-sample outputs."""
     import torch
 
-    from limo_exp.evaluation import evaluate
+    from limo_exp.evaluation import evaluate_from_cfg
 
     e = OmegaConf.to_container(eval_cfg, resolve=True) if isinstance(eval_cfg, DictConfig) else dict(eval_cfg)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    res = evaluate(
-        model_path,
-        list(e["tasks"]),
-        data_dir=e.get("data_dir"),
-        limit=e.get("limit"),
-        backend=e.get("backend", "hf"),
-        batch_size=e.get("batch_size", 1),
-        max_gen_toks=e["max_gen_toks"],
-        num_samples=e.get("num_samples", 1),
-        temperature=e.get("temperature", 0.0),
-        top_p=e.get("top_p", 1.0),
-        pass_k=tuple(e.get("pass_k") or (1,)),
-        seed=e.get("seed", 0),
-        system_prompt=e.get("system_prompt"),
-        gpqa_seed=e.get("gpqa_seed", 0),
-        tensor_parallel_size=e.get("tensor_parallel_size", 1),
-        device=device,
-        dtype=("bfloat16" if device == "cuda" else "float32") if dtype == "auto" else dtype,
-        synthetic_n=(e.get("synthetic") or {}).get("n", 20),
-        synthetic_seed=(e.get("synthetic") or {}).get("seed", 0),
-    )
+    if dtype == "auto":
+        dtype = "bfloat16" if device == "cuda" else "float32"
+    res = evaluate_from_cfg(model_path, e, device=device, dtype=dtype)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     arts = [output_dir / "results.json"]
@@ -97,7 +79,7 @@ def run_eval(cfg: DictConfig) -> dict:
     return {"run_key": key, "run_id": tracker.run_id, "skipped": False, "metrics": ev.metrics}
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     run_eval(cfg)
 

@@ -13,12 +13,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from limo_exp import tracking
+from limo_exp import CONF_DIR, tracking
 from limo_exp.eval_cmd import evaluate_from_config
 from limo_exp.spec import run_key
 
 log = logging.getLogger("limo_exp")
-CONF_DIR = str(Path(__file__).resolve().parent / "conf")
 
 
 def train_config(cfg: DictConfig):
@@ -129,9 +128,14 @@ def run(cfg: DictConfig) -> dict:
                 "selected_ids": ids, "run_dir": str(run_dir)}
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
     out = run(cfg)
+    state = "skipped (already FINISHED)" if out["skipped"] else "finished"
+    print(f"\nrun {out['run_id']} {state}; run_key {out['run_key']}")
+    for k, v in sorted(out["metrics"].items()):
+        if k.startswith("eval/") or k in ("train/final_loss", "train/tokens_per_s"):
+            print(f"  {k:50s} {v:.4f}")
     acc = [v for k, v in out["metrics"].items() if k.startswith("eval/") and k.endswith("/exact_match")]
     return acc[0] if acc else None
 

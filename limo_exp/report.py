@@ -11,6 +11,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from limo_exp import CONF_DIR
+
 log = logging.getLogger("limo_exp")
 
 GROUP_COLS = ["model.name", "quality.name", "pool.name"]
@@ -99,7 +101,7 @@ def report(uri: str, experiment: str, results_dir: Path) -> dict:
             "csv": out / "runs.csv", "frame": df}
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     uri = cfg.tracking.uri
     if not cfg.tracking.enabled or not uri:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import yaml
 from conftest import CONF_DIR, REPO, compose
 
 GROUPS = ["pool", "quality", "model", "train", "eval", "tracking", "paths", "curation", "experiment", "debug"]
@@ -38,17 +37,22 @@ def test_experiment_files_start_with_their_command():
         assert "limo-exp" in lines[1] or "make" in lines[1], f"{p}: line 2 should name the command that runs it"
 
 
-def test_sweeps_compose():
-    sweeps = sorted((REPO / "sweeps").glob("*.yaml"))
-    assert sweeps, "sweeps/ holds the paper ablation grids"
-    for p in sweeps:
-        spec = yaml.safe_load(p.read_text())
-        base = spec.get("overrides", [])
-        cfg = compose(base)
-        for key, values in spec["grid"].items():
+def test_sweeps_compose_at_every_grid_point():
+    """sweeps/*.yaml: the file and every value of every swept key compose (before a cluster queue sees them)."""
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
+
+    sweeps = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
+    assert {"less_is_more", "quality_tiers", "pool_sources", "small_models"} <= set(sweeps)
+    for name in sweeps:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = hcompose(config_name="config", overrides=[f"sweep={name}"], return_hydra_config=True)
+        grid = cfg.hydra.sweeper.params
+        assert grid, f"sweeps/{name}.yaml sweeps nothing"
+        for key, values in grid.items():
             for v in str(values).split(","):
-                compose(base + [f"{key}={v.strip()}"])
-        assert cfg is not None
+                point = compose([f"sweep={name}", f"{key}={v.strip()}"])
+                assert point.study == cfg.study
 
 
 def test_launchers_compose():
