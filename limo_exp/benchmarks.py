@@ -218,3 +218,32 @@ def load_benchmark(
                 problem = _get(row, "problem", "Problem", "question")
                 items.append(_math_item(name, rid, problem, _get(row, "answer", "Answer")))
     return items
+
+
+def resolve_tasks(tasks: list[str], data_dir: str | Path | None) -> tuple[list[str], dict[str, str]]:
+    """Expand groups into leaf tasks and keep those whose data can be read.
+
+    With the hub as source (``data_dir`` None) every task is kept. With a local folder, a task
+    *named on its own* whose file is missing is an error; a member of a group (``limo_paper``)
+    whose file is missing is skipped, and returned with the reason so that callers log it
+    (GPQA is gated and often absent from a local folder). Returns (kept, skipped).
+    """
+    from limo_exp.tasks import PAPER_TASKS
+
+    kept: list[str] = []
+    skipped: dict[str, str] = {}
+    for t in tasks:
+        in_group = t == "limo_paper"
+        for leaf in PAPER_TASKS if in_group else (t,):
+            if leaf in kept or leaf in skipped:
+                continue
+            name = leaf.removeprefix("limo_")
+            if data_dir is not None and name in SOURCES:
+                missing = [str(p) for p in local_files(name, data_dir) if not p.exists()]
+                if missing:
+                    if not in_group:
+                        raise FileNotFoundError(f"{leaf}: missing local file(s) {missing} in eval.data_dir={data_dir}")
+                    skipped[leaf] = f"no local file {missing[0]}"
+                    continue
+            kept.append(leaf)
+    return kept, skipped

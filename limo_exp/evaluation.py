@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -24,7 +25,10 @@ from limo_exp import benchmarks, grading
 from limo_exp.tasks import GROUPS, PAPER_TASKS, TASKS, TASKS_DIR
 from limo_exp.tasks.utils import DEFAULT_INSTRUCTION, sampling_metrics
 
-BACKENDS = ("hf", "vllm")
+BACKENDS = ("auto", "hf", "vllm")
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -96,6 +100,19 @@ def _data_source(task: str, data_dir: str | None) -> str:
     return "sha256:" + benchmarks.file_hash(bench, data_dir)
 
 
+def choose_backend(requested: str) -> str:
+    """``auto``: vLLM when CUDA is present and vllm imports, else lm-eval's ``hf`` backend."""
+    if requested not in BACKENDS:
+        raise ValueError(f"unknown backend {requested!r}; valid: {', '.join(BACKENDS)}")
+    if requested != "auto":
+        return requested
+    import importlib.util
+
+    import torch
+
+    return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "hf"
+
+
 def _model_args(backend: str, model_path: str, *, dtype: str, seed: int, tensor_parallel_size: int) -> dict:
     if backend == "hf":
         return {"pretrained": model_path, "dtype": dtype, "trust_remote_code": False}
@@ -139,8 +156,7 @@ def evaluate(
     """Run lm-eval on ``tasks`` (limo_ task or group names) and collect metrics, samples and settings."""
     tasks = list(tasks)
     check_tasks(tasks)
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    backend = choose_backend(backend)
     if num_samples < 1:
         raise ValueError("num_samples must be >= 1")
     data_dir = str(data_dir) if data_dir is not None else None
@@ -158,6 +174,11 @@ def evaluate(
     }
     tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata=metadata)
     check_tasks(tasks, tm.task_index)  # a YAML that failed to load is missing from the index
+    kept, skipped = benchmarks.resolve_tasks(tasks, data_dir)
+    if skipped:  # a group member without a local file: run the rest, say so, log it
+        for t, why in skipped.items():
+            log.warning("skipping %s: %s", t, why)
+        tasks = kept
     loaded = tm.load(tasks)  # builds the datasets: a missing local file fails here, before the model loads
     for task_obj in loaded["tasks"].values():
         task_obj.set_config(key="repeats", value=int(num_samples))
@@ -249,6 +270,7 @@ def evaluate(
         "grader_timeout_s": str(grading.DEFAULT_TIMEOUT_S),
         "gpqa_seed": str(gpqa_seed),
         "data_dir": "" if data_dir is None else data_dir,
+        "skipped_tasks": "; ".join(f"{t}: {why}" for t, why in skipped.items()) or "none",
         "synthetic": f"n={synthetic_n},seed={synthetic_seed}",
     }
     for leaf in leaves:

@@ -130,7 +130,11 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    out = run(cfg)
+    try:
+        out = run(cfg)
+    except BaseException:
+        tracking.fail_parent(cfg.tracking, _sweep_dir())
+        raise
     state = "skipped (already FINISHED)" if out["skipped"] else "finished"
     print(f"\nrun {out['run_id']} {state}; run_key {out['run_key']}")
     for k, v in sorted(out["metrics"].items()):

@@ -36,7 +36,7 @@ def runs_frame(uri: str, experiment: str):
         row |= {k: v for k, v in r.data.params.items()
                 if k in ("data.n_samples", "seed", "model.name", "quality.name", "pool.name", "curation.name",
                          "train.name")}
-        row |= {k: v for k, v in r.data.metrics.items() if k.startswith("eval/") or k.startswith("train/")}
+        row |= {k: v for k, v in r.data.metrics.items() if k.startswith(("eval/", "train/"))}
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
@@ -58,9 +58,14 @@ def plot_curve(df, out: Path) -> Path:
 
     metrics = accuracy_columns(df)
     fig, axes = plt.subplots(1, max(1, len(metrics)), figsize=(5 * max(1, len(metrics)), 4), squeeze=False)
-    groups = [c for c in GROUP_COLS if c in df.columns and df[c].nunique() > 1] or ["quality.name"]
+    groups = [c for c in GROUP_COLS if c in df.columns and df.loc[df["data.n_samples"] > 0, c].nunique() > 1]
+    groups = groups or ["quality.name"]
+    base = df[df["data.n_samples"] == 0]  # eval-only baselines (limo-exp eval): dashed lines
+    tuned = df[df["data.n_samples"] > 0]
     for ax, metric in zip(axes[0], metrics):
-        for label, g in df.groupby(groups):
+        for _, row in base.dropna(subset=[metric]).iterrows():
+            ax.axhline(row[metric], ls="--", lw=1, color="grey", label=f"{row.get('model.name', 'base')} (no training)")
+        for label, g in tuned.groupby(groups):
             stats = g.groupby("data.n_samples")[metric].agg(["mean", "sem", "count"]).reset_index()
             err = stats["sem"].fillna(0.0) if (stats["count"] > 1).any() else None
             name = " / ".join(map(str, label if isinstance(label, tuple) else (label,)))

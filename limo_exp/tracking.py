@@ -105,9 +105,11 @@ class Tracker(NullTracker):
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             location = Path(artifact_root).resolve().as_uri() if artifact_root else None
+            from mlflow.exceptions import MlflowException
+
             try:
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-            except Exception:  # created meanwhile by a parallel run of the same sweep
+            except MlflowException:  # created meanwhile by a parallel run of the same sweep
                 self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
         else:
             self.experiment_id = exp.experiment_id
@@ -206,6 +208,15 @@ try:
     from hydra.experimental.callback import Callback
 except ImportError:  # pragma: no cover
     Callback = object
+
+
+def fail_parent(tracking_cfg, sweep_dir: str | Path | None) -> None:
+    """A configuration of a sweep crashed: the sweep's parent run is FAILED too (Hydra stops there)."""
+    run_id = parent_run_id(sweep_dir)
+    if run_id and tracking_cfg.get("enabled", False):
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(tracking_uri=tracking_cfg["uri"]).set_terminated(run_id, status="FAILED")
 
 
 class SweepCallback(Callback):

@@ -173,3 +173,19 @@ def test_hub_path_uses_dataset_ids(monkeypatch):
     assert (aime24[0].id, aime24[0].problem, aime24[0].answer) == ("2024-I-1", "P", "204")
     assert load_benchmark("amc23")[0].answer == "27"
     assert load_benchmark("olympiadbench")[0].answers == ["1", "3"]
+
+
+def test_group_member_without_local_file_is_skipped_and_named(tmp_path):
+    """limo_paper on a folder without GPQA runs the other five; GPQA asked by name is an error."""
+    from limo_exp.benchmarks import resolve_tasks
+
+    (tmp_path / "amc23.jsonl").write_text('{"id": 0, "problem": "p", "answer": 27.0}\n')
+    kept, skipped = resolve_tasks(["limo_amc23", "limo_synthetic"], str(tmp_path))
+    assert kept == ["limo_amc23", "limo_synthetic"] and skipped == {}
+    kept, skipped = resolve_tasks(["limo_paper"], str(tmp_path))
+    assert kept == ["limo_amc23"]
+    assert set(skipped) == {"limo_aime24", "limo_aime25", "limo_math500", "limo_olympiadbench", "limo_gpqa_diamond"}
+    assert "gpqa_diamond.jsonl" in skipped["limo_gpqa_diamond"]
+    with pytest.raises(FileNotFoundError, match="limo_gpqa_diamond"):
+        resolve_tasks(["limo_gpqa_diamond"], str(tmp_path))
+    assert resolve_tasks(["limo_paper"], None)[1] == {}  # the hub: nothing skipped

@@ -231,7 +231,7 @@ def test_eval_configs_have_the_pipeline_keys(name):
     cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "eval" / f"{name}.yaml").read_text())
     assert set(cfg) == CONF_KEYS
     check_tasks(cfg["tasks"])
-    assert cfg["backend"] in ("hf", "vllm") and set(cfg["synthetic"]) == {"n", "seed"}
+    assert cfg["backend"] in ("auto", "hf", "vllm") and set(cfg["synthetic"]) == {"n", "seed"}
     assert max(cfg["pass_k"]) <= cfg["num_samples"]
 
 
@@ -244,3 +244,33 @@ def test_smoke_config_runs(tiny_model):
     result = evaluate_from_cfg(tiny_model, cfg, limit=1, max_gen_toks=4)
     assert len(result.samples["limo_synthetic"]) == 1
     assert result.settings["synthetic"] == "n=8,seed=0"
+
+
+def test_backend_auto_picks_hf_without_cuda(monkeypatch):
+    import torch
+
+    from limo_exp.evaluation import choose_backend
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert choose_backend("auto") == "hf"
+    assert choose_backend("vllm") == "vllm"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: object() if name == "vllm" else None)
+    assert choose_backend("auto") == "vllm"
+    with pytest.raises(ValueError, match="valid: auto, hf, vllm"):
+        choose_backend("tgi")
+
+
+def test_attn_implementation_selection(monkeypatch):
+    import torch
+
+    from limo_exp.models import attn_implementation, torch_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert attn_implementation("auto") == "sdpa" and torch_dtype("auto") == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: object() if name == "flash_attn" else None)
+    assert attn_implementation("auto") == "flash_attention_2" and torch_dtype("auto") == torch.bfloat16
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    assert attn_implementation("auto") == "sdpa"
+    assert attn_implementation("eager") == "eager"

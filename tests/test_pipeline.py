@@ -65,3 +65,23 @@ def test_unknown_task_lists_valid_ones(small_cfg):
     with pytest.raises(ValueError) as err:
         run(small_cfg("eval.tasks=[limo_nope]"))
     assert "limo_nope" in str(err.value) and "limo_math500" in str(err.value)
+
+
+def test_eval_only_baseline_and_report(small_cfg, tmp_path):
+    """limo-exp eval logs a baseline run; limo-exp report turns the study into curve + table with run ids."""
+    from limo_exp.eval_cmd import run_eval
+    from limo_exp.pipeline import run
+    from limo_exp.report import report
+
+    runs = [run(small_cfg(f"data.n_samples={n}")) for n in (4, 8)]
+    base = run_eval(small_cfg())
+    assert not base["skipped"] and "eval/limo_synthetic/exact_match" in base["metrics"]
+    cfg = small_cfg()
+    assert _client(cfg).get_run(base["run_id"]).data.params["data.n_samples"] == "0"
+    out = report(cfg.tracking.uri, "test", tmp_path / "results")
+    assert out["runs"] == 3
+    assert out["curve"].exists() and out["curve"].stat().st_size > 10_000
+    table = out["table"].read_text()
+    for r in runs + [base]:
+        assert r["run_id"] in table  # every row traces back to its MLflow run
+    assert sorted(out["frame"]["data.n_samples"]) == [0, 4, 8]

@@ -6,6 +6,7 @@ The only part of curation that reads ``cfg``; everything it calls takes plain ar
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from limo_exp.curation.config import CuratedPool, CurationConfig
 from limo_exp.curation.stages import curate
 from limo_exp.records import BenchItem
 
+log = logging.getLogger(__name__)
 OUTPUT_FILES = ("curated_pool.jsonl", "funnel.json", "contamination.jsonl")
 
 
@@ -33,8 +35,7 @@ def benchmarks_for(
     Task groups expand (``limo_paper`` -> its six tasks); ``eval_cfg`` supplies ``gpqa_seed`` and
     ``synthetic.n`` / ``synthetic.seed`` so the items are exactly those evaluated.
     """
-    from limo_exp.benchmarks import load_benchmark
-    from limo_exp.tasks import PAPER_TASKS
+    from limo_exp.benchmarks import load_benchmark, resolve_tasks
 
     kw: dict[str, Any] = {}
     if eval_cfg is not None:
@@ -46,17 +47,12 @@ def benchmarks_for(
         ):
             if pick(eval_cfg, key) is not None:
                 kw[arg] = pick(eval_cfg, key)
-    leaves = [leaf for t in tasks for leaf in (PAPER_TASKS if t == "limo_paper" else (t,))]
+    leaves, skipped = resolve_tasks(tasks, data_dir)
+    for task, why in skipped.items():
+        log.warning("not decontaminating against %s: %s", task, why)
     out: dict[str, list[BenchItem]] = {}
-    for task in dict.fromkeys(leaves):
-        name = benchmark_name(task)
-        try:
-            out[name] = load_benchmark(name, data_dir, **kw)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(
-                f"cannot decontaminate against {task}: {e}. Add the file to {data_dir} or "
-                f"leave the task out of eval.tasks"
-            ) from None
+    for task in leaves:
+        out[benchmark_name(task)] = load_benchmark(benchmark_name(task), data_dir, **kw)
     return out
 
 
@@ -135,6 +131,9 @@ def run_curate(cfg: DictConfig) -> dict[str, Any]:
     )
     print(format_funnel(curated.funnel))
     paths = write_outputs(curated, _output_dir(cfg))
+    print(f"wrote {len(curated.records)} records and {len(curated.contamination)} flagged pairs:")
+    for p in paths:
+        print(f"  {p}")
     return {
         "pool": cfg.pool.name,
         "records_in": len(records),
