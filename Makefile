@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 demo: venv
+	$(BIN)/limo-exp eval experiment=demo
 	$(BIN)/limo-exp run --multirun experiment=demo
 	$(BIN)/limo-exp report experiment=demo
 

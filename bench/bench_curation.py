@@ -15,17 +15,15 @@ import json
 import platform
 import random
 import re
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
 from limo_exp.curation import CurationConfig, curate, format_funnel
 from limo_exp.records import Record, Solution, problem_id
 from limo_exp.synthetic import make_pool
+
+REPO = Path(__file__).resolve().parents[1]
 
 TARGET = 5000  # records/s at 100k
 _NUM = re.compile(r"\d+")

@@ -242,7 +242,9 @@ def resolve_tasks(tasks: list[str], data_dir: str | Path | None) -> tuple[list[s
                 missing = [str(p) for p in local_files(name, data_dir) if not p.exists()]
                 if missing:
                     if not in_group:
-                        raise FileNotFoundError(f"{leaf}: missing local file(s) {missing} in eval.data_dir={data_dir}")
+                        raise FileNotFoundError(
+                            f"{leaf}: missing local file(s) {missing} in eval.data_dir={data_dir}"
+                        )
                     skipped[leaf] = f"no local file {missing[0]}"
                     continue
             kept.append(leaf)

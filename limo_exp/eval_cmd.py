@@ -63,13 +63,22 @@ def run_eval(cfg: DictConfig) -> dict:
     tracker = tracking.make_tracker(cfg.tracking)
     done = tracker.find_finished(key)
     if done is not None and not cfg.force:
-        log.info("eval run_key %s already FINISHED as %s; skipping (force=true reruns)", key, done.info.run_id)
-        return {"run_key": key, "run_id": done.info.run_id, "skipped": True, "metrics": dict(done.data.metrics)}
+        log.info(
+            "eval run_key %s already FINISHED as %s; skipping (force=true reruns)", key, done.info.run_id
+        )
+        return {
+            "run_key": key,
+            "run_id": done.info.run_id,
+            "skipped": True,
+            "metrics": dict(done.data.metrics),
+        }
     out_dir = Path(cfg.paths.output_root) / "evals" / key
     tags = {tracking.RUN_KEY_TAG: key, "limo.kind": "eval_only", "limo.base_model": base}
     with tracker.run(f"eval-{cfg.model.name}", tags | tracking.environment_tags()):
-        tracker.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
-                          | {"data.n_samples": "0", "quality.name": "base", "pool.name": "none"})
+        tracker.log_params(
+            tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
+            | {"data.n_samples": "0", "quality.name": "base", "pool.name": "none"}
+        )
         ev = evaluate_from_config(base, cfg.eval, out_dir, dtype=cfg.model.dtype)
         tracker.log_metrics(ev.metrics)
         tracker.set_tags({f"eval.{k}": v for k, v in ev.settings.items()})

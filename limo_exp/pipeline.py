@@ -25,10 +25,20 @@ def train_config(cfg: DictConfig):
 
     t = cfg.train
     return TrainConfig(
-        lr=t.lr, epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size, grad_accum=t.grad_accum,
-        warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
-        max_length=t.max_length, packing=t.packing, gradient_checkpointing=t.gradient_checkpointing,
-        instruction=t.instruction, system_prompt=t.system_prompt, seed=cfg.seed,
+        lr=t.lr,
+        epochs=t.epochs,
+        max_steps=t.max_steps,
+        batch_size=t.batch_size,
+        grad_accum=t.grad_accum,
+        warmup_ratio=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        max_length=t.max_length,
+        packing=t.packing,
+        gradient_checkpointing=t.gradient_checkpointing,
+        instruction=t.instruction,
+        system_prompt=t.system_prompt,
+        seed=cfg.seed,
     )
 
 
@@ -51,8 +61,9 @@ def run(cfg: DictConfig) -> dict:
     from limo_exp import curation, evaluation, models, pools, selection
     from limo_exp.train import save, train
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
-                              mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(), mixed_precision="bf16" if torch.cuda.is_available() else "no"
+    )
     main_rank = accelerator.is_main_process
     set_seed(cfg.seed)
     evaluation.check_tasks(list(cfg.eval.tasks))  # unknown task names fail before any work
@@ -64,8 +75,17 @@ def run(cfg: DictConfig) -> dict:
     tracker = tracking.make_tracker(cfg.tracking) if main_rank else tracking.NullTracker()
     done = tracker.find_finished(key)
     if done is not None and not cfg.force:
-        log.info("run_key %s already FINISHED as MLflow run %s; skipping (force=true reruns)", key, done.info.run_id)
-        return {"run_key": key, "run_id": done.info.run_id, "skipped": True, "metrics": dict(done.data.metrics)}
+        log.info(
+            "run_key %s already FINISHED as MLflow run %s; skipping (force=true reruns)",
+            key,
+            done.info.run_id,
+        )
+        return {
+            "run_key": key,
+            "run_id": done.info.run_id,
+            "skipped": True,
+            "metrics": dict(done.data.metrics),
+        }
 
     name = f"{cfg.model.name}-{cfg.pool.name}-{cfg.quality.name}-n{cfg.data.n_samples}-s{cfg.seed}"
     tags = {tracking.RUN_KEY_TAG: key, "limo.pool_fingerprint": fingerprint, "limo.run_dir": str(run_dir)}
@@ -78,34 +98,56 @@ def run(cfg: DictConfig) -> dict:
 
         # curate (cached by fingerprint; parallel runs of a sweep curate once) and select
         benchmarks = curation.benchmarks_for(list(cfg.eval.tasks), cfg.eval.get("data_dir"), cfg.eval)
-        curated = curation.curate_cached(pool, curation.config_from(cfg.curation), benchmarks,
-                                         Path(cfg.paths.cache_dir) / "curated")
+        curated = curation.curate_cached(
+            pool, curation.config_from(cfg.curation), benchmarks, Path(cfg.paths.cache_dir) / "curated"
+        )
         files = curation.write_outputs(curated, run_dir / "curation")
         for f in files:
             tracker.log_artifact(f, "curation")
         tracker.log_metrics({f"curation/{s['stage']}_out": s["out"] for s in curated.funnel})
-        examples = selection.select(curated.records, cfg.data.n_samples, cfg.quality.tier, cfg.seed,
-                                    stratify_by=cfg.data.stratify_by, funnel=curated.funnel)
+        examples = selection.select(
+            curated.records,
+            cfg.data.n_samples,
+            cfg.quality.tier,
+            cfg.seed,
+            stratify_by=cfg.data.stratify_by,
+            funnel=curated.funnel,
+        )
         ids = [e.id for e in examples]
         (run_dir / "selected_ids.json").write_text(json.dumps(ids, indent=0))
         tracker.log_artifact(run_dir / "selected_ids.json")
-        tracker.log_dataset([{"id": r.id, "problem": r.problem} for r in pool], f"pool/{cfg.pool.name}",
-                            fingerprint, "pool")
-        tracker.log_dataset([{"id": e.id, "problem": e.problem, "solution": e.solution} for e in examples],
-                            f"train/{cfg.pool.name}/{cfg.quality.name}/n{len(examples)}",
-                            pools.pool_fingerprint([r for r in curated.records if r.id in set(ids)]), "training")
+        tracker.log_dataset(
+            [{"id": r.id, "problem": r.problem} for r in pool], f"pool/{cfg.pool.name}", fingerprint, "pool"
+        )
+        tracker.log_dataset(
+            [{"id": e.id, "problem": e.problem, "solution": e.solution} for e in examples],
+            f"train/{cfg.pool.name}/{cfg.quality.name}/n{len(examples)}",
+            pools.pool_fingerprint([r for r in curated.records if r.id in set(ids)]),
+            "training",
+        )
 
         # model, train, save
         with accelerator.main_process_first():
             base = models.resolve(cfg.model, cfg.paths.cache_dir)
-        model, tok = models.load(base, dtype=cfg.model.dtype, attn=cfg.model.attn_implementation,
-                                 trust_remote_code=cfg.model.trust_remote_code)
-        tracker.set_tags({"limo.base_model": base, "limo.attn_implementation": model.config._attn_implementation})
+        model, tok = models.load(
+            base,
+            dtype=cfg.model.dtype,
+            attn=cfg.model.attn_implementation,
+            trust_remote_code=cfg.model.trust_remote_code,
+        )
+        tracker.set_tags(
+            {"limo.base_model": base, "limo.attn_implementation": model.config._attn_implementation}
+        )
         result = train(model, tok, examples, train_config(cfg), accelerator, tracker.log_metrics)
-        metrics = {"train/tokens_per_s": result.tokens_per_s, "train/target_tokens": result.target_tokens,
-                   "train/seen_tokens": result.seen_tokens, "train/seconds": result.seconds,
-                   "train/final_loss": result.losses[-1] if result.losses else float("nan"),
-                   "train/steps": result.steps, "train/n_examples": len(examples)}
+        metrics = {
+            "train/tokens_per_s": result.tokens_per_s,
+            "train/target_tokens": result.target_tokens,
+            "train/seen_tokens": result.seen_tokens,
+            "train/seconds": result.seconds,
+            "train/final_loss": result.losses[-1] if result.losses else float("nan"),
+            "train/steps": result.steps,
+            "train/n_examples": len(examples),
+        }
         tracker.log_metrics(metrics)
         ckpt = run_dir / "checkpoint"
         save(model, tok, str(ckpt), accelerator)
@@ -124,8 +166,14 @@ def run(cfg: DictConfig) -> dict:
 
             shutil.rmtree(ckpt, ignore_errors=True)
         accelerator.wait_for_everyone()
-        return {"run_key": key, "run_id": tracker.run_id, "skipped": False, "metrics": metrics,
-                "selected_ids": ids, "run_dir": str(run_dir)}
+        return {
+            "run_key": key,
+            "run_id": tracker.run_id,
+            "skipped": False,
+            "metrics": metrics,
+            "selected_ids": ids,
+            "run_dir": str(run_dir),
+        }
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

@@ -45,7 +45,9 @@ class Record:
 
     @classmethod
     def new(cls, problem: str, answer: str, solutions: list[Solution], **meta: Any) -> Record:
-        return cls(id=problem_id(problem), problem=problem, answer=str(answer), solutions=solutions, meta=meta)
+        return cls(
+            id=problem_id(problem), problem=problem, answer=str(answer), solutions=solutions, meta=meta
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,7 +55,13 @@ class Record:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Record:
         sols = [Solution(**s) for s in d["solutions"]]
-        return cls(id=d["id"], problem=d["problem"], answer=d["answer"], solutions=sols, meta=dict(d.get("meta") or {}))
+        return cls(
+            id=d["id"],
+            problem=d["problem"],
+            answer=d["answer"],
+            solutions=sols,
+            meta=dict(d.get("meta") or {}),
+        )
 
 
 @dataclass

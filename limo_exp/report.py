@@ -31,11 +31,26 @@ def runs_frame(uri: str, experiment: str):
     for r in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'", max_results=50000):
         if "limo.run_key" not in r.data.tags:
             continue
-        row = {"run_id": r.info.run_id, "run_name": r.info.run_name, "run_key": r.data.tags["limo.run_key"],
-               "start_time": r.info.start_time}
-        row |= {k: v for k, v in r.data.params.items()
-                if k in ("data.n_samples", "seed", "model.name", "quality.name", "pool.name", "curation.name",
-                         "train.name")}
+        row = {
+            "run_id": r.info.run_id,
+            "run_name": r.info.run_name,
+            "run_key": r.data.tags["limo.run_key"],
+            "start_time": r.info.start_time,
+        }
+        row |= {
+            k: v
+            for k, v in r.data.params.items()
+            if k
+            in (
+                "data.n_samples",
+                "seed",
+                "model.name",
+                "quality.name",
+                "pool.name",
+                "curation.name",
+                "train.name",
+            )
+        }
         row |= {k: v for k, v in r.data.metrics.items() if k.startswith(("eval/", "train/"))}
         rows.append(row)
     df = pd.DataFrame(rows)
@@ -50,33 +65,50 @@ def accuracy_columns(df) -> list[str]:
     return sorted(c for c in df.columns if c.startswith("eval/") and c.endswith("/exact_match"))
 
 
+def panels(df) -> list[tuple[str, str]]:
+    """(column, y label) per panel: accuracy for every task, then the share of responses with an
+    extractable answer (1 - no_answer), which shows how fast the answer format is learned."""
+    out = [(c, "accuracy") for c in accuracy_columns(df)]
+    for c in accuracy_columns(df):
+        no_answer = c.removesuffix("/exact_match") + "/no_answer"
+        if no_answer in df.columns:
+            df[c.removesuffix("/exact_match") + "/answered"] = 1.0 - df[no_answer]
+            out.append((c.removesuffix("/exact_match") + "/answered", "answered (boxed answer found)"))
+    return out
+
+
 def plot_curve(df, out: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = accuracy_columns(df)
-    fig, axes = plt.subplots(1, max(1, len(metrics)), figsize=(5 * max(1, len(metrics)), 4), squeeze=False)
+    cols = panels(df)
+    fig, axes = plt.subplots(1, max(1, len(cols)), figsize=(5 * max(1, len(cols)), 4), squeeze=False)
     groups = [c for c in GROUP_COLS if c in df.columns and df.loc[df["data.n_samples"] > 0, c].nunique() > 1]
     groups = groups or ["quality.name"]
     base = df[df["data.n_samples"] == 0]  # eval-only baselines (limo-exp eval): dashed lines
     tuned = df[df["data.n_samples"] > 0]
-    for ax, metric in zip(axes[0], metrics):
+    for ax, (metric, ylabel) in zip(axes[0], cols):
         for _, row in base.dropna(subset=[metric]).iterrows():
-            ax.axhline(row[metric], ls="--", lw=1, color="grey", label=f"{row.get('model.name', 'base')} (no training)")
+            label = f"{row.get('model.name', 'base')} (no training)"
+            ax.axhline(row[metric], ls="--", lw=1, color="grey", label=label)
         for label, g in tuned.groupby(groups):
             stats = g.groupby("data.n_samples")[metric].agg(["mean", "sem", "count"]).reset_index()
             err = stats["sem"].fillna(0.0) if (stats["count"] > 1).any() else None
             name = " / ".join(map(str, label if isinstance(label, tuple) else (label,)))
             ax.errorbar(stats["data.n_samples"], stats["mean"], yerr=err, marker="o", capsize=3, label=name)
         ax.set_xscale("log")
+        ns = sorted(tuned["data.n_samples"].unique())
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.minorticks_off()
+        ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel("training examples N (log)")
-        ax.set_ylabel("accuracy")
-        ax.set_title(metric.removeprefix("eval/").removesuffix("/exact_match"))
+        ax.set_ylabel(ylabel)
+        ax.set_title(metric.removeprefix("eval/"))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("less is more: accuracy vs. number of curated examples")
+    fig.suptitle("less is more: evaluation vs. number of curated training examples")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
@@ -84,8 +116,10 @@ def plot_curve(df, out: Path) -> Path:
 
 
 def write_table(df, out: Path) -> Path:
-    cols = [c for c in ["model.name", "pool.name", "quality.name", "data.n_samples", "seed"] if c in df.columns]
-    metrics = accuracy_columns(df)
+    cols = [
+        c for c in ["model.name", "pool.name", "quality.name", "data.n_samples", "seed"] if c in df.columns
+    ]
+    metrics = [c for c, _ in panels(df)]
     extra = [c for c in ["train/final_loss", "train/tokens_per_s"] if c in df.columns]
     t = df.sort_values(cols)[cols + metrics + extra + ["run_id"]]
     header = "| " + " | ".join(c.removeprefix("eval/") for c in t.columns) + " |"
@@ -102,8 +136,13 @@ def report(uri: str, experiment: str, results_dir: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     df = runs_frame(uri, experiment)
     df.to_csv(out / "runs.csv", index=False)
-    return {"runs": len(df), "curve": plot_curve(df, out / "curve.png"), "table": write_table(df, out / "table.md"),
-            "csv": out / "runs.csv", "frame": df}
+    return {
+        "runs": len(df),
+        "curve": plot_curve(df, out / "curve.png"),
+        "table": write_table(df, out / "table.md"),
+        "csv": out / "runs.csv",
+        "frame": df,
+    }
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
@@ -119,7 +158,9 @@ def _hydra_main(cfg: DictConfig) -> None:
     print(f"curve        : {out['curve']}")
     print(f"table        : {out['table']}")
     if uri.startswith("sqlite:///"):
-        print(f"open the UI  : mlflow ui --backend-store-uri sqlite:///{Path(store).resolve()} --host 127.0.0.1 --port 5000")
+        print(
+            f"open the UI  : mlflow ui --backend-store-uri sqlite:///{Path(store).resolve()} --host 127.0.0.1 --port 5000"
+        )
     else:
         print(f"open the UI  : {uri}")
 

@@ -35,7 +35,9 @@ def messages(problem: str, instruction: str, system_prompt: str | None) -> list[
     return msgs + [{"role": "user", "content": user}]
 
 
-def tokenize_example(ex: Example, tok, *, instruction: str, system_prompt: str | None, max_length: int) -> Tokenized:
+def tokenize_example(
+    ex: Example, tok, *, instruction: str, system_prompt: str | None, max_length: int
+) -> Tokenized:
     prompt_msgs = messages(ex.problem, instruction, system_prompt)
     prompt = _ids(tok.apply_chat_template(prompt_msgs, add_generation_prompt=True, tokenize=True))
     full = _ids(

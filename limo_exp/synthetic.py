@@ -16,7 +16,22 @@ from collections.abc import Callable, Iterator
 
 from limo_exp.records import Record, Solution
 
-NAMES = ["Ava", "Ben", "Chloe", "Dev", "Elif", "Farid", "Grace", "Hugo", "Ines", "Jun", "Kira", "Liam", "Mona", "Nils"]
+NAMES = [
+    "Ava",
+    "Ben",
+    "Chloe",
+    "Dev",
+    "Elif",
+    "Farid",
+    "Grace",
+    "Hugo",
+    "Ines",
+    "Jun",
+    "Kira",
+    "Liam",
+    "Mona",
+    "Nils",
+]
 EVAL_SHARE = 5  # one key in EVAL_SHARE goes to the eval split
 
 # A template draws parameters and returns (key, problem, answer, steps, check).
@@ -24,7 +39,13 @@ Template = Callable[[random.Random], tuple[tuple, str, int, list[str], str]]
 
 
 def _shopping(rng: random.Random):
-    name, a, p, b, q = rng.choice(NAMES), rng.randint(2, 9), rng.randint(2, 12), rng.randint(2, 9), rng.randint(1, 6)
+    name, a, p, b, q = (
+        rng.choice(NAMES),
+        rng.randint(2, 9),
+        rng.randint(2, 12),
+        rng.randint(2, 9),
+        rng.randint(1, 6),
+    )
     cost = a * p + b * q
     bill = next(x for x in (20, 50, 100, 200) if x > cost)
     problem = (
@@ -75,16 +96,16 @@ def _ages(rng: random.Random):
 
 
 def _rectangle(rng: random.Random):
-    l, w = rng.randint(3, 30), rng.randint(2, 30)
-    perimeter = 2 * (l + w)
-    problem = f"A rectangle has perimeter {perimeter} cm and length {l} cm. What is its area in square centimeters?"
+    length, w = rng.randint(3, 30), rng.randint(2, 30)
+    perimeter = 2 * (length + w)
+    problem = f"A rectangle has perimeter {perimeter} cm and length {length} cm. What is its area in square centimeters?"
     steps = [
-        f"Half the perimeter is {perimeter} / 2 = {l + w} cm, the length plus the width.",
-        f"The width is {l + w} - {l} = {w} cm.",
-        f"The area is {l} x {w} = {l * w} square centimeters.",
+        f"Half the perimeter is {perimeter} / 2 = {length + w} cm, the length plus the width.",
+        f"The width is {length + w} - {length} = {w} cm.",
+        f"The area is {length} x {w} = {length * w} square centimeters.",
     ]
-    check = f"Check: 2 x ({l} + {w}) = {perimeter}, the given perimeter, so the width and the area are right."
-    return ("rect", l, w), problem, l * w, steps, check
+    check = f"Check: 2 x ({length} + {w}) = {perimeter}, the given perimeter, so the width and the area are right."
+    return ("rect", length, w), problem, length * w, steps, check
 
 
 def _savings(rng: random.Random):
@@ -103,7 +124,9 @@ def _savings(rng: random.Random):
         f"After the gift {name} has {s_total} - {spent} = {left} dollars.",
         f"Saving {s} x {w} = {s * w} more gives {left} + {s * w} = {left + s * w} dollars.",
     ]
-    check = f"Check: {left + s * w} - {s * w} + {spent} = {s_total}, the starting savings, so the total is right."
+    check = (
+        f"Check: {left + s * w} - {s * w} + {spent} = {s_total}, the starting savings, so the total is right."
+    )
     return ("save", name, s_total, spend, s, w), problem, left + s * w, steps, check
 
 
@@ -153,8 +176,14 @@ def _generate(split: str, seed: int) -> Iterator[Record]:
         key, problem, answer, steps, check = TEMPLATES[i](rng)
         if _split_of(key) != split:
             continue
-        rec = Record.new(problem, str(answer), _solutions(steps, check, answer), source="synthetic", subject=SUBJECTS[i],
-                         difficulty=len(steps))
+        rec = Record.new(
+            problem,
+            str(answer),
+            _solutions(steps, check, answer),
+            source="synthetic",
+            subject=SUBJECTS[i],
+            difficulty=len(steps),
+        )
         if rec.id in seen:
             continue
         seen.add(rec.id)

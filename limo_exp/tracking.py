@@ -46,8 +46,12 @@ def flatten(d: Any, prefix: str = "") -> dict[str, str]:
 def git_info(path: Path | None = None) -> dict[str, str]:
     cwd = path or Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True, check=True)
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True, check=True
+        )
         return {"git.commit": commit.stdout.strip(), "git.dirty": str(bool(dirty.stdout.strip())).lower()}
     except (OSError, subprocess.CalledProcessError):
         return {"git.commit": "unknown", "git.dirty": "unknown"}
@@ -66,7 +70,9 @@ def environment_tags() -> dict[str, str]:
         import torch
 
         if torch.cuda.is_available():
-            tags["hardware.gpus"] = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+            tags["hardware.gpus"] = ", ".join(
+                torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
+            )
         else:
             tags["hardware.gpus"] = "none"
     except ImportError:
@@ -99,7 +105,7 @@ class Tracker(NullTracker):
         from mlflow.tracking import MlflowClient
 
         if uri.startswith("sqlite:///"):
-            Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         exp = self.client.get_experiment_by_name(experiment)
@@ -158,7 +164,9 @@ class Tracker(NullTracker):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(metric_name(k), float(v), now, step or 0) for k, v in metrics.items() if v is not None]
+        items = [
+            Metric(metric_name(k), float(v), now, step or 0) for k, v in metrics.items() if v is not None
+        ]
         for i in range(0, len(items), 500):
             self.client.log_batch(self.run_id, metrics=items[i : i + 500])
 
@@ -188,7 +196,9 @@ class Tracker(NullTracker):
 
         ds = mlflow.data.from_pandas(pd.DataFrame(rows), name=name, digest=digest[:36])
         entity = ds._to_mlflow_entity()
-        self.client.log_inputs(self.run_id, [DatasetInput(entity, [InputTag("mlflow.data.context", context)])])
+        self.client.log_inputs(
+            self.run_id, [DatasetInput(entity, [InputTag("mlflow.data.context", context)])]
+        )
 
 
 def make_tracker(tracking_cfg) -> NullTracker:
@@ -234,8 +244,11 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         overrides = " ".join(config.hydra.overrides.task)
-        run_id = tracker.start(f"sweep {sweep_dir.name}", {"limo.kind": "sweep", "limo.sweep_dir": str(sweep_dir),
-                                                          "limo.overrides": overrides} | git_info())
+        run_id = tracker.start(
+            f"sweep {sweep_dir.name}",
+            {"limo.kind": "sweep", "limo.sweep_dir": str(sweep_dir), "limo.overrides": overrides}
+            | git_info(),
+        )
         (sweep_dir / PARENT_FILE).write_text(run_id)
         self._tracker = tracker
 

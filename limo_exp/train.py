@@ -71,7 +71,9 @@ def train(
     from transformers import get_cosine_schedule_with_warmup
 
     data = [
-        tokenize_example(e, tok, instruction=cfg.instruction, system_prompt=cfg.system_prompt, max_length=cfg.max_length)
+        tokenize_example(
+            e, tok, instruction=cfg.instruction, system_prompt=cfg.system_prompt, max_length=cfg.max_length
+        )
         for e in examples
     ]
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -124,8 +126,11 @@ def train(
         result.target_tokens += int(n_global)
         log_metrics({"train/loss": loss, "train/lr": sched.get_last_lr()[0]}, step + 1)
     result.seconds = time.perf_counter() - start
-    result.seen_tokens = int(accelerator.reduce(torch.tensor(float(result.seen_tokens), device=accelerator.device),
-                                                reduction="sum").item())
+    result.seen_tokens = int(
+        accelerator.reduce(
+            torch.tensor(float(result.seen_tokens), device=accelerator.device), reduction="sum"
+        ).item()
+    )
     return result
 
 

@@ -18,4 +18,5 @@ model, tok = load(model_dir)
 examples = [Example(r.id, r.problem, r.solutions[1].text, r.answer, "short") for r in make_pool(8, seed=0)]
 res = train(model, tok, examples, TrainConfig(lr=1e-3, max_steps=2, batch_size=2, instruction="Reason."), acc)
 if acc.is_main_process:
-    json.dump({"losses": res.losses, "world": acc.num_processes}, open(out, "w"))
+    with open(out, "w") as f:
+        json.dump({"losses": res.losses, "world": acc.num_processes}, f)

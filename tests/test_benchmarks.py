@@ -184,7 +184,13 @@ def test_group_member_without_local_file_is_skipped_and_named(tmp_path):
     assert kept == ["limo_amc23", "limo_synthetic"] and skipped == {}
     kept, skipped = resolve_tasks(["limo_paper"], str(tmp_path))
     assert kept == ["limo_amc23"]
-    assert set(skipped) == {"limo_aime24", "limo_aime25", "limo_math500", "limo_olympiadbench", "limo_gpqa_diamond"}
+    assert set(skipped) == {
+        "limo_aime24",
+        "limo_aime25",
+        "limo_math500",
+        "limo_olympiadbench",
+        "limo_gpqa_diamond",
+    }
     assert "gpqa_diamond.jsonl" in skipped["limo_gpqa_diamond"]
     with pytest.raises(FileNotFoundError, match="limo_gpqa_diamond"):
         resolve_tasks(["limo_gpqa_diamond"], str(tmp_path))

@@ -34,7 +34,9 @@ def test_experiment_files_start_with_their_command():
     for p in (CONF_DIR / "experiment").glob("*.yaml"):
         lines = p.read_text().splitlines()
         assert lines[0] == "# @package _global_", p
-        assert "limo-exp" in lines[1] or "make" in lines[1], f"{p}: line 2 should name the command that runs it"
+        assert "limo-exp" in lines[1] or "make" in lines[1], (
+            f"{p}: line 2 should name the command that runs it"
+        )
 
 
 def test_sweeps_compose_at_every_grid_point():

@@ -301,6 +301,11 @@ def test_benchmarks_for_expands_groups_and_fails_clearly(shared_data, tmp_path):
     assert [len(v) for v in benchmarks_for(["limo_synthetic"], None, {"synthetic": {"n": 5}}).values()] == [5]
     # the group on a folder without GPQA: the five present benchmarks, GPQA skipped (and warned about)
     assert sorted(benchmarks_for(["limo_paper"], str(EVAL_DIR))) == [
-        "aime24", "aime25", "amc23", "math500", "olympiadbench"]
+        "aime24",
+        "aime25",
+        "amc23",
+        "math500",
+        "olympiadbench",
+    ]
     with pytest.raises(FileNotFoundError, match="limo_gpqa_diamond"):  # asked for by name: an error
         benchmarks_for(["limo_gpqa_diamond"], str(EVAL_DIR))

@@ -274,3 +274,12 @@ def test_attn_implementation_selection(monkeypatch):
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     assert attn_implementation("auto") == "sdpa"
     assert attn_implementation("eager") == "eager"
+
+
+def test_generation_budget_fits_the_context():
+    from limo_exp.evaluation import fit_generation_budget
+
+    assert fit_generation_budget(32768, 32768) == 30720  # LIMO's budget on Qwen2.5's 32k positions
+    assert fit_generation_budget(32768, 4096) == 3072  # the tiny model
+    assert fit_generation_budget(1024, 4096) == 1024  # fits: unchanged
+    assert fit_generation_budget(32768, None) == 32768  # unknown context: left to the backend

@@ -24,7 +24,14 @@ def test_two_step_run_end_to_end(small_cfg, tmp_path):
     p = r.data.params
     assert p["data.n_samples"] == "8" and p["model.name"] == "tiny_random" and p["train.max_steps"] == "2"
     assert r.data.tags["limo.run_key"] == out["run_key"]
-    for tag in ("git.commit", "git.dirty", "version.torch", "version.transformers", "version.lm-eval", "hardware.cpus"):
+    for tag in (
+        "git.commit",
+        "git.dirty",
+        "version.torch",
+        "version.transformers",
+        "version.lm-eval",
+        "hardware.cpus",
+    ):
         assert tag in r.data.tags
     m = r.data.metrics
     assert "train/tokens_per_s" in m and m["train/tokens_per_s"] > 0

@@ -14,13 +14,23 @@ def _tok(tiny_model):
 
 def test_labels_mask_prompt_and_padding(tiny_model):
     tok = _tok(tiny_model)
-    exs = [Example("a", "What is 2+3?", "2+3=5, so \\boxed{5}.", "5", "short"),
-           Example("b", "A longer problem about a tank of water and a pump.", "\\boxed{7}", "7", "answer_only")]
-    toks = [tokenize_example(e, tok, instruction="Reason.", system_prompt="Be brief.", max_length=512) for e in exs]
+    exs = [
+        Example("a", "What is 2+3?", "2+3=5, so \\boxed{5}.", "5", "short"),
+        Example("b", "A longer problem about a tank of water and a pump.", "\\boxed{7}", "7", "answer_only"),
+    ]
+    toks = [
+        tokenize_example(e, tok, instruction="Reason.", system_prompt="Be brief.", max_length=512)
+        for e in exs
+    ]
     for e, t in zip(exs, toks):
         prompt = tok.apply_chat_template(
-            [{"role": "system", "content": "Be brief."}, {"role": "user", "content": e.problem + "\nReason."}],
-            add_generation_prompt=True, tokenize=True)["input_ids"]
+            [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": e.problem + "\nReason."},
+            ],
+            add_generation_prompt=True,
+            tokenize=True,
+        )["input_ids"]
         n = len(prompt)
         assert t.input_ids[:n] == prompt
         assert t.labels[:n] == [IGNORE] * n  # the whole prompt is masked
@@ -38,6 +48,11 @@ def test_labels_mask_prompt_and_padding(tiny_model):
 
 def test_truncation_keeps_labels_aligned(tiny_model):
     tok = _tok(tiny_model)
-    t = tokenize_example(Example("a", "p " * 50, "s " * 50, "1", "short"), tok, instruction="", system_prompt=None,
-                         max_length=40)
+    t = tokenize_example(
+        Example("a", "p " * 50, "s " * 50, "1", "short"),
+        tok,
+        instruction="",
+        system_prompt=None,
+        max_length=40,
+    )
     assert len(t.input_ids) == len(t.labels) == 40

@@ -17,9 +17,8 @@ def test_flatten():
 
 def test_crash_marks_run_failed(tmp_path):
     t = Tracker(f"sqlite:///{tmp_path}/m.db", "x", str(tmp_path / "art"))
-    with pytest.raises(RuntimeError):
-        with t.run("boom"):
-            raise RuntimeError("crash")
+    with pytest.raises(RuntimeError), t.run("boom"):
+        raise RuntimeError("crash")
     assert t.client.get_run(t.run_id).info.status == "FAILED"
     with t.run("ok", {"limo.run_key": "k1"}):
         t.log_metrics({"eval/x/exact_match,none": 0.5}, step=1)

@@ -56,8 +56,18 @@ def test_two_process_gloo_ddp_matches_single_process(tiny_model, tmp_path):
 
     repo = Path(__file__).resolve().parents[1]
     out = tmp_path / "ddp.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           str(repo / "tests/ddp_worker.py"), str(tiny_model), str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        str(repo / "tests/ddp_worker.py"),
+        str(tiny_model),
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = json.loads(out.read_text())
