@@ -135,6 +135,11 @@ def run(cfg: DictConfig) -> dict:
             attn=cfg.model.attn_implementation,
             trust_remote_code=cfg.model.trust_remote_code,
         )
+        if cfg.train.lora:
+            from limo_exp import lora
+
+            model = lora.wrap(model, **cfg.train.lora)
+            tracker.log_metrics({"train/trainable_fraction": lora.trainable_fraction(model)})
         tracker.set_tags(
             {"limo.base_model": base, "limo.attn_implementation": model.config._attn_implementation}
         )

@@ -146,7 +146,9 @@ def save(model, tok, out_dir: str, accelerator) -> None:
     """Save weights and tokenizer from rank 0 (after all ranks are done)."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
+        from limo_exp.lora import merged
+
+        unwrapped = merged(accelerator.unwrap_model(model))  # LoRA adapters folded into the weights
         unwrapped.save_pretrained(out_dir, safe_serialization=True)
         tok.save_pretrained(out_dir)
     accelerator.wait_for_everyone()

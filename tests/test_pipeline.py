@@ -92,3 +92,13 @@ def test_eval_only_baseline_and_report(small_cfg, tmp_path):
     for r in runs + [base]:
         assert r["run_id"] in table  # every row traces back to its MLflow run
     assert sorted(out["frame"]["data.n_samples"]) == [0, 4, 8]
+
+
+def test_lora_recipe_runs_end_to_end(small_cfg):
+    from limo_exp.pipeline import run
+
+    cfg = small_cfg("train=lora", "train.max_steps=2", "train.batch_size=2", "train.max_length=256")
+    out = run(cfg)
+    m = _client(cfg).get_run(out["run_id"]).data.metrics
+    assert 0 < m["train/trainable_fraction"] < 0.5  # r=16 on a 64-wide model: ~23%
+    assert "eval/limo_synthetic/exact_match" in m

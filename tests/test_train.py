@@ -74,3 +74,33 @@ def test_two_process_gloo_ddp_matches_single_process(tiny_model, tmp_path):
     single, _ = _run(tiny_model, batch_size=4, grad_accum=1)
     assert ddp["world"] == 2
     assert ddp["losses"] == pytest.approx(single.losses, rel=1e-4)
+
+
+def test_lora_trains_adapters_only_and_saves_a_plain_model(tiny_model, tmp_path):
+    from accelerate import Accelerator
+    from transformers import AutoModelForCausalLM
+
+    from limo_exp import lora
+    from limo_exp.models import load
+    from limo_exp.train import save
+
+    torch.manual_seed(0)
+    model, tok = load(str(tiny_model))
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    model = lora.wrap(model, r=4, alpha=8, dropout=0.0, target_modules="all-linear")
+    assert 0 < lora.trainable_fraction(model) < 0.2
+    acc = Accelerator(cpu=True)
+    res = train(
+        model, tok, _examples(), TrainConfig(lr=1e-2, max_steps=2, batch_size=4, instruction="Reason."), acc
+    )
+    assert res.losses[1] < res.losses[0]
+    save(model, tok, str(tmp_path / "ckpt"), acc)
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt")
+    state = plain.state_dict()
+    assert not any("lora" in k for k in state)  # adapters merged into a plain checkpoint
+    assert not torch.equal(
+        state["model.layers.0.self_attn.q_proj.weight"], base["model.layers.0.self_attn.q_proj.weight"]
+    )
+    torch.testing.assert_close(
+        state["model.embed_tokens.weight"], base["model.embed_tokens.weight"]
+    )  # frozen
