@@ -11,6 +11,7 @@ TORCH  ?= torch==2.13.0
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade "pip>=24,<26.2"   # older pips mis-read dashed extras such as math-verify[antlr4-9-3]
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)

@@ -182,6 +182,7 @@ def evaluate(
 ) -> EvalResult:
     """Run lm-eval on ``tasks`` (limo_ task or group names) and collect metrics, samples and settings."""
     tasks = list(tasks)
+    model_path = str(model_path)  # lm-eval treats anything but a str as a model object
     check_tasks(tasks)
     backend = choose_backend(backend)
     if num_samples < 1:

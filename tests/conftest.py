@@ -12,6 +12,8 @@ SHARED_DATA = Path(os.environ.get("LIMO_SHARED_DATA", REPO.parent / "shared" / "
 EVAL_DIR = SHARED_DATA / "eval"
 POOL_DIR = SHARED_DATA / "pools"
 CONF_DIR = REPO / "conf"
+GPQA_FILE = Path(__file__).parent / "data" / "gpqa_diamond.jsonl"  # synthetic, in GPQA's schema
+needs_eval_data = pytest.mark.skipif(not EVAL_DIR.is_dir(), reason=f"benchmark files not found at {EVAL_DIR}")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -36,6 +38,16 @@ def tiny_model(cache_dir) -> Path:
     from limo_exp.models import build_tiny_random
 
     return build_tiny_random(cache_dir / "models" / "tiny_random-h64-l2-s0")
+
+
+@pytest.fixture(scope="session")
+def eval_data_dir(tmp_path_factory) -> Path:
+    """The shared benchmark files plus the synthetic GPQA file, linked into one folder."""
+    d = tmp_path_factory.mktemp("eval_data")
+    for f in EVAL_DIR.glob("*.jsonl"):
+        (d / f.name).symlink_to(f)
+    (d / GPQA_FILE.name).symlink_to(GPQA_FILE)
+    return d
 
 
 def compose(overrides: list[str] | None = None, config_name: str = "config"):

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import EVAL_DIR, needs_eval_data
 
 from limo_exp.benchmarks import (
     BENCHMARKS,
@@ -21,14 +22,10 @@ from limo_exp.benchmarks import (
     normalize_answer,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval"
 GPQA_DIR = Path(__file__).parent / "data"
-needs_data = pytest.mark.skipif(
-    not DATA.is_dir(), reason=f"benchmark files not found at {DATA} (../shared/data/eval)"
-)
 
 
-@needs_data
+@needs_eval_data
 @pytest.mark.parametrize(
     "name,count,first_id,first_answer",
     [
@@ -40,28 +37,28 @@ needs_data = pytest.mark.skipif(
     ],
 )
 def test_local_counts_and_first_item(name, count, first_id, first_answer):
-    items = load_benchmark(name, DATA)
+    items = load_benchmark(name, EVAL_DIR)
     assert len(items) == count
     assert (items[0].id, items[0].answer) == (first_id, first_answer)
     assert all(i.task == name and i.problem and i.answers for i in items)
     assert all(isinstance(a, str) for i in items for a in i.answers)
 
 
-@needs_data
+@needs_eval_data
 def test_aime25_halves_and_amc_floats():
-    aime = load_benchmark("aime25", DATA)
+    aime = load_benchmark("aime25", EVAL_DIR)
     assert [i.id for i in aime[:1] + aime[15:16]] == ["I-1", "II-1"]
     assert len({i.id for i in aime}) == 30
-    amc = load_benchmark("amc23", DATA)
-    raw = [json.loads(line)["answer"] for line in (DATA / "amc23.jsonl").open()]
+    amc = load_benchmark("amc23", EVAL_DIR)
+    raw = [json.loads(line)["answer"] for line in (EVAL_DIR / "amc23.jsonl").open()]
     assert isinstance(raw[0], float)
     assert [i.answer for i in amc] == [normalize_answer(a) for a in raw]
     assert not any(a.endswith(".0") for i in amc for a in i.answers)
 
 
-@needs_data
+@needs_eval_data
 def test_olympiadbench_multi_answers():
-    items = {i.id: i for i in load_benchmark("olympiadbench", DATA)}
+    items = {i.id: i for i in load_benchmark("olympiadbench", EVAL_DIR)}
     multi = [i for i in items.values() if i.meta.get("is_multiple_answer")]
     assert len(multi) == 94
     assert sum(len(i.answers) > 1 for i in multi) >= 80
@@ -132,11 +129,14 @@ def test_missing_local_file_is_an_error(tmp_path):
         load_benchmark("math500", tmp_path)
 
 
-@needs_data
+@needs_eval_data
 def test_file_hash_is_sha256_of_the_files():
-    assert file_hash("math500", DATA) == hashlib.sha256((DATA / "math500.jsonl").read_bytes()).hexdigest()
-    both = (DATA / "aime25_I.jsonl").read_bytes() + (DATA / "aime25_II.jsonl").read_bytes()
-    assert file_hash("aime25", DATA) == hashlib.sha256(both).hexdigest()
+    assert (
+        file_hash("math500", EVAL_DIR)
+        == hashlib.sha256((EVAL_DIR / "math500.jsonl").read_bytes()).hexdigest()
+    )
+    both = (EVAL_DIR / "aime25_I.jsonl").read_bytes() + (EVAL_DIR / "aime25_II.jsonl").read_bytes()
+    assert file_hash("aime25", EVAL_DIR) == hashlib.sha256(both).hexdigest()
 
 
 def test_hub_path_uses_dataset_ids(monkeypatch):

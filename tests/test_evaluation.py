@@ -9,16 +9,12 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import EVAL_DIR, needs_eval_data
 
 from limo_exp.evaluation import EvalResult, check_tasks, default_gen_kwargs, evaluate, metric_name
 from limo_exp.tasks import PAPER_TASKS, TASKS
 from limo_exp.tasks.utils import majority_correct, mean_stderr, pass_at_k, sampling_metrics
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval"
-GPQA = Path(__file__).parent / "data" / "gpqa_diamond.jsonl"
-needs_data = pytest.mark.skipif(
-    not DATA.is_dir(), reason=f"benchmark files not found at {DATA} (../shared/data/eval)"
-)
 MLFLOW_SAFE = re.compile(r"^[A-Za-z0-9_./ -]+$")
 
 
@@ -107,37 +103,21 @@ def test_unknown_task_fails_before_any_model_loads(tmp_path):
         check_tasks([])
 
 
-@needs_data
+@needs_eval_data
 def test_missing_data_file_fails_before_any_model_loads(tmp_path):
     with pytest.raises(FileNotFoundError, match="gpqa_diamond"):
-        evaluate(str(tmp_path / "no_model_here"), ["limo_gpqa_diamond"], data_dir=str(DATA))
+        evaluate(str(tmp_path / "no_model_here"), ["limo_gpqa_diamond"], data_dir=str(EVAL_DIR))
 
 
 # ---------------------------------------------------------------- end to end with a tiny model
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
-    from limo_exp.models import build_tiny_random
-
-    return str(build_tiny_random(tmp_path_factory.mktemp("models") / "tiny_random"))
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("eval_data")
-    for f in DATA.glob("*.jsonl"):
-        (d / f.name).symlink_to(f)
-    (d / GPQA.name).symlink_to(GPQA)
-    return d
-
-
-@needs_data
-def test_every_task_runs_on_two_items(tiny_model, data_dir):
+@needs_eval_data
+def test_every_task_runs_on_two_items(tiny_model, eval_data_dir):
     result = evaluate(
         tiny_model,
         ["limo_paper", "limo_synthetic"],
-        data_dir=str(data_dir),
+        data_dir=str(eval_data_dir),
         limit=2,
         max_gen_toks=8,
         synthetic_n=4,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from pathlib import Path
 
 import pytest
+from conftest import EVAL_DIR, needs_eval_data
 
 from limo_exp import grading
 from limo_exp.grading import (
@@ -24,14 +24,9 @@ from limo_exp.grading import (
     strip_thinking,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval"
-needs_data = pytest.mark.skipif(
-    not DATA.is_dir(), reason=f"benchmark files not found at {DATA} (../shared/data/eval)"
-)
-
 
 def _rows(name: str) -> list[dict]:
-    with (DATA / name).open() as f:
+    with (EVAL_DIR / name).open() as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
@@ -44,13 +39,13 @@ SOLUTION_EXCEPTIONS: dict[str, str] = {}
 ACCEPTED_COLLISIONS = {("5", "x=5"): "an assignment x=5 is accepted for the value 5 (math-verify policy)"}
 
 
-@needs_data
+@needs_eval_data
 @pytest.mark.parametrize("benchmark", ["math500", "aime24", "aime25", "amc23", "olympiadbench"])
 def test_every_gold_boxed_grades_correct(benchmark):
     from limo_exp.benchmarks import load_benchmark
 
     failures = {}
-    for item in load_benchmark(benchmark, DATA):
+    for item in load_benchmark(benchmark, EVAL_DIR):
         gold = item.answers if len(item.answers) > 1 else item.answer
         response = f"The final answer is \\boxed{{{', '.join(item.answers)}}}."
         verdict = grade_math_detailed(response, gold)
@@ -60,7 +55,7 @@ def test_every_gold_boxed_grades_correct(benchmark):
     assert set(failures) == expected, failures
 
 
-@needs_data
+@needs_eval_data
 def test_every_math500_solution_grades_correct():
     failures = {}
     for row in _rows("math500.jsonl"):
@@ -69,14 +64,14 @@ def test_every_math500_solution_grades_correct():
     assert set(failures) == set(SOLUTION_EXCEPTIONS), failures
 
 
-@needs_data
+@needs_eval_data
 def test_different_golds_do_not_match():
     """No false positives: each MATH-500 / OlympiadBench gold against its neighbour's gold."""
     from limo_exp.benchmarks import load_benchmark
 
     hits = []
     for bench in ("math500", "olympiadbench"):
-        items = load_benchmark(bench, DATA)
+        items = load_benchmark(bench, EVAL_DIR)
         for a, b in zip(items, items[1:] + items[:1]):
             if a.answers == b.answers:
                 continue

@@ -102,3 +102,17 @@ def test_lora_recipe_runs_end_to_end(small_cfg):
     m = _client(cfg).get_run(out["run_id"]).data.metrics
     assert 0 < m["train/trainable_fraction"] < 0.5  # r=16 on a 64-wide model: ~23%
     assert "eval/limo_synthetic/exact_match" in m
+
+
+def test_run_trains_on_a_curated_real_pool(small_cfg, shared_data):
+    """pool=gsm8k from ../shared/data: curated (funnel logged as metrics), N human solutions selected."""
+    from limo_exp.pipeline import run
+
+    cfg = small_cfg("pool=gsm8k", f"pool.data_dir={shared_data / 'pools'}", "+pool.n=300", "quality=human")
+    out = run(cfg)
+    r = _client(cfg).get_run(out["run_id"])
+    assert r.data.metrics["curation/load_out"] == 300
+    assert r.data.metrics["curation/quality_out"] <= 300
+    assert r.data.params["pool.name"] == "gsm8k" and len(out["selected_ids"]) == 8
+    arts = {a.path for a in _client(cfg).list_artifacts(out["run_id"], "curation")}
+    assert arts == {"curation/curated_pool.jsonl", "curation/funnel.json", "curation/contamination.jsonl"}

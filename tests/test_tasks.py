@@ -3,29 +3,12 @@ model with a known pattern of right and wrong samples gets exactly the expected 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from conftest import GPQA_FILE, needs_eval_data
 
 from limo_exp.tasks import GROUPS, PAPER_TASKS, TASKS, TASKS_DIR
 from limo_exp.tasks import utils as task_utils
 from limo_exp.tasks.utils import sampling_metrics
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval"
-GPQA = Path(__file__).parent / "data" / "gpqa_diamond.jsonl"
-needs_data = pytest.mark.skipif(
-    not DATA.is_dir(), reason=f"benchmark files not found at {DATA} (../shared/data/eval)"
-)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    """The shared benchmark files plus the synthetic GPQA file, linked into one folder."""
-    d = tmp_path_factory.mktemp("eval_data")
-    for f in DATA.glob("*.jsonl"):
-        (d / f.name).symlink_to(f)
-    (d / GPQA.name).symlink_to(GPQA)
-    return d
 
 
 def _manager(**metadata):
@@ -43,14 +26,14 @@ def test_every_task_and_group_registers():
     assert yamls == set(TASKS) | set(GROUPS)
 
 
-@needs_data
-def test_group_runs_the_six_paper_tasks(data_dir):
-    loaded = _manager(data_dir=str(data_dir)).load(["limo_paper"])
+@needs_eval_data
+def test_group_runs_the_six_paper_tasks(eval_data_dir):
+    loaded = _manager(data_dir=str(eval_data_dir)).load(["limo_paper"])
     assert set(loaded["tasks"]) == set(PAPER_TASKS)
     assert set(loaded["group_map"]["limo_paper"]) == set(PAPER_TASKS)
 
 
-@needs_data
+@needs_eval_data
 @pytest.mark.parametrize(
     "task,count",
     [
@@ -63,8 +46,8 @@ def test_group_runs_the_six_paper_tasks(data_dir):
         ("limo_synthetic", 7),
     ],
 )
-def test_task_docs_come_from_metadata(task, count, data_dir):
-    tm = _manager(data_dir=str(data_dir), synthetic_n=7, instruction="Box it.")
+def test_task_docs_come_from_metadata(task, count, eval_data_dir):
+    tm = _manager(data_dir=str(eval_data_dir), synthetic_n=7, instruction="Box it.")
     t = tm.load([task])["tasks"][task]
     docs = list(t.eval_docs)
     assert len(docs) == count
@@ -81,7 +64,7 @@ def test_default_instruction_is_limos():
 
 
 def test_gpqa_prompt_lists_the_shuffled_options():
-    docs = task_utils.docs_for("gpqa_diamond", data_dir=str(GPQA.parent), gpqa_seed=0)
+    docs = task_utils.docs_for("gpqa_diamond", data_dir=str(GPQA_FILE.parent), gpqa_seed=0)
     d = docs[0]
     assert d["kind"] == "choice"
     for letter, choice in zip("ABCD", d["choices"]):
@@ -176,11 +159,11 @@ def test_oracle_numbers_through_lm_eval():
     assert m["mean_at_n_stderr"] == pytest.approx(res["exact_match_stderr,none"])
 
 
-@needs_data
-def test_oracle_is_perfect_on_every_paper_task(data_dir):
-    out = _run(["limo_paper"], [[1]], repeats=1, limit=25, data_dir=str(data_dir))
+@needs_eval_data
+def test_oracle_is_perfect_on_every_paper_task(eval_data_dir):
+    out = _run(["limo_paper"], [[1]], repeats=1, limit=25, data_dir=str(eval_data_dir))
     for task in PAPER_TASKS:
         assert out["results"][task]["exact_match,none"] == 1.0, task
     assert out["results"]["limo_paper"]["exact_match,none"] == 1.0
-    wrong = _run(["limo_gpqa_diamond"], [[0]], repeats=1, limit=None, data_dir=str(data_dir))
+    wrong = _run(["limo_gpqa_diamond"], [[0]], repeats=1, limit=None, data_dir=str(eval_data_dir))
     assert wrong["results"]["limo_gpqa_diamond"]["exact_match,none"] == 0.0
