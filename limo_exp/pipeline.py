@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import hydra
@@ -52,6 +53,12 @@ def _sweep_dir() -> str | None:
     return hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None
 
 
+def _hydra_output_dir() -> str | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
+
+
 def run(cfg: DictConfig) -> dict:
     """Run one configuration; returns its run key, MLflow run id and metrics."""
     import torch
@@ -74,6 +81,12 @@ def run(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.paths.output_root) / "runs" / key
     tracker = tracking.make_tracker(cfg.tracking) if main_rank else tracking.NullTracker()
     done = tracker.find_finished(key)
+    if accelerator.num_processes > 1:  # rank 0 decides for all, or the others would wait in training
+        from accelerate.utils import broadcast_object_list
+
+        done_id = broadcast_object_list([done.info.run_id if done is not None else None])[0]
+        if done_id is not None and done is None and not cfg.force:
+            return {"run_key": key, "run_id": done_id, "skipped": True, "metrics": {}}
     if done is not None and not cfg.force:
         log.info(
             "run_key %s already FINISHED as MLflow run %s; skipping (force=true reruns)",
@@ -89,6 +102,7 @@ def run(cfg: DictConfig) -> dict:
 
     name = f"{cfg.model.name}-{cfg.pool.name}-{cfg.quality.name}-n{cfg.data.n_samples}-s{cfg.seed}"
     tags = {tracking.RUN_KEY_TAG: key, "limo.pool_fingerprint": fingerprint, "limo.run_dir": str(run_dir)}
+    tags["limo.hydra_output_dir"] = _hydra_output_dir() or "none"
     tags |= tracking.environment_tags()
     with tracker.run(name, tags, tracking.parent_run_id(_sweep_dir())):
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -98,9 +112,12 @@ def run(cfg: DictConfig) -> dict:
 
         # curate (cached by fingerprint; parallel runs of a sweep curate once) and select
         benchmarks = curation.benchmarks_for(list(cfg.eval.tasks), cfg.eval.get("data_dir"), cfg.eval)
+        started = time.perf_counter()
         curated = curation.curate_cached(
             pool, curation.config_from(cfg.curation), benchmarks, Path(cfg.paths.cache_dir) / "curated"
         )
+        tracker.log_metrics({"cost/curation_seconds": time.perf_counter() - started})
+        tracker.set_tags({"limo.curation_from_cache": str(curated.from_cache).lower()})
         files = curation.write_outputs(curated, run_dir / "curation")
         for f in files:
             tracker.log_artifact(f, "curation")
@@ -152,6 +169,10 @@ def run(cfg: DictConfig) -> dict:
             "train/final_loss": result.losses[-1] if result.losses else float("nan"),
             "train/steps": result.steps,
             "train/n_examples": len(examples),
+            # cost figures: device-hours over all processes, and the usual 6 * params * tokens estimate
+            "cost/train_tokens": result.seen_tokens,
+            "cost/device_hours": result.seconds * accelerator.num_processes / 3600,
+            "cost/train_flops_est": 6.0 * sum(p.numel() for p in model.parameters()) * result.seen_tokens,
         }
         tracker.log_metrics(metrics)
         ckpt = run_dir / "checkpoint"

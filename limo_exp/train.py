@@ -144,11 +144,16 @@ class _nullcontext:
 
 def save(model, tok, out_dir: str, accelerator) -> None:
     """Save weights and tokenizer from rank 0 (after all ranks are done)."""
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        from limo_exp.lora import merged
+    from limo_exp.lora import merged
 
-        unwrapped = merged(accelerator.unwrap_model(model))  # LoRA adapters folded into the weights
-        unwrapped.save_pretrained(out_dir, safe_serialization=True)
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    if hasattr(unwrapped, "merge_and_unload"):  # LoRA: adapters folded into the weights
+        unwrapped = merged(unwrapped)
+        state = None
+    else:  # a full state dict gathered from every rank (FSDP / ZeRO-3 shard the weights)
+        state = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        unwrapped.save_pretrained(out_dir, safe_serialization=True, state_dict=state)
         tok.save_pretrained(out_dir)
     accelerator.wait_for_everyone()
