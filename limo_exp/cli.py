@@ -21,8 +21,23 @@ USAGE = f"""usage: limo-exp {{{",".join(COMMANDS)}}} [hydra overrides] [--multir
   limo-exp run --multirun experiment=demo data.n_samples=8,16,32
   limo-exp curate pool=math_train pool.data_dir=../shared/data/pools eval=limo_paper eval.data_dir=../shared/data/eval
   limo-exp eval model=tiny_random eval=limo_paper eval.data_dir=../shared/data/eval eval.limit=2
+  limo-exp eval model=outputs/runs/<run_key>/checkpoint eval=limo_paper
   limo-exp report experiment=demo
 """
+
+
+def checkpoint_overrides(args: list[str]) -> list[str]:
+    """``model=<folder with config.json>`` is shorthand for ``model=local_path model.path=<folder>``."""
+    from pathlib import Path
+
+    out = []
+    for a in args:
+        key, _, value = a.partition("=")
+        if key == "model" and value and (Path(value) / "config.json").is_file():
+            out += ["model=local_path", f"model.path={Path(value).resolve()}"]
+        else:
+            out.append(a)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     module, func = COMMANDS[argv[0]].split(":")
     import importlib
 
-    sys.argv = [f"limo-exp {argv[0]}"] + argv[1:]
+    sys.argv = [f"limo-exp {argv[0]}"] + checkpoint_overrides(argv[1:])
     getattr(importlib.import_module(module), func)()
 
 
