@@ -26,3 +26,43 @@ def test_unknown_model_option_lists_the_valid_ones(tmp_path):
     )
     assert proc.returncode != 0
     assert "Could not find 'model/gpt5'" in proc.stderr and "smollm2_135m_instruct" in proc.stderr
+
+
+def test_multirun_makes_one_parent_and_a_relaunch_only_does_what_is_missing(tmp_path, cache_dir):
+    from mlflow.tracking import MlflowClient
+
+    def launch(values: str):
+        cmd = [
+            sys.executable,
+            "-m",
+            "limo_exp",
+            "run",
+            "--multirun",
+            "debug=fast",
+            f"data.n_samples={values}",
+            f"paths.output_root={tmp_path}",
+            f"paths.cache_dir={cache_dir}",
+            "study=sweep",
+            "pool.seed=123",  # a pool no other test curates: the first run of the sweep curates it
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    launch("4,8")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    exp = client.get_experiment_by_name("sweep").experiment_id
+    runs = client.search_runs([exp])
+    parents = [r for r in runs if r.data.tags.get("limo.kind") == "sweep"]
+    children = [r for r in runs if "limo.run_key" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(r.data.params["data.n_samples"] for r in children) == ["4", "8"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert {r.info.status for r in children} == {"FINISHED"}
+    assert sorted(r.data.tags["limo.curation_from_cache"] for r in children) == [
+        "false",
+        "true",
+    ]  # curated once
+
+    launch("4,8,12")  # relaunch with one more point: only n=12 runs
+    children = [r for r in client.search_runs([exp]) if "limo.run_key" in r.data.tags]
+    assert sorted(r.data.params["data.n_samples"] for r in children) == ["12", "4", "8"]

@@ -36,7 +36,9 @@ def test_two_step_run_end_to_end(small_cfg, tmp_path):
     m = r.data.metrics
     assert "train/tokens_per_s" in m and m["train/tokens_per_s"] > 0
     assert m["cost/train_tokens"] == m["train/seen_tokens"] > 0
-    assert m["cost/train_flops_est"] == 6.0 * 106816 * m["cost/train_tokens"]  # tiny model: 106,816 parameters
+    assert (
+        m["cost/train_flops_est"] == 6.0 * 106816 * m["cost/train_tokens"]
+    )  # tiny model: 106,816 parameters
     assert "cost/curation_seconds" in m and m["cost/device_hours"] > 0
     losses = client.get_metric_history(out["run_id"], "train/loss")
     assert [x.step for x in losses] == [1, 2]
