@@ -56,10 +56,14 @@ def evaluate_from_config(model_path: str, eval_cfg, output_dir: Path, dtype: str
 
 def run_eval(cfg: DictConfig) -> dict:
     from limo_exp import evaluation, models
+    from limo_exp.curation import benchmarks_fingerprint, benchmarks_for
 
     evaluation.check_tasks(list(cfg.eval.tasks))
     base = models.resolve(cfg.model, cfg.paths.cache_dir)
-    key = run_key(OmegaConf.masked_copy(cfg, ["model", "eval", "seed"]), "eval-only")
+    benchmarks = benchmarks_for(list(cfg.eval.tasks), cfg.eval.get("data_dir"), cfg.eval)
+    key = run_key(
+        OmegaConf.masked_copy(cfg, ["model", "eval", "seed"]), "eval-only", benchmarks_fingerprint(benchmarks)
+    )
     tracker = tracking.make_tracker(cfg.tracking)
     done = tracker.find_finished(key)
     if done is not None and not cfg.force:

@@ -77,7 +77,8 @@ def run(cfg: DictConfig) -> dict:
 
     pool = pools.load_pool_from_config(OmegaConf.to_container(cfg.pool, resolve=True))
     fingerprint = pools.pool_fingerprint(pool)
-    key = run_key(cfg, fingerprint)
+    benchmarks = curation.benchmarks_for(list(cfg.eval.tasks), cfg.eval.get("data_dir"), cfg.eval)
+    key = run_key(cfg, fingerprint, curation.benchmarks_fingerprint(benchmarks))
     run_dir = Path(cfg.paths.output_root) / "runs" / key
     tracker = tracking.make_tracker(cfg.tracking) if main_rank else tracking.NullTracker()
     done = tracker.find_finished(key)
@@ -111,7 +112,6 @@ def run(cfg: DictConfig) -> dict:
         tracker.log_artifact(run_dir / "config.yaml")
 
         # curate (cached by fingerprint; parallel runs of a sweep curate once) and select
-        benchmarks = curation.benchmarks_for(list(cfg.eval.tasks), cfg.eval.get("data_dir"), cfg.eval)
         started = time.perf_counter()
         curated = curation.curate_cached(
             pool, curation.config_from(cfg.curation), benchmarks, Path(cfg.paths.cache_dir) / "curated"

@@ -72,6 +72,7 @@ def test_run_key_ignores_paths_and_tracking():
     assert run_key(a, "fp") == run_key(b, "fp")
     assert run_key(a, "fp") != run_key(c, "fp")
     assert run_key(a, "fp") != run_key(a, "other-pool")
+    assert run_key(a, "fp", "bench-a") != run_key(a, "fp", "bench-b")  # other benchmark content: a new run
 
 
 def test_unknown_model_lists_valid_options():

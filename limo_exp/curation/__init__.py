@@ -4,7 +4,7 @@ curated = curate(records, CurationConfig.from_dict(...), benchmarks)   # or cura
 write_outputs(curated, out_dir)   # curated_pool.jsonl, funnel.json, contamination.jsonl
 """
 
-from limo_exp.curation.cache import cache_key, curate_cached
+from limo_exp.curation.cache import benchmarks_fingerprint, cache_key, curate_cached
 from limo_exp.curation.config import (
     CuratedPool,
     CurationConfig,
@@ -25,6 +25,7 @@ __all__ = [
     "DifficultyConfig",
     "QualityConfig",
     "VerifyConfig",
+    "benchmarks_fingerprint",
     "benchmarks_for",
     "cache_key",
     "config_from",
