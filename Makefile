@@ -29,6 +29,7 @@ test: venv
 bench: venv
 	$(BIN)/python bench/bench_curation.py
 	$(BIN)/python bench/bench_grading.py
+	$(BIN)/python bench/bench_train.py
 
 lint: venv
 	$(BIN)/ruff check limo_exp tests bench
