@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -209,6 +210,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     except BaseException:
         tracking.fail_parent(cfg.tracking, _sweep_dir())
         raise
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
     state = "skipped (already FINISHED)" if out["skipped"] else "finished"
     print(f"\nrun {out['run_id']} {state}; run_key {out['run_key']}")
     for k, v in sorted(out["metrics"].items()):

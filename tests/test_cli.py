@@ -66,3 +66,36 @@ def test_multirun_makes_one_parent_and_a_relaunch_only_does_what_is_missing(tmp_
     launch("4,8,12")  # relaunch with one more point: only n=12 runs
     children = [r for r in client.search_runs([exp]) if "limo.run_key" in r.data.tags]
     assert sorted(r.data.params["data.n_samples"] for r in children) == ["12", "4", "8"]
+
+
+def test_two_process_run_logs_once_and_relaunch_skips_on_every_rank(tmp_path, cache_dir):
+    """torchrun with 2 CPU processes (gloo): rank 0 tracks and evaluates; a relaunch skips on both ranks."""
+    from mlflow.tracking import MlflowClient
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29547",
+        "-m",
+        "limo_exp",
+        "run",
+        "debug=fast",
+        f"paths.output_root={tmp_path}",
+        f"paths.cache_dir={cache_dir}",
+        "study=ddp",
+    ]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    runs = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert "eval/limo_synthetic/exact_match" in runs[0].data.metrics
+    assert first.stdout.count("finished; run_key") == 1  # printed by rank 0 only
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "skipped (already FINISHED)" in again.stdout
+    assert len(client.search_runs([client.get_experiment_by_name("ddp").experiment_id])) == 1
