@@ -43,10 +43,12 @@ def tokenize_example(
     full = _ids(
         tok.apply_chat_template(prompt_msgs + [{"role": "assistant", "content": ex.solution}], tokenize=True)
     )
-    if full[: len(prompt)] != prompt:
-        # A template that renders the assistant turn differently from the generation prompt:
-        # fall back to prompt + the assistant text tokenised on its own.
-        full = prompt + tok(ex.solution, add_special_tokens=False)["input_ids"]
+    alone = tok(ex.solution, add_special_tokens=False)["input_ids"]
+    if full[: len(prompt)] != prompt or len(full) - len(prompt) < len(alone):
+        # The template renders the assistant turn differently from the generation prompt, or
+        # drops part of it (R1-distill templates strip "<think>...</think>" from assistant
+        # turns): train on the prompt + the assistant text tokenised on its own.
+        full = prompt + alone
     target = full[len(prompt) :]
     eos = tok.eos_token_id
     if eos in target:  # end the target at the (first) EOS; drop template text after it ("\n")

@@ -56,3 +56,24 @@ def test_truncation_keeps_labels_aligned(tiny_model):
         max_length=40,
     )
     assert len(t.input_ids) == len(t.labels) == 40
+
+
+def test_template_that_strips_reasoning_keeps_the_whole_target(tiny_model):
+    """R1-distill style templates drop '<think>...</think>' from assistant turns; the target must not."""
+    tok = _tok(tiny_model)
+    tok.chat_template = (
+        "{% for m in messages %}{% set c = m['content'] %}"
+        "{% if m['role'] == 'assistant' and '</think>' in c %}{% set c = c.split('</think>')[-1] %}{% endif %}"
+        "{{ '<|im_start|>' + m['role'] + '\\n' + c + '<|im_end|>\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    sol = "<think>Let me check 2+3 twice.</think>So \\boxed{5}."
+    t = tokenize_example(
+        Example("a", "What is 2+3?", sol, "5", "long"),
+        tok,
+        instruction="",
+        system_prompt=None,
+        max_length=512,
+    )
+    target = [x for x in t.labels if x != IGNORE]
+    assert tok.decode(target[:-1]) == sol and target[-1] == tok.eos_token_id
