@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from limo_exp.prompts import user_turn
 from limo_exp.records import Example
 
 IGNORE = -100
@@ -30,7 +31,7 @@ def _ids(out) -> list[int]:
 
 
 def messages(problem: str, instruction: str, system_prompt: str | None) -> list[dict]:
-    user = f"{problem}\n{instruction}".strip() if instruction else problem
+    user = user_turn(problem, instruction)
     msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
     return msgs + [{"role": "user", "content": user}]
 

@@ -26,7 +26,7 @@ def test_labels_mask_prompt_and_padding(tiny_model):
         prompt = tok.apply_chat_template(
             [
                 {"role": "system", "content": "Be brief."},
-                {"role": "user", "content": e.problem + "\nReason."},
+                {"role": "user", "content": e.problem + "\n\nReason."},
             ],
             add_generation_prompt=True,
             tokenize=True,
@@ -77,3 +77,13 @@ def test_template_that_strips_reasoning_keeps_the_whole_target(tiny_model):
     )
     target = [x for x in t.labels if x != IGNORE]
     assert tok.decode(target[:-1]) == sol and target[-1] == tok.eos_token_id
+
+
+def test_training_and_evaluation_share_the_user_turn():
+    from limo_exp.records import BenchItem
+    from limo_exp.sft_data import messages
+    from limo_exp.tasks.utils import DEFAULT_INSTRUCTION, build_prompt
+
+    item = BenchItem(task="math500", id="1", problem="What is 2+3? ", answer="5")
+    assert messages(item.problem, DEFAULT_INSTRUCTION, None)[-1]["content"] == build_prompt(item)
+    assert build_prompt(item) == "What is 2+3?\n\n" + DEFAULT_INSTRUCTION

@@ -18,17 +18,15 @@ from collections import Counter
 
 from limo_exp.benchmarks import load_benchmark
 from limo_exp.grading import grade_choice_detailed, grade_math_detailed
+from limo_exp.prompts import LIMO_INSTRUCTION, user_turn
 from limo_exp.records import BenchItem
 
-DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+DEFAULT_INSTRUCTION = LIMO_INSTRUCTION
 
 
 def build_prompt(item: BenchItem, instruction: str = DEFAULT_INSTRUCTION) -> str:
     """The user turn: the question, the lettered options for multiple choice, then the instruction."""
-    text = item.problem.strip()
-    if item.choices:
-        text += "\n\n" + "\n".join(f"({letter}) {c}" for letter, c in zip("ABCD", item.choices))
-    return f"{text}\n\n{instruction}" if instruction else text
+    return user_turn(item.problem, instruction, item.choices)
 
 
 def to_doc(item: BenchItem, instruction: str = DEFAULT_INSTRUCTION) -> dict:
