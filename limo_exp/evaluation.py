@@ -332,6 +332,7 @@ def evaluate_from_cfg(model_path: str, eval_cfg: Any, **overrides: Any) -> EvalR
             "temperature",
             "top_p",
             "system_prompt",
+            "instruction",
             "gpqa_seed",
             "tensor_parallel_size",
         )

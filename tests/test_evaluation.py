@@ -198,6 +198,7 @@ CONF_KEYS = {
     "top_p",
     "pass_k",
     "system_prompt",
+    "instruction",
     "gpqa_seed",
     "tensor_parallel_size",
     "synthetic",
@@ -216,14 +217,19 @@ def test_eval_configs_have_the_pipeline_keys(name):
 
 
 def test_smoke_config_runs(tiny_model):
-    import yaml
+    from conftest import compose
+    from omegaconf import OmegaConf
 
     from limo_exp.evaluation import evaluate_from_cfg
+    from limo_exp.tasks.utils import DEFAULT_INSTRUCTION
 
-    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "eval" / "smoke.yaml").read_text())
+    cfg = OmegaConf.to_container(compose(["eval=smoke", "train.instruction=Box it."]).eval, resolve=True)
+    assert cfg["instruction"] == "Box it."  # the eval prompt follows the training prompt
     result = evaluate_from_cfg(tiny_model, cfg, limit=1, max_gen_toks=4)
     assert len(result.samples["limo_synthetic"]) == 1
     assert result.settings["synthetic"] == "n=8,seed=0"
+    assert result.settings["instruction"] == "Box it." != DEFAULT_INSTRUCTION
+    assert result.samples["limo_synthetic"][0]["prompt"].count("Box it.") == 1
 
 
 def test_backend_auto_picks_hf_without_cuda(monkeypatch):
