@@ -61,9 +61,9 @@ def run_eval(cfg: DictConfig) -> dict:
     evaluation.check_tasks(list(cfg.eval.tasks))
     base = models.resolve(cfg.model, cfg.paths.cache_dir)
     benchmarks = benchmarks_for(list(cfg.eval.tasks), cfg.eval.get("data_dir"), cfg.eval)
-    key = run_key(
-        OmegaConf.masked_copy(cfg, ["model", "eval", "seed"]), "eval-only", benchmarks_fingerprint(benchmarks)
-    )
+    resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # eval.instruction -> train.*
+    semantic = OmegaConf.masked_copy(resolved, ["model", "eval", "seed"])
+    key = run_key(semantic, "eval-only", benchmarks_fingerprint(benchmarks))
     tracker = tracking.make_tracker(cfg.tracking)
     done = tracker.find_finished(key)
     if done is not None and not cfg.force:
