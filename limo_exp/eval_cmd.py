@@ -54,6 +54,50 @@ def evaluate_from_config(model_path: str, eval_cfg, output_dir: Path, dtype: str
     return EvalOutput(res.metrics, {k: str(v) for k, v in res.settings.items()}, arts)
 
 
+_DIST_ENV = (
+    "RANK",
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "ROLE_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TORCHELASTIC_RUN_ID",
+    "ACCELERATE_USE_DEEPSPEED",
+    "ACCELERATE_USE_FSDP",
+)
+
+
+def evaluate_isolated(model_path: str, eval_cfg, output_dir: Path, dtype: str = "auto") -> EvalOutput:
+    """``evaluate_from_config`` in a fresh process without the launcher's distributed environment.
+
+    After multi-process training, rank 0 evaluates alone; a process that still carries the
+    training's process group and Accelerate state would make lm-eval (or vLLM's own workers)
+    believe it is one rank of many.
+    """
+    import os
+    import subprocess
+    import sys
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    e = OmegaConf.to_container(eval_cfg, resolve=True) if isinstance(eval_cfg, DictConfig) else dict(eval_cfg)
+    request = output_dir / "request.json"
+    request.write_text(json.dumps({"model_path": model_path, "eval": e, "dtype": dtype}))
+    env = {k: v for k, v in os.environ.items() if k not in _DIST_ENV}
+    subprocess.run([sys.executable, "-m", "limo_exp.eval_cmd", str(request)], env=env, check=True)
+    out = json.loads((output_dir / "output.json").read_text())
+    return EvalOutput(out["metrics"], out["settings"], [Path(p) for p in out["artifacts"]])
+
+
+def _worker(request: Path) -> None:
+    req = json.loads(request.read_text())
+    ev = evaluate_from_config(req["model_path"], req["eval"], request.parent, dtype=req["dtype"])
+    out = {"metrics": ev.metrics, "settings": ev.settings, "artifacts": [str(p) for p in ev.artifacts]}
+    (request.parent / "output.json").write_text(json.dumps(out))
+
+
 def run_eval(cfg: DictConfig) -> dict:
     from limo_exp import evaluation, models
     from limo_exp.curation import benchmarks_fingerprint, benchmarks_for
@@ -100,3 +144,9 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     _hydra_main()
+
+
+if __name__ == "__main__":  # the worker of evaluate_isolated
+    import sys
+
+    _worker(Path(sys.argv[1]))

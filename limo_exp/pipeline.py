@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from limo_exp import CONF_DIR, tracking
-from limo_exp.eval_cmd import evaluate_from_config
+from limo_exp.eval_cmd import evaluate_from_config, evaluate_isolated
 from limo_exp.spec import run_key
 
 log = logging.getLogger("limo_exp")
@@ -109,8 +109,9 @@ def run(cfg: DictConfig) -> dict:
     with tracker.run(name, tags, tracking.parent_run_id(_sweep_dir())):
         run_dir.mkdir(parents=True, exist_ok=True)
         tracker.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        tracker.log_artifact(run_dir / "config.yaml")
+        if main_rank:  # files are written by rank 0 only
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            tracker.log_artifact(run_dir / "config.yaml")
 
         # curate (cached by fingerprint; parallel runs of a sweep curate once) and select
         started = time.perf_counter()
@@ -119,9 +120,9 @@ def run(cfg: DictConfig) -> dict:
         )
         tracker.log_metrics({"cost/curation_seconds": time.perf_counter() - started})
         tracker.set_tags({"limo.curation_from_cache": str(curated.from_cache).lower()})
-        files = curation.write_outputs(curated, run_dir / "curation")
-        for f in files:
-            tracker.log_artifact(f, "curation")
+        if main_rank:
+            for f in curation.write_outputs(curated, run_dir / "curation"):
+                tracker.log_artifact(f, "curation")
         tracker.log_metrics({f"curation/{s['stage']}_out": s["out"] for s in curated.funnel})
         examples = selection.select(
             curated.records,
@@ -132,8 +133,9 @@ def run(cfg: DictConfig) -> dict:
             funnel=curated.funnel,
         )
         ids = [e.id for e in examples]
-        (run_dir / "selected_ids.json").write_text(json.dumps(ids, indent=0))
-        tracker.log_artifact(run_dir / "selected_ids.json")
+        if main_rank:
+            (run_dir / "selected_ids.json").write_text(json.dumps(ids, indent=0))
+            tracker.log_artifact(run_dir / "selected_ids.json")
         tracker.log_dataset(
             [{"id": r.id, "problem": r.problem} for r in pool], f"pool/{cfg.pool.name}", fingerprint, "pool"
         )
@@ -161,6 +163,7 @@ def run(cfg: DictConfig) -> dict:
         tracker.set_tags(
             {"limo.base_model": base, "limo.attn_implementation": model.config._attn_implementation}
         )
+        n_params = sum(p.numel() for p in model.parameters())  # before sharding (ZeRO-3 / FSDP)
         result = train(model, tok, examples, train_config(cfg), accelerator, tracker.log_metrics)
         metrics = {
             "train/tokens_per_s": result.tokens_per_s,
@@ -173,16 +176,24 @@ def run(cfg: DictConfig) -> dict:
             # cost figures: device-hours over all processes, and the usual 6 * params * tokens estimate
             "cost/train_tokens": result.seen_tokens,
             "cost/device_hours": result.seconds * accelerator.num_processes / 3600,
-            "cost/train_flops_est": 6.0 * sum(p.numel() for p in model.parameters()) * result.seen_tokens,
+            "cost/train_flops_est": 6.0 * n_params * result.seen_tokens,
         }
         tracker.log_metrics(metrics)
         ckpt = run_dir / "checkpoint"
-        save(model, tok, str(ckpt), accelerator)
-        del model
+        save(result.model, tok, str(ckpt), accelerator)
+        del model, result.model
+        distributed = accelerator.num_processes > 1
+        if distributed:  # evaluation is rank 0's alone: no rank waits at a barrier meanwhile
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+            if not main_rank:
+                return {"run_key": key, "run_id": None, "skipped": False, "metrics": metrics}
 
         # evaluate (rank 0) and log
         if main_rank:
-            ev = evaluate_from_config(str(ckpt), cfg.eval, run_dir / "eval", dtype=cfg.model.dtype)
+            evaluate = evaluate_isolated if distributed else evaluate_from_config
+            ev = evaluate(str(ckpt), cfg.eval, run_dir / "eval", dtype=cfg.model.dtype)
             metrics |= ev.metrics
             tracker.log_metrics(ev.metrics)
             tracker.set_tags({f"eval.{k}": v for k, v in ev.settings.items()})
@@ -192,7 +203,6 @@ def run(cfg: DictConfig) -> dict:
             import shutil
 
             shutil.rmtree(ckpt, ignore_errors=True)
-        accelerator.wait_for_everyone()
         return {
             "run_key": key,
             "run_id": tracker.run_id,

@@ -11,14 +11,18 @@ parallelism give the same update as one big batch.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from limo_exp.records import Example
 from limo_exp.sft_data import collate, pack, tokenize_example
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,6 +45,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
+    model: Any = None  # the model as prepared by Accelerate (DDP / FSDP / DeepSpeed engine): save this
     losses: list[float] = field(default_factory=list)
     steps: int = 0
     target_tokens: int = 0
@@ -67,21 +72,31 @@ def train(
     accelerator,
     log_metrics: Callable[[dict, int], None] = lambda m, s: None,
 ) -> TrainResult:
+    """Train ``model`` on ``examples``; ``TrainResult.model`` is the prepared (wrapped) model to save."""
     import torch
     from transformers import get_cosine_schedule_with_warmup
 
-    data = [
-        tokenize_example(
+    data = []
+    for e in examples:
+        t = tokenize_example(
             e, tok, instruction=cfg.instruction, system_prompt=cfg.system_prompt, max_length=cfg.max_length
         )
-        for e in examples
-    ]
+        if t.n_target == 0:  # the prompt alone fills max_length: nothing of the solution is learned
+            log.warning("example %s has no target tokens within max_length=%d; dropped", e.id, cfg.max_length)
+            continue
+        data.append(t)
+    if not data:
+        raise ValueError(f"no example keeps a target token within train.max_length={cfg.max_length}")
     world, rank = accelerator.num_processes, accelerator.process_index
     steps = n_optimizer_steps(len(data), cfg, world)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps)
+    # Accelerate marks the last micro-batch of each step as the one that syncs gradients (DDP
+    # all-reduce, DeepSpeed's engine step) and divides every loss by grad_accum.
+    accelerator.gradient_accumulation_steps = cfg.grad_accum
+    accelerator.step = 0
     model, opt = accelerator.prepare(model, opt)
     model.train()
 
@@ -89,30 +104,29 @@ def train(
     rng = random.Random(cfg.seed)
     order: list[int] = []
     micro = cfg.batch_size
-    need = steps * cfg.grad_accum * micro * world
-    while len(order) < need:
+    per_step = cfg.grad_accum * micro * world
+    while len(order) < steps * per_step:
         epoch = list(range(len(data)))
         rng.shuffle(epoch)
         order += epoch
-    result = TrainResult()
+    result = TrainResult(model=model)
     start = time.perf_counter()
     for step in range(steps):
-        chunk = order[step * cfg.grad_accum * micro * world : (step + 1) * cfg.grad_accum * micro * world]
-        mine = chunk[rank::world]
+        mine = order[step * per_step : (step + 1) * per_step][rank::world]
         batches = [[data[i] for i in mine[j : j + micro]] for j in range(0, len(mine), micro)]
         n_local = torch.tensor(float(sum(t.n_target for b in batches for t in b)), device=accelerator.device)
         n_global = accelerator.reduce(n_local, reduction="sum").item()
+        # HF's loss is sum / num_items_in_batch: dividing by n_global / (world * grad_accum) undoes
+        # Accelerate's / grad_accum and DDP's mean over ranks, leaving sum / n_global for the step.
+        scale = n_global / (world * cfg.grad_accum)
         loss_sum = 0.0
-        for k, batch in enumerate(batches):
+        for batch in batches:
             tensors = pack(batch) if cfg.packing else collate(batch, tok.pad_token_id)
             tensors = {name: t.to(accelerator.device) for name, t in tensors.items()}
-            last = k == len(batches) - 1
-            ctx = accelerator.no_sync(model) if not last else _nullcontext()
-            with ctx:
-                out = model(**tensors, use_cache=False, num_items_in_batch=n_global / world)
-                # HF's loss is sum / num_items_in_batch; DDP averages over ranks, hence / world above.
+            with accelerator.accumulate(model):
+                out = model(**tensors, use_cache=False, num_items_in_batch=scale)
                 accelerator.backward(out.loss)
-            loss_sum += out.loss.detach().float().item() * n_global / world
+            loss_sum += out.loss.detach().float().item() * scale
             result.seen_tokens += int(tensors["input_ids"].numel())
         if cfg.max_grad_norm:
             accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -120,7 +134,7 @@ def train(
         sched.step()
         opt.zero_grad(set_to_none=True)
         total = accelerator.reduce(torch.tensor(loss_sum, device=accelerator.device), reduction="sum").item()
-        loss = total / max(n_global, 1.0)
+        loss = total / n_global
         result.losses.append(loss)
         result.steps += 1
         result.target_tokens += int(n_global)
@@ -132,14 +146,6 @@ def train(
         ).item()
     )
     return result
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def save(model, tok, out_dir: str, accelerator) -> None:
