@@ -97,7 +97,15 @@ def train(
     # all-reduce, DeepSpeed's engine step) and divides every loss by grad_accum.
     accelerator.gradient_accumulation_steps = cfg.grad_accum
     accelerator.step = 0
+    ds = getattr(accelerator.state, "deepspeed_plugin", None)
+    if ds is not None:  # no dataloader is prepared, so DeepSpeed learns the micro-batch size here
+        ds.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.batch_size
     model, opt = accelerator.prepare(model, opt)
+    if accelerator.gradient_accumulation_steps != cfg.grad_accum:
+        raise ValueError(
+            f"train.grad_accum={cfg.grad_accum} but the Accelerate/DeepSpeed config says "
+            f"{accelerator.gradient_accumulation_steps}: remove gradient_accumulation_steps from the accelerate config"
+        )
     model.train()
 
     # A seeded order over epochs; each rank takes its own interleaved share of every step.
