@@ -309,3 +309,15 @@ def test_benchmarks_for_expands_groups_and_fails_clearly(shared_data, tmp_path):
     ]
     with pytest.raises(FileNotFoundError, match="limo_gpqa_diamond"):  # asked for by name: an error
         benchmarks_for(["limo_gpqa_diamond"], str(EVAL_DIR))
+
+
+def test_benchmark_fingerprint_sees_gold_answers():
+    from dataclasses import replace
+
+    from limo_exp.curation import benchmarks_fingerprint
+    from limo_exp.records import BenchItem
+
+    item = BenchItem(task="aime24", id="1", problem="Find x.", answer="204", answers=["204"])
+    fixed = replace(item, answer="240", answers=["240"])
+    assert benchmarks_fingerprint({"aime24": [item]}) != benchmarks_fingerprint({"aime24": [fixed]})
+    assert benchmarks_fingerprint({"aime24": [item]}) == benchmarks_fingerprint({"aime24": [replace(item)]})

@@ -22,11 +22,15 @@ CACHE_VERSION = 1  # bump when a stage's behaviour changes, so stale caches are 
 
 
 def benchmarks_fingerprint(benchmarks: dict[str, list[BenchItem]]) -> str:
-    h = hashlib.sha256()
-    for task in sorted(benchmarks):
-        for it in benchmarks[task]:
-            h.update(json.dumps([task, it.id, it.problem], ensure_ascii=False).encode())
-    return h.hexdigest()[:16]
+    """Content of the benchmarks (ids, problems, gold answers, options) and the grader version:
+    a corrected gold answer or a grading change gives a new run key."""
+    from limo_exp.benchmarks import items_digest
+    from limo_exp.grading import GRADER_VERSION
+
+    blob = json.dumps(
+        {"grader": GRADER_VERSION, **{t: items_digest(benchmarks[t]) for t in sorted(benchmarks)}}
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def cache_key(records: list[Record], cfg: CurationConfig, benchmarks: dict[str, list[BenchItem]]) -> str:
@@ -35,12 +39,10 @@ def cache_key(records: list[Record], cfg: CurationConfig, benchmarks: dict[str, 
     extra = {}
     if cfg.difficulty.enabled and cfg.difficulty.pass_rates:
         extra["pass_rates"] = hashlib.sha256(Path(cfg.difficulty.pass_rates).read_bytes()).hexdigest()
-    if cfg.verify.enabled:
-        try:
-            from limo_exp.grading import GRADER_VERSION as grader  # verdicts change with the grader
-        except ImportError:
-            grader = None
-        extra["grader"] = grader
+    if cfg.verify.enabled:  # verdicts change with the grader
+        from limo_exp.grading import GRADER_VERSION
+
+        extra["grader"] = GRADER_VERSION
     blob = json.dumps(
         {
             "v": CACHE_VERSION,
