@@ -205,6 +205,17 @@ def _same(gold: str, pred: str) -> bool:
     return bool(verify(list(g), list(p), timeout_seconds=None))
 
 
+def equivalent(a: str, b: str, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> bool:
+    """Are two extracted answers the same value (``1/2`` and ``0.5``)? For voting (maj@k)."""
+    if "".join(a.split()) == "".join(b.split()):
+        return True
+    try:
+        with time_limit(timeout_s):
+            return _same(a, b)
+    except GradingTimeout:
+        return False
+
+
 def _match_all(golds: list[str], preds: list[str]) -> bool:
     """Every gold part matched by a distinct predicted part (bipartite matching), none extra."""
     if len(golds) != len(preds):

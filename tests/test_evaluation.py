@@ -47,6 +47,10 @@ def test_majority_vote():
         majority_correct([_v(True, "x + 1"), _v(False, "2"), _v(True, "x+1")]) is True
     )  # whitespace-insensitive
     assert majority_correct([_v(False, None)]) is False
+    # votes go by value, not spelling: two correct spellings of 1/2 beat one wrong 7
+    assert majority_correct([_v(False, "7"), _v(True, "\\frac{1}{2}"), _v(True, "0.5")]) is True
+    # and two spellings of the same wrong value beat one correct answer
+    assert majority_correct([_v(True, "3"), _v(False, "\\frac{1}{2}"), _v(False, "0.5")]) is False
 
 
 def test_mean_stderr():

@@ -14,10 +14,9 @@ task's ``metadata`` as keyword arguments, and the TaskManager merges its own run
 from __future__ import annotations
 
 import math
-from collections import Counter
 
 from limo_exp.benchmarks import load_benchmark
-from limo_exp.grading import grade_choice_detailed, grade_math_detailed
+from limo_exp.grading import equivalent, grade_choice_detailed, grade_math_detailed
 from limo_exp.prompts import LIMO_INSTRUCTION, user_turn
 from limo_exp.records import BenchItem
 
@@ -127,15 +126,23 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def majority_correct(verdicts: list[dict]) -> bool:
-    """Vote over the extracted answers (whitespace-insensitive); samples with no answer don't vote.
-    Ties go to the answer seen first. Right when the winning answer was graded right."""
-    keyed = [("".join(v["extracted"].split()), v) for v in verdicts if v.get("extracted")]
-    if not keyed:
+    """Vote over the extracted answers; samples with no answer don't vote. Answers are grouped by
+    value, not spelling (``1/2``, ``0.5`` and ``\\frac{1}{2}`` are one vote; all correct answers
+    are one class). Ties go to the class seen first. Right when the winning class is correct."""
+    classes: list[list[dict]] = []
+    for v in (v for v in verdicts if v.get("extracted")):
+        for c in classes:
+            if c[0]["correct"] == v["correct"] and (
+                v["correct"] or equivalent(c[0]["extracted"], v["extracted"])
+            ):
+                c.append(v)
+                break
+        else:
+            classes.append([v])
+    if not classes:
         return False
-    counts = Counter(k for k, _ in keyed)
-    top = max(counts.values())
-    winner = next(k for k, _ in keyed if counts[k] == top)
-    return any(v["correct"] for k, v in keyed if k == winner)
+    top = max(len(c) for c in classes)
+    return next(c for c in classes if len(c) == top)[0]["correct"]
 
 
 def mean_stderr(values: list[float]) -> tuple[float, float]:
