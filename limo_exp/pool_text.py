@@ -5,30 +5,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from limo_exp.grading import last_boxed  # one box extractor for gold answers and grading
+
 _CALC = re.compile(r"<<[^<>]*>>")  # GSM8K calculator annotations: 48/2 = <<48/2=24>>24
 _HASHES = re.compile(r"(?:^|\n)\s*####\s*([^\n]+?)\s*$")  # GSM8K final line: #### 72
 _LEVEL = re.compile(r"(\d+)")
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), nested braces included; None if absent."""
-    i = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if i < 0:
-        return None
-    j = text.find("{", i)
-    head = text[i:j] if j >= 0 else text[i:]
-    if j < 0 or head not in ("\\boxed", "\\fbox", "\\boxed ", "\\fbox "):
-        m = re.match(r"\\(?:boxed|fbox) +([^\s$]+)", text[i:])  # \boxed 5
-        return m.group(1) if m else None
-    depth = 0
-    for k in range(j, len(text)):
-        if text[k] == "{":
-            depth += 1
-        elif text[k] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[j + 1 : k].strip()
-    return None  # unbalanced
 
 
 def gsm8k_answer(text: str) -> str | None:
