@@ -15,7 +15,28 @@ from limo_exp import CONF_DIR
 
 log = logging.getLogger("limo_exp")
 
-GROUP_COLS = ["model.name", "quality.name", "pool.name"]
+# columns never compared: where things were written, how they were tracked, the sweep axes themselves
+_NOT_A_SETTING = (
+    "paths.",
+    "tracking.",
+    "eval.data_dir",
+    "pool.data_dir",
+    "force",
+    "study",
+    "seed",
+    "data.n_samples",
+)
+
+
+def setting_columns(df) -> list[str]:
+    """The config params that differ between the fine-tuned runs (N and seed aside): one curve each.
+
+    Runs that differ in anything but the seed are never averaged together."""
+    tuned = df[df["data.n_samples"] > 0]
+    params = [
+        c for c in df.columns if "." in c and not c.startswith(("eval/", "train/", "cost/", "curation/"))
+    ]
+    return [c for c in params if not c.startswith(_NOT_A_SETTING) and tuned[c].astype(str).nunique() > 1]
 
 
 def runs_frame(uri: str, experiment: str):
@@ -37,20 +58,7 @@ def runs_frame(uri: str, experiment: str):
             "run_key": r.data.tags["limo.run_key"],
             "start_time": r.info.start_time,
         }
-        row |= {
-            k: v
-            for k, v in r.data.params.items()
-            if k
-            in (
-                "data.n_samples",
-                "seed",
-                "model.name",
-                "quality.name",
-                "pool.name",
-                "curation.name",
-                "train.name",
-            )
-        }
+        row |= dict(r.data.params)
         row |= {k: v for k, v in r.data.metrics.items() if k.startswith(("eval/", "train/"))}
         rows.append(row)
     df = pd.DataFrame(rows)
@@ -85,8 +93,7 @@ def plot_curve(df, out: Path) -> Path:
 
     cols = panels(df)
     fig, axes = plt.subplots(1, max(1, len(cols)), figsize=(5 * max(1, len(cols)), 4), squeeze=False)
-    groups = [c for c in GROUP_COLS if c in df.columns and df.loc[df["data.n_samples"] > 0, c].nunique() > 1]
-    groups = groups or ["quality.name"]
+    groups = setting_columns(df) or ["quality.name"]
     base = df[df["data.n_samples"] == 0]  # eval-only baselines (limo-exp eval): dashed lines
     tuned = df[df["data.n_samples"] > 0]
     for ax, (metric, ylabel) in zip(axes[0], cols):
@@ -116,9 +123,8 @@ def plot_curve(df, out: Path) -> Path:
 
 
 def write_table(df, out: Path) -> Path:
-    cols = [
-        c for c in ["model.name", "pool.name", "quality.name", "data.n_samples", "seed"] if c in df.columns
-    ]
+    fixed = ["model.name", "pool.name", "quality.name", "data.n_samples", "seed"]
+    cols = [c for c in fixed if c in df.columns] + [c for c in setting_columns(df) if c not in fixed]
     metrics = [c for c, _ in panels(df)]
     extra = [c for c in ["train/final_loss", "train/tokens_per_s"] if c in df.columns]
     t = df.sort_values(cols)[cols + metrics + extra + ["run_id"]]

@@ -121,3 +121,21 @@ def test_run_trains_on_a_curated_real_pool(small_cfg, shared_data):
     assert r.data.params["pool.name"] == "gsm8k" and len(out["selected_ids"]) == 8
     arts = {a.path for a in _client(cfg).list_artifacts(out["run_id"], "curation")}
     assert arts == {"curation/curated_pool.jsonl", "curation/funnel.json", "curation/contamination.jsonl"}
+
+
+def test_report_never_averages_different_settings():
+    import pandas as pd
+
+    from limo_exp.report import setting_columns
+
+    df = pd.DataFrame(
+        {
+            "data.n_samples": [0, 8, 8, 8, 16],
+            "seed": ["0", "0", "1", "0", "0"],
+            "train.lr": ["1e-5", "1e-5", "1e-5", "1e-4", "1e-5"],
+            "quality.name": ["base", "short", "short", "short", "short"],
+            "paths.output_root": ["a", "b", "c", "d", "e"],
+            "eval/limo_synthetic/exact_match": [0.0, 0.1, 0.2, 0.3, 0.4],
+        }
+    )
+    assert setting_columns(df) == ["train.lr"]  # seed, N, paths and the baseline row do not split curves
