@@ -28,7 +28,15 @@ class EvalOutput:
     artifacts: list[Path] = field(default_factory=list)
 
 
-def evaluate_from_config(model_path: str, eval_cfg, output_dir: Path, dtype: str = "auto") -> EvalOutput:
+def evaluate_from_config(
+    model_path: str,
+    eval_cfg,
+    output_dir: Path,
+    *,
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    seed: int = 0,
+) -> EvalOutput:
     """Run the eval suite of ``eval_cfg`` on ``model_path``; write results and per-sample outputs."""
     import torch
 
@@ -38,7 +46,9 @@ def evaluate_from_config(model_path: str, eval_cfg, output_dir: Path, dtype: str
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype == "auto":
         dtype = "bfloat16" if device == "cuda" else "float32"
-    res = evaluate_from_cfg(model_path, e, device=device, dtype=dtype)
+    res = evaluate_from_cfg(
+        model_path, e, device=device, dtype=dtype, trust_remote_code=trust_remote_code, seed=seed
+    )
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     arts = [output_dir / "results.json"]
@@ -69,7 +79,16 @@ _DIST_ENV = (
 )
 
 
-def evaluate_isolated(model_path: str, eval_cfg, output_dir: Path, dtype: str = "auto") -> EvalOutput:
+def eval_options(cfg: DictConfig) -> dict:
+    """What evaluation takes from the rest of the config: the model's dtype and remote-code switch, the seed."""
+    return {
+        "dtype": cfg.model.dtype,
+        "trust_remote_code": bool(cfg.model.trust_remote_code),
+        "seed": int(cfg.seed),
+    }
+
+
+def evaluate_isolated(model_path: str, eval_cfg, output_dir: Path, **options) -> EvalOutput:
     """``evaluate_from_config`` in a fresh process without the launcher's distributed environment.
 
     After multi-process training, rank 0 evaluates alone; a process that still carries the
@@ -84,7 +103,7 @@ def evaluate_isolated(model_path: str, eval_cfg, output_dir: Path, dtype: str = 
     output_dir.mkdir(parents=True, exist_ok=True)
     e = OmegaConf.to_container(eval_cfg, resolve=True) if isinstance(eval_cfg, DictConfig) else dict(eval_cfg)
     request = output_dir / "request.json"
-    request.write_text(json.dumps({"model_path": model_path, "eval": e, "dtype": dtype}))
+    request.write_text(json.dumps({"model_path": model_path, "eval": e, "options": options}))
     env = {k: v for k, v in os.environ.items() if k not in _DIST_ENV}
     subprocess.run([sys.executable, "-m", "limo_exp.eval_cmd", str(request)], env=env, check=True)
     out = json.loads((output_dir / "output.json").read_text())
@@ -93,7 +112,7 @@ def evaluate_isolated(model_path: str, eval_cfg, output_dir: Path, dtype: str = 
 
 def _worker(request: Path) -> None:
     req = json.loads(request.read_text())
-    ev = evaluate_from_config(req["model_path"], req["eval"], request.parent, dtype=req["dtype"])
+    ev = evaluate_from_config(req["model_path"], req["eval"], request.parent, **req["options"])
     out = {"metrics": ev.metrics, "settings": ev.settings, "artifacts": [str(p) for p in ev.artifacts]}
     (request.parent / "output.json").write_text(json.dumps(out))
 
@@ -127,7 +146,7 @@ def run_eval(cfg: DictConfig) -> dict:
             tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
             | {"data.n_samples": "0", "quality.name": "base", "pool.name": "none"}
         )
-        ev = evaluate_from_config(base, cfg.eval, out_dir, dtype=cfg.model.dtype)
+        ev = evaluate_from_config(base, cfg.eval, out_dir, **eval_options(cfg))
         tracker.log_metrics(ev.metrics)
         tracker.set_tags({f"eval.{k}": v for k, v in ev.settings.items()})
         for p in ev.artifacts:

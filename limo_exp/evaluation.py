@@ -113,12 +113,12 @@ def choose_backend(requested: str) -> str:
     return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "hf"
 
 
-def model_context_length(model_path: str) -> int | None:
+def model_context_length(model_path: str, trust_remote_code: bool = False) -> int | None:
     """The model's maximum positions (config.json), or None when it cannot be read."""
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(model_path, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError):
         return None
     return getattr(config, "max_position_embeddings", None)
@@ -140,16 +140,24 @@ def fit_generation_budget(max_gen_toks: int, context: int | None, prompt_reserve
     return fitted
 
 
-def _model_args(backend: str, model_path: str, *, dtype: str, seed: int, tensor_parallel_size: int) -> dict:
+def _model_args(
+    backend: str,
+    model_path: str,
+    *,
+    dtype: str,
+    seed: int,
+    tensor_parallel_size: int,
+    trust_remote_code: bool,
+) -> dict:
     if backend == "hf":
-        return {"pretrained": model_path, "dtype": dtype, "trust_remote_code": False}
+        return {"pretrained": model_path, "dtype": dtype, "trust_remote_code": trust_remote_code}
     if backend == "vllm":  # GPU only; not exercised by the CPU tests
         return {
             "pretrained": model_path,
             "dtype": dtype,
             "tensor_parallel_size": tensor_parallel_size,
             "seed": seed,
-            "trust_remote_code": False,
+            "trust_remote_code": trust_remote_code,
         }
     raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
 
@@ -179,6 +187,7 @@ def evaluate(
     dtype: str = "float32",
     synthetic_n: int = 20,
     synthetic_seed: int = 0,
+    trust_remote_code: bool = False,
 ) -> EvalResult:
     """Run lm-eval on ``tasks`` (limo_ task or group names) and collect metrics, samples and settings."""
     tasks = list(tasks)
@@ -213,10 +222,15 @@ def evaluate(
     top_level = [loaded["groups"].get(t) or loaded["tasks"][t] for t in tasks]
 
     model_args = _model_args(
-        backend, model_path, dtype=dtype, seed=seed, tensor_parallel_size=tensor_parallel_size
+        backend,
+        model_path,
+        dtype=dtype,
+        seed=seed,
+        tensor_parallel_size=tensor_parallel_size,
+        trust_remote_code=trust_remote_code,
     )
     requested_gen_toks = max_gen_toks
-    context = model_context_length(model_path)
+    context = model_context_length(model_path, trust_remote_code)
     max_gen_toks = fit_generation_budget(max_gen_toks, context)
     if context:  # prompt + generation must fit the model's positions
         model_args["max_model_len" if backend == "vllm" else "max_length"] = context

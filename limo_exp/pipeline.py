@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from limo_exp import CONF_DIR, tracking
-from limo_exp.eval_cmd import evaluate_from_config, evaluate_isolated
+from limo_exp.eval_cmd import eval_options, evaluate_from_config, evaluate_isolated
 from limo_exp.spec import run_key
 
 log = logging.getLogger("limo_exp")
@@ -193,7 +193,7 @@ def run(cfg: DictConfig) -> dict:
         # evaluate (rank 0) and log
         if main_rank:
             evaluate = evaluate_isolated if distributed else evaluate_from_config
-            ev = evaluate(str(ckpt), cfg.eval, run_dir / "eval", dtype=cfg.model.dtype)
+            ev = evaluate(str(ckpt), cfg.eval, run_dir / "eval", **eval_options(cfg))
             metrics |= ev.metrics
             tracker.log_metrics(ev.metrics)
             tracker.set_tags({f"eval.{k}": v for k, v in ev.settings.items()})

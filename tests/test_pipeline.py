@@ -53,6 +53,10 @@ def test_two_step_run_end_to_end(small_cfg, tmp_path):
     # same config again: skipped, nothing recomputed; force=true reruns
     again = run(cfg)
     assert again["skipped"] and again["run_id"] == out["run_id"]
+    cfg.force = True
+    forced = run(cfg)
+    assert not forced["skipped"] and forced["run_id"] != out["run_id"]
+    assert forced["metrics"]["train/final_loss"] == m["train/final_loss"]  # same config, same numbers
 
 
 def test_n_samples_beyond_pool_fails_before_model_load(small_cfg, monkeypatch):

@@ -49,13 +49,17 @@ def test_labels_mask_prompt_and_padding(tiny_model):
 def test_truncation_keeps_labels_aligned(tiny_model):
     tok = _tok(tiny_model)
     t = tokenize_example(
-        Example("a", "p " * 50, "s " * 50, "1", "short"),
+        Example("a", "p " * 5, "s " * 50, "1", "short"),
         tok,
         instruction="",
         system_prompt=None,
         max_length=40,
     )
     assert len(t.input_ids) == len(t.labels) == 40
+    assert all(
+        lab in (IGNORE, tok_id) for lab, tok_id in zip(t.labels, t.input_ids)
+    )  # a label is its own token
+    assert t.labels[-1] == t.input_ids[-1] != IGNORE  # the cut falls inside the solution: still a target
 
 
 def test_template_that_strips_reasoning_keeps_the_whole_target(tiny_model):

@@ -104,3 +104,22 @@ def test_lora_trains_adapters_only_and_saves_a_plain_model(tiny_model, tmp_path)
     torch.testing.assert_close(
         state["model.embed_tokens.weight"], base["model.embed_tokens.weight"]
     )  # frozen
+
+
+def test_examples_without_targets_are_dropped_not_trained_on(tiny_model):
+    from accelerate import Accelerator
+
+    from limo_exp.models import load
+
+    model, tok = load(str(tiny_model))
+    long_prompt = Example("long", "word " * 400, "\\boxed{1}", "1", "short")
+    with pytest.raises(ValueError, match="train.max_length=160"):
+        train(model, tok, [long_prompt], TrainConfig(max_steps=1, max_length=160), Accelerator(cpu=True))
+    res = train(
+        model,
+        tok,
+        [long_prompt] + _examples(2),
+        TrainConfig(max_steps=1, max_length=160, batch_size=2),
+        Accelerator(cpu=True),
+    )
+    assert res.losses[0] == res.losses[0]  # not NaN: the prompt-only example was dropped
