@@ -16,13 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from limo_exp import benchmarks, grading
-from limo_exp.tasks import GROUPS, PAPER_TASKS, TASKS, TASKS_DIR
+from limo_exp.tasks import GROUPS, TASKS, TASKS_DIR
 from limo_exp.tasks.utils import DEFAULT_INSTRUCTION, sampling_metrics
 
 BACKENDS = ("auto", "hf", "vllm")
@@ -45,10 +44,10 @@ class EvalResult:
 def metric_name(task: str, lm_eval_key: str) -> str:
     """``exact_match,none`` -> ``eval/<task>/exact_match``; other filters become a suffix
     (``exact_match,flexible`` -> ``.../exact_match/flexible``); ``@`` -> ``_at_``."""
+    from limo_exp.tracking import metric_name as mlflow_safe
+
     metric, _, filt = lm_eval_key.partition(",")
-    name = metric if filt in ("", "none") else f"{metric}/{filt}"
-    name = name.replace("@", "_at_").replace(":", "_").replace(",", "_")
-    return f"eval/{task}/{re.sub(r'[^A-Za-z0-9_./ -]', '_', name)}"
+    return mlflow_safe(f"eval/{task}/{metric}" if filt in ("", "none") else f"eval/{task}/{metric}/{filt}")
 
 
 def default_gen_kwargs(
@@ -79,15 +78,6 @@ def check_tasks(tasks: list[str], index: dict | None = None) -> None:
     unknown = [t for t in tasks if t not in valid]
     if unknown or not tasks:
         raise ValueError(f"unknown task(s) {unknown or tasks}; valid: {', '.join(sorted(valid))}")
-
-
-def _leaf_tasks(tasks: list[str]) -> list[str]:
-    out: list[str] = []
-    for t in tasks:
-        for leaf in PAPER_TASKS if t == "limo_paper" else (t,):
-            if leaf not in out:
-                out.append(leaf)
-    return out
 
 
 def _data_source(task: str, data_dir: str | None) -> str:
@@ -290,7 +280,7 @@ def evaluate(
             metrics[f"eval/{task}/timeout_count"] = float(sum(r["status"] == "timeout" for r in rows))
             metrics[f"eval/{task}/n_questions"] = float(len(per_question))
 
-    leaves = _leaf_tasks(tasks)
+    leaves, _ = benchmarks.resolve_tasks(tasks, None)  # groups expanded
     settings = {
         "backend": backend,
         "backend_version": _version("vllm" if backend == "vllm" else "transformers"),
