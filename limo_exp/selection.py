@@ -78,6 +78,12 @@ def select(
         )
         if funnel:
             msg += "; curation funnel: " + ", ".join(f"{s['stage']} {s['in']}->{s['out']}" for s in funnel)
+        if not eligible:  # most likely a tier the pool does not have: say which it has
+            kinds = sorted({s.kind for r in records for s in r.solutions})
+            levels = sorted({s.tier for r in records for s in r.solutions if s.tier})
+            msg += f"; this pool's solution kinds: {kinds}" + (
+                f", quality levels: {levels}" if levels else ""
+            )
         raise NotEnoughRecords(msg)
     ids = sorted(eligible, key=lambda i: _order_key(seed, i))
     if stratify_by:

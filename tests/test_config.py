@@ -81,3 +81,18 @@ def test_unknown_model_lists_valid_options():
     with pytest.raises(MissingConfigException) as err:
         compose(["model=gpt5"])
     assert "tiny_random" in str(err.value) and "smollm2_135m_instruct" in str(err.value)
+
+
+def test_notebooks_are_committed_without_outputs():
+    import json
+
+    notebooks = sorted((REPO / "notebooks").glob("*.ipynb"))
+    assert notebooks
+    for nb in notebooks:
+        cells = json.loads(nb.read_text())["cells"]
+        assert all(
+            not c.get("outputs") and c.get("execution_count") is None
+            for c in cells
+            if c["cell_type"] == "code"
+        )
+        assert any("runs_frame" in "".join(c["source"]) for c in cells)  # reads MLflow, not copied numbers

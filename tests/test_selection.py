@@ -118,3 +118,11 @@ def test_tiers_and_best_solution():
     assert tier_filter("L4+")(high) and not tier_filter("L4+")(low)
     assert tier_filter("L2")(low) and not tier_filter("L2")(high)
     assert select([r], 0, "long", 0) == []
+
+
+def test_unknown_tier_names_the_tiers_the_pool_has():
+    from limo_exp.selection import NotEnoughRecords, select
+    from limo_exp.synthetic import make_pool
+
+    with pytest.raises(NotEnoughRecords, match=r"solution kinds: \['answer_only', 'long', 'short'\]"):
+        select(make_pool(5), 2, "lon", seed=0)
