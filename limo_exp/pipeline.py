@@ -121,6 +121,9 @@ def run(cfg: DictConfig) -> dict:
         tracker.log_metrics({"cost/curation_seconds": time.perf_counter() - started})
         tracker.set_tags({"limo.curation_from_cache": str(curated.from_cache).lower()})
         if main_rank:
+            cached = " (from cache)" if curated.from_cache else ""
+            log.info("curation funnel%s:\n%s", cached, curation.format_funnel(curated.funnel))
+        if main_rank:
             for f in curation.write_outputs(curated, run_dir / "curation"):
                 tracker.log_artifact(f, "curation")
         tracker.log_metrics({f"curation/{s['stage']}_out": s["out"] for s in curated.funnel})
@@ -224,6 +227,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         return None
     state = "skipped (already FINISHED)" if out["skipped"] else "finished"
     print(f"\nrun {out['run_id']} {state}; run_key {out['run_key']}")
+    if out.get("run_dir"):
+        print(f"  outputs in {out['run_dir']}")
     for k, v in sorted(out["metrics"].items()):
         if k.startswith("eval/") or k in ("train/final_loss", "train/tokens_per_s"):
             print(f"  {k:50s} {v:.4f}")
