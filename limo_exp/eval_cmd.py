@@ -41,11 +41,11 @@ def evaluate_from_config(
     import torch
 
     from limo_exp.evaluation import evaluate_from_cfg
+    from limo_exp.models import torch_dtype
 
     e = OmegaConf.to_container(eval_cfg, resolve=True) if isinstance(eval_cfg, DictConfig) else dict(eval_cfg)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype == "auto":
-        dtype = "bfloat16" if device == "cuda" else "float32"
+    dtype = str(torch_dtype(dtype)).removeprefix("torch.")  # "auto": bf16 on GPU, fp32 on CPU, as in training
     res = evaluate_from_cfg(
         model_path, e, device=device, dtype=dtype, trust_remote_code=trust_remote_code, seed=seed
     )

@@ -12,20 +12,9 @@ import hydra
 from omegaconf import DictConfig
 
 from limo_exp import CONF_DIR
+from limo_exp.spec import is_semantic
 
 log = logging.getLogger("limo_exp")
-
-# columns never compared: where things were written, how they were tracked, the sweep axes themselves
-_NOT_A_SETTING = (
-    "paths.",
-    "tracking.",
-    "eval.data_dir",
-    "pool.data_dir",
-    "force",
-    "study",
-    "seed",
-    "data.n_samples",
-)
 
 
 def setting_columns(df) -> list[str]:
@@ -36,7 +25,8 @@ def setting_columns(df) -> list[str]:
     params = [
         c for c in df.columns if "." in c and not c.startswith(("eval/", "train/", "cost/", "curation/"))
     ]
-    return [c for c in params if not c.startswith(_NOT_A_SETTING) and tuned[c].astype(str).nunique() > 1]
+    axes = ("seed", "data.n_samples")  # the curve's x axis and the spread of each point
+    return [c for c in params if is_semantic(c) and c not in axes and tuned[c].astype(str).nunique() > 1]
 
 
 def runs_frame(uri: str, experiment: str):

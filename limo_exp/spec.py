@@ -12,17 +12,23 @@ import json
 from omegaconf import DictConfig, OmegaConf
 
 NON_SEMANTIC = ("paths", "tracking", "hydra", "force", "study", "debug", "experiment")
+# where the pool and benchmarks are read from is not semantic either: their content is in the key
+NON_SEMANTIC_LEAVES = ("eval.data_dir", "pool.data_dir")
+
+
+def is_semantic(flat_key: str) -> bool:
+    """Does a flattened config key (an MLflow param such as ``train.lr``) change what a run computes?"""
+    return flat_key.split(".")[0] not in NON_SEMANTIC and flat_key not in NON_SEMANTIC_LEAVES
 
 
 def semantic_config(cfg: DictConfig) -> dict:
     d = OmegaConf.to_container(cfg, resolve=True)
     for key in NON_SEMANTIC:
         d.pop(key, None)
-    # where the pool and benchmarks are read from is not semantic: their content is in the key
-    if isinstance(d.get("eval"), dict):
-        d["eval"].pop("data_dir", None)
-    if isinstance(d.get("pool"), dict):
-        d["pool"].pop("data_dir", None)
+    for leaf in NON_SEMANTIC_LEAVES:
+        group, key = leaf.split(".")
+        if isinstance(d.get(group), dict):
+            d[group].pop(key, None)
     return d
 
 

@@ -50,6 +50,21 @@ def eval_data_dir(tmp_path_factory) -> Path:
     return d
 
 
+def torchrun(nproc: int, port: int) -> list[str]:
+    """The command prefix that starts ``nproc`` CPU processes (gloo) on this machine."""
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_port",
+        str(port),
+    ]
+
+
 def compose(overrides: list[str] | None = None, config_name: str = "config"):
     """Compose the real config tree (as `limo-exp run` would), with the hydra node."""
     from hydra import compose as hcompose

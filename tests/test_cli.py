@@ -3,6 +3,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from conftest import torchrun
+
 from limo_exp.cli import checkpoint_overrides
 
 
@@ -73,13 +75,7 @@ def test_two_process_run_logs_once_and_relaunch_skips_on_every_rank(tmp_path, ca
     from mlflow.tracking import MlflowClient
 
     cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29547",
+        *torchrun(2, 29547),
         "-m",
         "limo_exp",
         "run",

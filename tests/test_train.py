@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import torchrun
 
 from limo_exp.records import Example
 from limo_exp.synthetic import make_pool
@@ -51,19 +52,12 @@ def test_two_process_gloo_ddp_matches_single_process(tiny_model, tmp_path):
     with the same global batch."""
     import json
     import subprocess
-    import sys
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
     out = tmp_path / "ddp.json"
     cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29533",
+        *torchrun(2, 29533),
         str(repo / "tests/ddp_worker.py"),
         str(tiny_model),
         str(out),
