@@ -19,9 +19,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from limo_exp.curation import CurationConfig, curate, format_funnel
-from limo_exp.records import Record, Solution, problem_id
-from limo_exp.synthetic import make_pool
+from limo_exp.config import CurationConfig
+from limo_exp.curation import curate, format_funnel
+from limo_exp.data.records import Record, Solution, problem_id
+from limo_exp.data.synthetic import make_pool
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,7 +60,7 @@ def make_records(n: int, seed: int = 0) -> list[Record]:
 
 
 def benchmarks() -> dict:
-    from limo_exp.benchmarks import load_benchmark
+    from limo_exp.data.benchmarks import load_benchmark
 
     eval_dir = REPO.parent / "shared" / "data" / "eval"
     if eval_dir.exists():

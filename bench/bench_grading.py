@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from limo_exp import grading
+from limo_exp.evaluation import grading
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "eval"
@@ -80,8 +80,9 @@ def main() -> dict:
     ap.add_argument("--out", default=str(ROOT / "results" / "bench" / "grading.json"))
     args = ap.parse_args()
 
-    from limo_exp.evaluation import evaluate
-    from limo_exp.models import build_tiny_random
+    from limo_exp.config import EvalConfig, SyntheticConfig
+    from limo_exp.evaluation.evaluate import evaluate
+    from limo_exp.training.models import build_tiny_random
 
     data_dir = Path(args.data_dir)
     have_data = (data_dir / "math500.jsonl").exists()
@@ -90,14 +91,14 @@ def main() -> dict:
         model = build_tiny_random(Path(tmp) / "tiny_random")
         with Timed() as clock:
             t0 = time.perf_counter()
-            result = evaluate(
-                str(model),
-                [task],
+            suite = EvalConfig(
+                tasks=[task],
                 data_dir=str(data_dir) if have_data else None,
                 limit=args.limit,
                 max_gen_toks=args.max_gen_toks,
-                synthetic_n=args.limit,
+                synthetic=SyntheticConfig(n=args.limit),
             )
+            result = evaluate(str(model), suite)
             wall = time.perf_counter() - t0
     n = len(result.samples[task])
     report = {

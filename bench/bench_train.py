@@ -21,10 +21,11 @@ import torch
 from accelerate import Accelerator
 from omegaconf import OmegaConf
 
-from limo_exp import models
-from limo_exp.records import Example
-from limo_exp.synthetic import make_pool
-from limo_exp.train import TrainConfig, train
+from limo_exp.config import ModelConfig, TrainConfig
+from limo_exp.data.records import Example
+from limo_exp.data.synthetic import make_pool
+from limo_exp.training import models
+from limo_exp.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,7 +38,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "results" / "bench" / "train.json"))
     args = ap.parse_args()
 
-    model_cfg = OmegaConf.load(REPO / "conf" / "model" / f"{args.model}.yaml")
+    model_cfg = ModelConfig.from_dict(
+        OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "model" / f"{args.model}.yaml"))
+    )
     path = models.resolve(model_cfg, args.cache_dir)
     model, tok = models.load(path)
     n_params = sum(p.numel() for p in model.parameters())

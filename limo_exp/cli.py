@@ -9,10 +9,10 @@ from __future__ import annotations
 import sys
 
 COMMANDS = {
-    "run": "limo_exp.pipeline:main",
-    "curate": "limo_exp.curation.cli:main",
-    "eval": "limo_exp.eval_cmd:main",
-    "report": "limo_exp.report:main",
+    "run": "limo_exp.commands.run:main",
+    "curate": "limo_exp.commands.curate:main",
+    "eval": "limo_exp.commands.eval:main",
+    "report": "limo_exp.commands.report:main",
 }
 
 USAGE = f"""usage: limo-exp {{{",".join(COMMANDS)}}} [hydra overrides] [--multirun]

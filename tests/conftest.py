@@ -35,7 +35,7 @@ def cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(cache_dir) -> Path:
-    from limo_exp.models import build_tiny_random
+    from limo_exp.training.models import build_tiny_random
 
     return build_tiny_random(cache_dir / "models" / "tiny_random-h64-l2-s0")
 

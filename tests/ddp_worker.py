@@ -6,10 +6,11 @@ import sys
 import torch
 from accelerate import Accelerator
 
-from limo_exp.models import load
-from limo_exp.records import Example
-from limo_exp.synthetic import make_pool
-from limo_exp.train import TrainConfig, train
+from limo_exp.config import TrainConfig
+from limo_exp.data.records import Example
+from limo_exp.data.synthetic import make_pool
+from limo_exp.training.loop import train
+from limo_exp.training.models import load
 
 model_dir, out = sys.argv[1], sys.argv[2]
 acc = Accelerator(cpu=True)

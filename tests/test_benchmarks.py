@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from conftest import EVAL_DIR, needs_eval_data
 
-from limo_exp.benchmarks import (
+from limo_exp.data.benchmarks import (
     BENCHMARKS,
     file_hash,
     gpqa_permutation,
-    items_digest,
     load_benchmark,
     normalize_answer,
 )
+from limo_exp.data.fingerprints import items_digest
 
 GPQA_DIR = Path(__file__).parent / "data"
 
@@ -177,7 +177,7 @@ def test_hub_path_uses_dataset_ids(monkeypatch):
 
 def test_group_member_without_local_file_is_skipped_and_named(tmp_path):
     """limo_paper on a folder without GPQA runs the other five; GPQA asked by name is an error."""
-    from limo_exp.benchmarks import resolve_tasks
+    from limo_exp.evaluation.registry import resolve_tasks
 
     (tmp_path / "amc23.jsonl").write_text('{"id": 0, "problem": "p", "answer": 27.0}\n')
     kept, skipped = resolve_tasks(["limo_amc23", "limo_synthetic"], str(tmp_path))

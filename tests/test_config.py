@@ -63,12 +63,18 @@ def test_launchers_compose():
         assert cfg is not None
 
 
-def test_run_key_ignores_paths_and_tracking():
-    from limo_exp.spec import run_key
+def resolved(overrides: list[str]) -> dict:
+    from omegaconf import OmegaConf
 
-    a = compose(["paths.output_root=/tmp/a"])
-    b = compose(["paths.output_root=/tmp/b", "tracking=disabled", "force=true"])
-    c = compose(["data.n_samples=17"])
+    return OmegaConf.to_container(compose(overrides), resolve=True)
+
+
+def test_run_key_ignores_paths_and_tracking():
+    from limo_exp.config import run_key
+
+    a = resolved(["paths.output_root=/tmp/a"])
+    b = resolved(["paths.output_root=/tmp/b", "tracking=disabled", "force=true"])
+    c = resolved(["data.n_samples=17"])
     assert run_key(a, "fp") == run_key(b, "fp")
     assert run_key(a, "fp") != run_key(c, "fp")
     assert run_key(a, "fp") != run_key(a, "other-pool")
@@ -96,3 +102,61 @@ def test_notebooks_are_committed_without_outputs():
             if c["cell_type"] == "code"
         )
         assert any("runs_frame" in "".join(c["source"]) for c in cells)  # reads MLflow, not copied numbers
+
+
+def test_run_keys_are_pinned():
+    """The same config gives the same key as before the layout move (keys computed at c63486f):
+    a relaunched sweep skips what it already ran."""
+    from limo_exp.config import RunSpec
+
+    spec = RunSpec.parse(resolved(["debug=fast"]))
+    assert spec.key("fp", "bench") == "7cde3bead8e8f963ae39"
+    assert spec.eval_key("bench") == "615aa3facf2ce33e467f"
+    assert RunSpec.parse(resolved(["experiment=demo"])).key("fp", "bench") == "d662d7f1907d733c37bc"
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_option_parses_into_the_schema(group):
+    from limo_exp.config import RunSpec
+
+    for opt in options(group):
+        RunSpec.parse(
+            resolved([f"{group}=local_path", "model.path=/x"] if opt == "local_path" else [f"{group}={opt}"])
+        )
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("+train.lrr=1e-5", r"unknown config key train.lrr; valid keys of train: \['name', 'lr',"),
+        (
+            "+eval.synthetic.size=3",
+            r"unknown config key eval.synthetic.size; valid keys of eval.synthetic: \['n', 'seed'\]",
+        ),
+        ("train.lr=fast", r"train.lr: expected float, got str 'fast'"),
+        ("data.n_samples=1.5", r"data.n_samples: expected int, got float 1.5"),
+        ("eval.tasks=limo_math500", r"eval.tasks: expected a list, got str"),
+        ("+train.lora.r=x", r"train.lora.r: expected int, got str 'x'"),
+        ("+banana=1", r"unknown config key banana; valid keys of the config: \['pool',"),
+        ("model=local_path", r"model.path must be set \(it is \?\?\? in the config\)"),
+        ("model.source=ftp", r"model.source='ftp' is not one of"),
+        ("eval.backend=tpu", r"eval.backend='tpu' is not one of"),
+    ],
+)
+def test_bad_config_names_the_key(override, message):
+    from limo_exp.config import ConfigError, RunSpec
+
+    with pytest.raises(ConfigError, match=message):
+        RunSpec.parse(resolved([override]))
+
+
+def test_bad_config_fails_before_any_data_is_loaded(small_cfg, monkeypatch):
+    from limo_exp.commands.run import run
+    from limo_exp.config import ConfigError
+    from limo_exp.data import pools
+
+    monkeypatch.setattr(
+        pools, "load_pool_from_config", lambda *a: pytest.fail("pool loaded before the check")
+    )
+    with pytest.raises(ConfigError, match="train.max_steps: expected int"):
+        run(small_cfg("train.max_steps=two"))

@@ -9,15 +9,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CONF_DIR, EVAL_DIR, POOL_DIR
-from omegaconf import OmegaConf
+from conftest import CONF_DIR, EVAL_DIR, POOL_DIR, compose
 
-from limo_exp.curation import CurationConfig, curate, curate_cached, format_funnel, run_curate, write_outputs
-from limo_exp.curation.quality import chain_score, quantile_tiers
+from limo_exp.commands.curate import run_curate
+from limo_exp.config import ConfigError, CurationConfig, EvalConfig, SyntheticConfig
+from limo_exp.curation import curate, curate_cached, format_funnel, write_outputs
+from limo_exp.curation.chain_score import chain_score, quantile_tiers
 from limo_exp.curation.stages import difficulty_band, verify_answers
-from limo_exp.pools import load_pool
-from limo_exp.records import BenchItem, Record, Solution
-from limo_exp.synthetic import make_pool
+from limo_exp.data.pools import load_pool
+from limo_exp.data.records import BenchItem, Record, Solution
+from limo_exp.data.synthetic import make_pool
 
 CONF = CONF_DIR
 OFF = {
@@ -37,7 +38,7 @@ def cfg_with(**sections) -> CurationConfig:
 
 @pytest.fixture(scope="module")
 def real_benchmarks(shared_data):
-    from limo_exp.benchmarks import load_benchmark
+    from limo_exp.data.benchmarks import load_benchmark
 
     return {n: load_benchmark(n, EVAL_DIR) for n in ("aime24", "aime25", "amc23", "math500", "olympiadbench")}
 
@@ -203,7 +204,7 @@ def test_quantile_tiers():
 
 
 def test_curate_synthetic_funnel_and_tiers():
-    from limo_exp.benchmarks import load_benchmark
+    from limo_exp.data.benchmarks import load_benchmark
 
     out = curate(make_pool(300), CurationConfig(), {"synthetic": load_benchmark("synthetic")})
     stages = [s["stage"] for s in out.funnel]
@@ -221,18 +222,21 @@ def test_curate_synthetic_funnel_and_tiers():
 def test_curation_yaml_is_the_dataclass():
     d = yaml.safe_load((CONF / "curation" / "default.yaml").read_text())
     assert CurationConfig.from_dict(d) == CurationConfig()  # every key in the file is read, defaults agree
-    with pytest.raises(ValueError, match=r"curation.dedup: unknown keys \['treshold'\]"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key curation.dedup.treshold; valid keys of curation.dedup: "
+    ):
         CurationConfig.from_dict({"dedup": {"treshold": 0.5}})
 
 
 def test_run_curate_writes_outputs(tmp_path, capsys):
-    cfg = OmegaConf.create(
-        {
-            "pool": {"name": "synthetic", "n": 200, "seed": 0},
-            "curation": yaml.safe_load((CONF / "curation" / "default.yaml").read_text()),
-            "eval": {"tasks": ["limo_synthetic"], "data_dir": None},
-            "paths": {"output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache")},
-        }
+    cfg = compose(
+        [
+            "pool=synthetic",
+            "pool.n=200",
+            "eval.tasks=[limo_synthetic]",
+            f"+paths.output_dir={tmp_path / 'out'}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+        ]
     )
     res = run_curate(cfg)
     shown = capsys.readouterr().out
@@ -296,11 +300,12 @@ def test_parallel_callers_curate_once(tmp_path):
 
 
 def test_benchmarks_for_expands_groups_and_fails_clearly(shared_data, tmp_path):
-    from limo_exp.curation import benchmarks_for
+    from limo_exp.evaluation.registry import benchmarks_for
 
-    assert [len(v) for v in benchmarks_for(["limo_synthetic"], None, {"synthetic": {"n": 5}}).values()] == [5]
+    five = EvalConfig(tasks=["limo_synthetic"], synthetic=SyntheticConfig(n=5))
+    assert [len(v) for v in benchmarks_for(five).values()] == [5]
     # the group on a folder without GPQA: the five present benchmarks, GPQA skipped (and warned about)
-    assert sorted(benchmarks_for(["limo_paper"], str(EVAL_DIR))) == [
+    assert sorted(benchmarks_for(EvalConfig(tasks=["limo_paper"], data_dir=str(EVAL_DIR)))) == [
         "aime24",
         "aime25",
         "amc23",
@@ -308,14 +313,14 @@ def test_benchmarks_for_expands_groups_and_fails_clearly(shared_data, tmp_path):
         "olympiadbench",
     ]
     with pytest.raises(FileNotFoundError, match="limo_gpqa_diamond"):  # asked for by name: an error
-        benchmarks_for(["limo_gpqa_diamond"], str(EVAL_DIR))
+        benchmarks_for(EvalConfig(tasks=["limo_gpqa_diamond"], data_dir=str(EVAL_DIR)))
 
 
 def test_benchmark_fingerprint_sees_gold_answers():
     from dataclasses import replace
 
-    from limo_exp.curation import benchmarks_fingerprint
-    from limo_exp.records import BenchItem
+    from limo_exp.data.records import BenchItem
+    from limo_exp.evaluation.registry import benchmarks_fingerprint
 
     item = BenchItem(task="aime24", id="1", problem="Find x.", answer="204", answers=["204"])
     fixed = replace(item, answer="240", answers=["240"])

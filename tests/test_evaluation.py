@@ -6,14 +6,24 @@ from __future__ import annotations
 import json
 import math
 import re
-from pathlib import Path
 
 import pytest
 from conftest import EVAL_DIR, needs_eval_data
 
-from limo_exp.evaluation import EvalResult, check_tasks, default_gen_kwargs, evaluate, metric_name
-from limo_exp.tasks import PAPER_TASKS, TASKS
-from limo_exp.tasks.utils import majority_correct, mean_stderr, pass_at_k, sampling_metrics
+from limo_exp.config import EvalConfig, SyntheticConfig
+from limo_exp.evaluation.backend import default_gen_kwargs
+from limo_exp.evaluation.evaluate import EvalResult, evaluate
+from limo_exp.evaluation.metrics import (
+    majority_correct,
+    mean_stderr,
+    metric_name,
+    pass_at_k,
+    sampling_metrics,
+)
+from limo_exp.evaluation.registry import check_tasks, groups, tasks
+
+TASKS = tasks()
+PAPER_TASKS = groups()["limo_paper"]
 
 MLFLOW_SAFE = re.compile(r"^[A-Za-z0-9_./ -]+$")
 
@@ -99,7 +109,7 @@ def test_default_gen_kwargs():
 
 def test_unknown_task_fails_before_any_model_loads(tmp_path):
     with pytest.raises(ValueError) as err:
-        evaluate(str(tmp_path / "no_model_here"), ["limo_math500", "aime24"])
+        evaluate(str(tmp_path / "no_model_here"), EvalConfig(tasks=["limo_math500", "aime24"]))
     assert "aime24" in str(err.value)
     for t in TASKS:
         assert t in str(err.value)
@@ -110,7 +120,9 @@ def test_unknown_task_fails_before_any_model_loads(tmp_path):
 @needs_eval_data
 def test_missing_data_file_fails_before_any_model_loads(tmp_path):
     with pytest.raises(FileNotFoundError, match="gpqa_diamond"):
-        evaluate(str(tmp_path / "no_model_here"), ["limo_gpqa_diamond"], data_dir=str(EVAL_DIR))
+        evaluate(
+            str(tmp_path / "no_model_here"), EvalConfig(tasks=["limo_gpqa_diamond"], data_dir=str(EVAL_DIR))
+        )
 
 
 # ---------------------------------------------------------------- end to end with a tiny model
@@ -118,14 +130,14 @@ def test_missing_data_file_fails_before_any_model_loads(tmp_path):
 
 @needs_eval_data
 def test_every_task_runs_on_two_items(tiny_model, eval_data_dir):
-    result = evaluate(
-        tiny_model,
-        ["limo_paper", "limo_synthetic"],
+    suite = EvalConfig(
+        tasks=["limo_paper", "limo_synthetic"],
         data_dir=str(eval_data_dir),
         limit=2,
         max_gen_toks=8,
-        synthetic_n=4,
+        synthetic=SyntheticConfig(n=4),
     )
+    result = evaluate(tiny_model, suite)
     assert isinstance(result, EvalResult)
     for task in TASKS:
         assert len(result.samples[task]) == 2
@@ -169,18 +181,17 @@ def test_every_task_runs_on_two_items(tiny_model, eval_data_dir):
 
 
 def test_sampled_protocol_on_synthetic(tiny_model):
-    result = evaluate(
-        tiny_model,
-        ["limo_synthetic"],
+    suite = EvalConfig(
+        tasks=["limo_synthetic"],
         limit=2,
         max_gen_toks=8,
         num_samples=3,
         temperature=1.0,
         top_p=0.9,
-        pass_k=(1, 2, 3),
-        synthetic_n=3,
-        seed=1,
+        pass_k=[1, 2, 3],
+        synthetic=SyntheticConfig(n=3),
     )
+    result = evaluate(tiny_model, suite, seed=1)
     rows = result.samples["limo_synthetic"]
     assert len(rows) == 2 * 3
     assert len({r["response"] for r in rows[:3]}) > 1  # sampling, not three greedy copies
@@ -190,46 +201,33 @@ def test_sampled_protocol_on_synthetic(tiny_model):
     assert json.loads(result.settings["gen_kwargs"])["do_sample"] is True
 
 
-CONF_KEYS = {
-    "tasks",
-    "data_dir",
-    "limit",
-    "backend",
-    "batch_size",
-    "max_gen_toks",
-    "num_samples",
-    "temperature",
-    "top_p",
-    "pass_k",
-    "system_prompt",
-    "instruction",
-    "gpqa_seed",
-    "tensor_parallel_size",
-    "synthetic",
-}
-
-
 @pytest.mark.parametrize("name", ["smoke", "demo", "limo_paper", "limo_paper_sampled"])
-def test_eval_configs_have_the_pipeline_keys(name):
-    import yaml
+def test_eval_configs_spell_out_the_schema(name):
+    """Each conf/eval file sets every key of EvalConfig (no silent default) and parses."""
+    import dataclasses
 
-    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "eval" / f"{name}.yaml").read_text())
-    assert set(cfg) == CONF_KEYS
-    check_tasks(cfg["tasks"])
-    assert cfg["backend"] in ("auto", "hf", "vllm") and set(cfg["synthetic"]) == {"n", "seed"}
-    assert max(cfg["pass_k"]) <= cfg["num_samples"]
+    from conftest import compose
+    from omegaconf import OmegaConf
+
+    from limo_exp.config import EvalConfig
+
+    raw = OmegaConf.to_container(compose([f"eval={name}"]).eval, resolve=True)
+    assert set(raw) == {f.name for f in dataclasses.fields(EvalConfig)}
+    suite = EvalConfig.from_dict(raw, "eval")
+    check_tasks(suite.tasks)
+    assert max(suite.pass_k) <= suite.num_samples
 
 
 def test_smoke_config_runs(tiny_model):
     from conftest import compose
     from omegaconf import OmegaConf
 
-    from limo_exp.evaluation import evaluate_from_cfg
-    from limo_exp.tasks.utils import DEFAULT_INSTRUCTION
+    from limo_exp.evaluation.tasks.utils import DEFAULT_INSTRUCTION
 
     cfg = OmegaConf.to_container(compose(["eval=smoke", "train.instruction=Box it."]).eval, resolve=True)
-    assert cfg["instruction"] == "Box it."  # the eval prompt follows the training prompt
-    result = evaluate_from_cfg(tiny_model, cfg, limit=1, max_gen_toks=4)
+    suite = EvalConfig.from_dict(cfg | {"limit": 1, "max_gen_toks": 4}, "eval")
+    assert suite.instruction == "Box it."  # the eval prompt follows the training prompt
+    result = evaluate(tiny_model, suite)
     assert len(result.samples["limo_synthetic"]) == 1
     assert result.settings["synthetic"] == "n=8,seed=0"
     assert result.settings["instruction"] == "Box it." != DEFAULT_INSTRUCTION
@@ -239,7 +237,7 @@ def test_smoke_config_runs(tiny_model):
 def test_backend_auto_picks_hf_without_cuda(monkeypatch):
     import torch
 
-    from limo_exp.evaluation import choose_backend
+    from limo_exp.evaluation.backend import choose_backend
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert choose_backend("auto") == "hf"
@@ -254,7 +252,7 @@ def test_backend_auto_picks_hf_without_cuda(monkeypatch):
 def test_attn_implementation_selection(monkeypatch):
     import torch
 
-    from limo_exp.models import attn_implementation, torch_dtype
+    from limo_exp.training.models import attn_implementation, torch_dtype
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert attn_implementation("auto") == "sdpa" and torch_dtype("auto") == torch.float32
@@ -267,7 +265,7 @@ def test_attn_implementation_selection(monkeypatch):
 
 
 def test_generation_budget_fits_the_context():
-    from limo_exp.evaluation import fit_generation_budget
+    from limo_exp.evaluation.backend import fit_generation_budget
 
     assert fit_generation_budget(32768, 32768) == 30720  # LIMO's budget on Qwen2.5's 32k positions
     assert fit_generation_budget(32768, 4096) == 3072  # the tiny model

@@ -10,8 +10,9 @@ import time
 import pytest
 from conftest import EVAL_DIR, needs_eval_data
 
-from limo_exp import grading
-from limo_exp.grading import (
+from limo_exp.data.answers import last_boxed, split_answers, strip_thinking
+from limo_exp.evaluation import grading
+from limo_exp.evaluation.grading import (
     GRADER_VERSION,
     MATH_VERIFY_VERSION,
     extract_choice,
@@ -19,9 +20,6 @@ from limo_exp.grading import (
     grade_choice_detailed,
     grade_math,
     grade_math_detailed,
-    last_boxed,
-    split_answers,
-    strip_thinking,
 )
 
 
@@ -42,7 +40,7 @@ ACCEPTED_COLLISIONS = {("5", "x=5"): "an assignment x=5 is accepted for the valu
 @needs_eval_data
 @pytest.mark.parametrize("benchmark", ["math500", "aime24", "aime25", "amc23", "olympiadbench"])
 def test_every_gold_boxed_grades_correct(benchmark):
-    from limo_exp.benchmarks import load_benchmark
+    from limo_exp.data.benchmarks import load_benchmark
 
     failures = {}
     for item in load_benchmark(benchmark, EVAL_DIR):
@@ -67,7 +65,7 @@ def test_every_math500_solution_grades_correct():
 @needs_eval_data
 def test_different_golds_do_not_match():
     """No false positives: each MATH-500 / OlympiadBench gold against its neighbour's gold."""
-    from limo_exp.benchmarks import load_benchmark
+    from limo_exp.data.benchmarks import load_benchmark
 
     hits = []
     for bench in ("math500", "olympiadbench"):

@@ -6,6 +6,9 @@ import json
 
 import pytest
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from limo_exp.config import TrackingConfig
 
 
 def _client(cfg):
@@ -13,7 +16,7 @@ def _client(cfg):
 
 
 def test_two_step_run_end_to_end(small_cfg, tmp_path):
-    from limo_exp.pipeline import run
+    from limo_exp.commands.run import run
 
     cfg = small_cfg()
     out = run(cfg)
@@ -60,23 +63,24 @@ def test_two_step_run_end_to_end(small_cfg, tmp_path):
 
 
 def test_n_samples_beyond_pool_fails_before_model_load(small_cfg, monkeypatch):
-    from limo_exp import models, pipeline
+    from limo_exp import training
+    from limo_exp.commands.run import run
     from limo_exp.selection import NotEnoughRecords
 
     def boom(*a, **k):
         raise AssertionError("model loaded before the size check")
 
-    monkeypatch.setattr(models, "resolve", boom)
+    monkeypatch.setattr(training, "resolve", boom)
     cfg = small_cfg("pool.n=20", "data.n_samples=50")
     with pytest.raises(NotEnoughRecords) as err:
-        pipeline.run(cfg)
+        run(cfg)
     assert "50" in str(err.value) and "20" in str(err.value)
     runs = _client(cfg).search_runs([_client(cfg).get_experiment_by_name("test").experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]  # a crashed run is marked FAILED
 
 
 def test_unknown_task_lists_valid_ones(small_cfg):
-    from limo_exp.pipeline import run
+    from limo_exp.commands.run import run
 
     with pytest.raises(ValueError) as err:
         run(small_cfg("eval.tasks=[limo_nope]"))
@@ -85,26 +89,32 @@ def test_unknown_task_lists_valid_ones(small_cfg):
 
 def test_eval_only_baseline_and_report(small_cfg, tmp_path):
     """limo-exp eval logs a baseline run; limo-exp report turns the study into curve + table with run ids."""
-    from limo_exp.eval_cmd import run_eval
-    from limo_exp.pipeline import run
-    from limo_exp.report import report
+    from limo_exp.analysis.report import report
+    from limo_exp.commands.eval import run_eval
+    from limo_exp.commands.run import run
 
     runs = [run(small_cfg(f"data.n_samples={n}")) for n in (4, 8)]
     base = run_eval(small_cfg())
     assert not base["skipped"] and "eval/limo_synthetic/exact_match" in base["metrics"]
     cfg = small_cfg()
-    assert _client(cfg).get_run(base["run_id"]).data.params["data.n_samples"] == "0"
-    out = report(cfg.tracking.uri, "test", tmp_path / "results")
+    logged = _client(cfg).get_run(base["run_id"]).data
+    assert logged.tags["limo.kind"] == "eval"  # a baseline is a kind of run, not a fake N
+    assert "model.name" in logged.params and "data.n_samples" not in logged.params
+    assert {_client(cfg).get_run(r["run_id"]).data.tags["limo.kind"] for r in runs} == {"run"}
+    out = report(
+        TrackingConfig.from_dict(OmegaConf.to_container(cfg.tracking, resolve=True)), tmp_path / "results"
+    )
     assert out["runs"] == 3
     assert out["curve"].exists() and out["curve"].stat().st_size > 10_000
     table = out["table"].read_text()
     for r in runs + [base]:
         assert r["run_id"] in table  # every row traces back to its MLflow run
-    assert sorted(out["frame"]["data.n_samples"]) == [0, 4, 8]
+    assert sorted(out["frame"]["data.n_samples"]) == [0, 4, 8]  # the baseline is N = 0
+    assert sorted(out["frame"]["kind"]) == ["eval", "run", "run"]
 
 
 def test_lora_recipe_runs_end_to_end(small_cfg):
-    from limo_exp.pipeline import run
+    from limo_exp.commands.run import run
 
     cfg = small_cfg("train=lora", "train.max_steps=2", "train.batch_size=2", "train.max_length=256")
     out = run(cfg)
@@ -115,7 +125,7 @@ def test_lora_recipe_runs_end_to_end(small_cfg):
 
 def test_run_trains_on_a_curated_real_pool(small_cfg, shared_data):
     """pool=gsm8k from ../shared/data: curated (funnel logged as metrics), N human solutions selected."""
-    from limo_exp.pipeline import run
+    from limo_exp.commands.run import run
 
     cfg = small_cfg("pool=gsm8k", f"pool.data_dir={shared_data / 'pools'}", "+pool.n=300", "quality=human")
     out = run(cfg)
@@ -130,10 +140,11 @@ def test_run_trains_on_a_curated_real_pool(small_cfg, shared_data):
 def test_report_never_averages_different_settings():
     import pandas as pd
 
-    from limo_exp.report import setting_columns
+    from limo_exp.analysis.curves import setting_columns
 
     df = pd.DataFrame(
         {
+            "kind": ["eval", "run", "run", "run", "run"],
             "data.n_samples": [0, 8, 8, 8, 16],
             "seed": ["0", "0", "1", "0", "0"],
             "train.lr": ["1e-5", "1e-5", "1e-5", "1e-4", "1e-5"],

@@ -11,16 +11,17 @@ import pytest
 import yaml
 from conftest import CONF_DIR, POOL_DIR
 
-from limo_exp.pool_text import clean_solution, extract_answer, last_boxed
-from limo_exp.pools import (
+from limo_exp.config import ConfigError, PoolConfig
+from limo_exp.data.fingerprints import pool_fingerprint
+from limo_exp.data.pool_text import clean_solution, extract_answer, last_boxed
+from limo_exp.data.pools import (
     POOL_NAMES,
     SOURCES,
     PoolFormatError,
     load_pool,
     load_pool_from_config,
-    pool_fingerprint,
 )
-from limo_exp.synthetic import make_pool
+from limo_exp.data.synthetic import make_pool
 
 CONF = CONF_DIR
 
@@ -56,7 +57,7 @@ def test_aime_historical_real(shared_data):
 def test_synthetic_and_fingerprint():
     recs = load_pool("synthetic", n=10, seed=0)
     assert [r.id for r in recs] == [r.id for r in make_pool(10, 0)]
-    assert load_pool_from_config({"name": "synthetic", "n": 10, "seed": 0}) == recs
+    assert load_pool_from_config(PoolConfig.from_dict({"name": "synthetic", "n": 10, "seed": 0})) == recs
     fp = pool_fingerprint(recs)
     assert fp == pool_fingerprint(make_pool(10, 0)) == "d480423e18586f19"
     recs[3].solutions[0].text += " "
@@ -149,8 +150,10 @@ def test_json_array_errors(tmp_path):
 def test_unknown_pool_and_keys():
     with pytest.raises(ValueError, match="unknown pool 'nope'; valid pools: limo, limo_v2, s1k"):
         load_pool("nope")
-    with pytest.raises(ValueError, match=r"unknown keys \['nn'\]"):
-        load_pool_from_config({"name": "synthetic", "nn": 3})
+    with pytest.raises(
+        ConfigError, match=r"unknown config key pool.nn; valid keys of pool: \['name', 'hub_id'"
+    ):
+        PoolConfig.from_dict({"name": "synthetic", "nn": 3})
     with pytest.raises(ValueError, match="unknown field-mapping keys"):
         load_pool("local_jsonl", file="x.jsonl", fields={"problem": "p", "solution": "s"})
     with pytest.raises(ValueError, match="no hub copy"):

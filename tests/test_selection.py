@@ -11,9 +11,9 @@ import pytest
 from conftest import REPO
 
 from limo_exp.curation.stages import score_quality
-from limo_exp.records import Record, Solution
+from limo_exp.data.records import Record, Solution
+from limo_exp.data.synthetic import make_pool
 from limo_exp.selection import NotEnoughRecords, select, tier_filter
-from limo_exp.synthetic import make_pool
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_exact_ids_for_a_seed(pool):
 
 def test_same_ids_in_another_process(pool):
     code = (
-        "from limo_exp.curation.stages import score_quality; from limo_exp.synthetic import make_pool; "
+        "from limo_exp.curation.stages import score_quality; from limo_exp.data.synthetic import make_pool; "
         "from limo_exp.selection import select; "
         "print(','.join(e.id for e in select(score_quality(make_pool(200), 5), 30, 'L3', 7, 'subject')))"
     )
@@ -121,8 +121,8 @@ def test_tiers_and_best_solution():
 
 
 def test_unknown_tier_names_the_tiers_the_pool_has():
+    from limo_exp.data.synthetic import make_pool
     from limo_exp.selection import NotEnoughRecords, select
-    from limo_exp.synthetic import make_pool
 
     with pytest.raises(NotEnoughRecords, match=r"solution kinds: \['answer_only', 'long', 'short'\]"):
         select(make_pool(5), 2, "lon", seed=0)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from limo_exp.records import Example
-from limo_exp.sft_data import IGNORE, collate, tokenize_example
+from limo_exp.data.records import Example
+from limo_exp.training.sft_data import IGNORE, collate, tokenize_example
 
 
 def _tok(tiny_model):
@@ -84,9 +84,9 @@ def test_template_that_strips_reasoning_keeps_the_whole_target(tiny_model):
 
 
 def test_training_and_evaluation_share_the_user_turn():
-    from limo_exp.records import BenchItem
-    from limo_exp.sft_data import messages
-    from limo_exp.tasks.utils import DEFAULT_INSTRUCTION, build_prompt
+    from limo_exp.data.records import BenchItem
+    from limo_exp.evaluation.tasks.utils import DEFAULT_INSTRUCTION, build_prompt
+    from limo_exp.training.sft_data import messages
 
     item = BenchItem(task="math500", id="1", problem="What is 2+3? ", answer="5")
     assert messages(item.problem, DEFAULT_INSTRUCTION, None)[-1]["content"] == build_prompt(item)

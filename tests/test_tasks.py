@@ -6,9 +6,12 @@ from __future__ import annotations
 import pytest
 from conftest import GPQA_FILE, needs_eval_data
 
-from limo_exp.tasks import GROUPS, PAPER_TASKS, TASKS, TASKS_DIR
-from limo_exp.tasks import utils as task_utils
-from limo_exp.tasks.utils import sampling_metrics
+from limo_exp.evaluation.metrics import sampling_metrics
+from limo_exp.evaluation.registry import TASKS_DIR, groups, tasks
+from limo_exp.evaluation.tasks import utils as task_utils
+
+TASKS, GROUPS = tasks(), groups()
+PAPER_TASKS = GROUPS["limo_paper"]
 
 
 def _manager(**metadata):
@@ -24,6 +27,12 @@ def test_every_task_and_group_registers():
     assert set(GROUPS) <= set(tm.all_groups)
     yamls = {p.stem for p in TASKS_DIR.glob("limo_*.yaml")}
     assert yamls == set(TASKS) | set(GROUPS)
+    # the registry reads the YAMLs: the group's members in the paper's order (Table 2)
+    assert (
+        tuple(f"limo_{b}" for b in ("aime24", "aime25", "amc23", "math500", "olympiadbench", "gpqa_diamond"))
+        == PAPER_TASKS
+    )
+    assert set(TASKS) == set(PAPER_TASKS) | {"limo_synthetic"}
 
 
 @needs_eval_data

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from limo_exp.tracking import NullTracker, Tracker, flatten, metric_name
+from limo_exp.config import flatten
+from limo_exp.tracking.names import metric_name
+from limo_exp.tracking.tracker import NullTracker, Tracker
 
 
 def test_metric_names_mlflow_accepts():
@@ -23,7 +25,7 @@ def test_crash_marks_run_failed(tmp_path):
     with t.run("ok", {"limo.run_key": "k1"}):
         t.log_metrics({"eval/x/exact_match,none": 0.5}, step=1)
     assert t.client.get_run(t.run_id).data.metrics == {"eval/x/exact_match/none": 0.5}
-    assert t.find_finished("k1").info.run_id == t.run_id
+    assert t.find_finished("k1").run_id == t.run_id
     assert t.find_finished("k2") is None
 
 

@@ -6,9 +6,10 @@ import pytest
 import torch
 from conftest import torchrun
 
-from limo_exp.records import Example
-from limo_exp.synthetic import make_pool
-from limo_exp.train import TrainConfig, train
+from limo_exp.config import LoraConfig, TrainConfig
+from limo_exp.data.records import Example
+from limo_exp.data.synthetic import make_pool
+from limo_exp.training.loop import train
 
 
 def _examples(n=8):
@@ -18,7 +19,7 @@ def _examples(n=8):
 def _run(tiny_model, **kw):
     from accelerate import Accelerator
 
-    from limo_exp.models import load
+    from limo_exp.training.models import load
 
     torch.manual_seed(0)
     model, tok = load(str(tiny_model))
@@ -74,14 +75,14 @@ def test_lora_trains_adapters_only_and_saves_a_plain_model(tiny_model, tmp_path)
     from accelerate import Accelerator
     from transformers import AutoModelForCausalLM
 
-    from limo_exp import lora
-    from limo_exp.models import load
-    from limo_exp.train import save
+    from limo_exp.training import lora
+    from limo_exp.training.loop import save
+    from limo_exp.training.models import load
 
     torch.manual_seed(0)
     model, tok = load(str(tiny_model))
     base = {k: v.clone() for k, v in model.state_dict().items()}
-    model = lora.wrap(model, r=4, alpha=8, dropout=0.0, target_modules="all-linear")
+    model = lora.wrap(model, LoraConfig(r=4, alpha=8, dropout=0.0, target_modules="all-linear"))
     assert 0 < lora.trainable_fraction(model) < 0.2
     acc = Accelerator(cpu=True)
     res = train(
@@ -103,7 +104,7 @@ def test_lora_trains_adapters_only_and_saves_a_plain_model(tiny_model, tmp_path)
 def test_examples_without_targets_are_dropped_not_trained_on(tiny_model):
     from accelerate import Accelerator
 
-    from limo_exp.models import load
+    from limo_exp.training.models import load
 
     model, tok = load(str(tiny_model))
     long_prompt = Example("long", "word " * 400, "\\boxed{1}", "1", "short")

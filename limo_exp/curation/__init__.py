@@ -1,37 +1,14 @@
-"""From a raw pool to trustworthy training records: verify, deduplicate, decontaminate, band, score.
+"""Curation: from a raw pool to trustworthy training records (verify, deduplicate, decontaminate,
+difficulty band, reasoning-chain scores), pure stages plus a file-locked cache.
 
-curated = curate(records, CurationConfig.from_dict(...), benchmarks)   # or curate_cached(..., cache_dir)
-write_outputs(curated, out_dir)   # curated_pool.jsonl, funnel.json, contamination.jsonl
+    curated = curate(records, CurationConfig.from_dict(...), benchmarks)   # or curate_cached(..., cache_dir)
+    write_outputs(curated, out_dir)   # curated_pool.jsonl, funnel.json, contamination.jsonl
+
+The settings are ``limo_exp.config.CurationConfig`` (the ``curation`` config group).
 """
 
-from limo_exp.curation.cache import benchmarks_fingerprint, cache_key, curate_cached
-from limo_exp.curation.config import (
-    CuratedPool,
-    CurationConfig,
-    DecontamConfig,
-    DedupConfig,
-    DifficultyConfig,
-    QualityConfig,
-    VerifyConfig,
-)
-from limo_exp.curation.run import benchmarks_for, config_from, format_funnel, run_curate, write_outputs
+from limo_exp.curation.cache import cache_key, curate_cached
+from limo_exp.curation.outputs import CuratedPool, format_funnel, write_outputs
 from limo_exp.curation.stages import curate
 
-__all__ = [
-    "CuratedPool",
-    "CurationConfig",
-    "DecontamConfig",
-    "DedupConfig",
-    "DifficultyConfig",
-    "QualityConfig",
-    "VerifyConfig",
-    "benchmarks_fingerprint",
-    "benchmarks_for",
-    "cache_key",
-    "config_from",
-    "curate",
-    "curate_cached",
-    "format_funnel",
-    "run_curate",
-    "write_outputs",
-]
+__all__ = ["CuratedPool", "cache_key", "curate", "curate_cached", "format_funnel", "write_outputs"]

@@ -14,34 +14,23 @@ import os
 import tempfile
 from pathlib import Path
 
-from limo_exp.curation.config import CuratedPool, CurationConfig
+from limo_exp.config import CurationConfig
+from limo_exp.curation.outputs import CuratedPool
 from limo_exp.curation.stages import curate
-from limo_exp.records import BenchItem, Record
+from limo_exp.data.fingerprints import pool_fingerprint
+from limo_exp.data.records import BenchItem, Record
 
 CACHE_VERSION = 1  # bump when a stage's behaviour changes, so stale caches are not read
 
 
-def benchmarks_fingerprint(benchmarks: dict[str, list[BenchItem]]) -> str:
-    """Content of the benchmarks (ids, problems, gold answers, options) and the grader version:
-    a corrected gold answer or a grading change gives a new run key."""
-    from limo_exp.benchmarks import items_digest
-    from limo_exp.grading import GRADER_VERSION
-
-    blob = json.dumps(
-        {"grader": GRADER_VERSION, **{t: items_digest(benchmarks[t]) for t in sorted(benchmarks)}}
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def cache_key(records: list[Record], cfg: CurationConfig, benchmarks: dict[str, list[BenchItem]]) -> str:
-    from limo_exp.pools import pool_fingerprint
+    from limo_exp.evaluation.grading import GRADER_VERSION  # lazily: math-verify is slow to import
+    from limo_exp.evaluation.registry import benchmarks_fingerprint
 
     extra = {}
     if cfg.difficulty.enabled and cfg.difficulty.pass_rates:
         extra["pass_rates"] = hashlib.sha256(Path(cfg.difficulty.pass_rates).read_bytes()).hexdigest()
     if cfg.verify.enabled:  # verdicts change with the grader
-        from limo_exp.grading import GRADER_VERSION
-
         extra["grader"] = GRADER_VERSION
     blob = json.dumps(
         {

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from limo_exp.curation import minhash
-from limo_exp.records import BenchItem
+from limo_exp.data.records import BenchItem
 
 
 def _ngram_pairs(pool_tok, eval_tok, n: int, max_pool_df: int):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from limo_exp.curation import minhash
-from limo_exp.records import normalize_text
+from limo_exp.data.records import normalize_text
 
 
 def exact_duplicates(problems: list[str]) -> list[int]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from limo_exp.records import normalize_text
+from limo_exp.data.records import normalize_text
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _MIX2 = np.uint64(0xBF58476D1CE4E5B9)

@@ -10,15 +10,17 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from limo_exp.curation import quality as q
-from limo_exp.curation.config import CuratedPool, CurationConfig, DecontamConfig, DifficultyConfig
+from limo_exp.config import CurationConfig, DecontamConfig, DifficultyConfig
+from limo_exp.curation import chain_score as q
 from limo_exp.curation.decontam import find_contamination
 from limo_exp.curation.dedup import exact_duplicates, near_duplicate_groups
-from limo_exp.records import BenchItem, Record, Solution
+from limo_exp.curation.outputs import CuratedPool
+from limo_exp.data.fingerprints import pool_fingerprint
+from limo_exp.data.records import BenchItem, Record, Solution
 
 
 def _grade_all(pairs: list[tuple[str, str]]) -> list[bool]:
-    from limo_exp.grading import grade_math
+    from limo_exp.evaluation.grading import grade_math
 
     return [bool(grade_math(text, gold)) for text, gold in pairs]
 
@@ -120,8 +122,6 @@ def score_quality(records: list[Record], levels: int) -> list[Record]:
 
 def curate(records: list[Record], cfg: CurationConfig, benchmarks: dict[str, list[BenchItem]]) -> CuratedPool:
     """Run the enabled stages in order; the funnel counts records into and out of each."""
-    from limo_exp.pools import pool_fingerprint
-
     funnel: list[dict[str, Any]] = [{"stage": "load", "in": len(records), "out": len(records)}]
     contamination: list[dict] = []
 

@@ -1,0 +1,72 @@
+"""What every command shares: the parsed spec, Hydra's folders, and skip-if-already-done."""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import DictConfig, OmegaConf
+
+from limo_exp.config import Config, RunSpec, TrackingConfig
+from limo_exp.evaluation import registry
+from limo_exp.tracking.tracker import NullTracker, fail_parent
+
+log = logging.getLogger("limo_exp")
+
+
+def parse(cfg: DictConfig) -> RunSpec:
+    """The composed config, resolved, checked against the schema and the task registry: the one
+    place a command reads ``cfg``. Fails before any data is loaded."""
+    spec = RunSpec.parse(OmegaConf.to_container(cfg, resolve=True))
+    registry.check_tasks(spec.config.eval.tasks)
+    return spec
+
+
+def sweep_dir() -> str | None:
+    """The multirun's folder (where the sweep's parent run id is kept), or None for a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    return hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None
+
+
+def hydra_output_dir() -> str | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
+
+
+def already_done(tracker: NullTracker, key: str, force: bool) -> dict | None:
+    """The result of an earlier FINISHED run with this key (nothing is recomputed), unless ``force``."""
+    done = tracker.find_finished(key)
+    if done is None or force:
+        return None
+    log.info("run_key %s already FINISHED as MLflow run %s; skipping (force=true reruns)", key, done.run_id)
+    return {"run_key": key, "run_id": done.run_id, "skipped": True, "metrics": dict(done.metrics)}
+
+
+def print_metrics(metrics: dict[str, float], keep=lambda k: True, width: int = 50) -> None:
+    for k, v in sorted(metrics.items()):
+        if keep(k):
+            print(f"  {k:{width}s} {v:.4f}")
+
+
+def eval_options(c: Config) -> dict:
+    """What evaluation takes from the rest of the config: the model's dtype ("auto": bf16 on GPU,
+    fp32 on CPU, as in training) and remote-code switch, and the seed."""
+    from limo_exp.training.models import torch_dtype
+
+    dtype = str(torch_dtype(c.model.dtype)).removeprefix("torch.")
+    return {"dtype": dtype, "trust_remote_code": c.model.trust_remote_code, "seed": c.seed}
+
+
+def fail_sweep(cfg: DictConfig) -> None:
+    """A configuration of a sweep crashed: mark the sweep's parent run FAILED (if the tracking
+    config itself can be read: a config error never reached the sweep's store)."""
+    try:
+        tracking = TrackingConfig.from_dict(OmegaConf.to_container(cfg.tracking, resolve=True), "tracking")
+    except Exception:  # the original error is what the user must see
+        return
+    fail_parent(tracking, sweep_dir())

@@ -1,0 +1,50 @@
+"""``limo-exp eval``: evaluate a model without training it (the N = 0 baseline every table needs).
+
+``limo-exp eval model=qwen2_5_7b_instruct eval=limo_paper`` or, for a checkpoint,
+``limo-exp eval model=outputs/runs/<run_key>/checkpoint``. Logged to MLflow like a run
+(``limo.kind`` = eval; params: the model, eval and seed it depends on), with its own run key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from limo_exp import CONF_DIR
+from limo_exp.commands.common import already_done, eval_options, parse, print_metrics
+from limo_exp.config import EVAL_ONLY_GROUPS
+from limo_exp.tracking import run_log
+from limo_exp.tracking.tracker import make_tracker
+
+
+def run_eval(cfg: DictConfig) -> dict:
+    from limo_exp import training
+    from limo_exp.evaluation import registry
+    from limo_exp.evaluation.evaluate import evaluate_to_dir
+
+    spec = parse(cfg)
+    c = spec.config
+    base = training.resolve(c.model, c.paths.cache_dir)
+    key = spec.eval_key(registry.benchmarks_fingerprint(registry.benchmarks_for(c.eval)))
+    tracker = make_tracker(c.tracking)
+    done = already_done(tracker, key, c.force)
+    if done is not None:
+        return done
+    out_dir = Path(c.paths.output_root) / "evals" / key
+    with tracker.run(f"eval-{c.model.name}", run_log.run_tags(key, "eval", **{"limo.base_model": base})):
+        tracker.log_params(spec.params(EVAL_ONLY_GROUPS))
+        ev = evaluate_to_dir(base, c.eval, out_dir, **eval_options(c))
+        run_log.log_evaluation(tracker, ev.metrics, ev.settings, ev.artifacts)
+    print_metrics(ev.metrics, width=60)
+    return {"run_key": key, "run_id": tracker.run_id, "skipped": False, "metrics": ev.metrics}
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    run_eval(cfg)
+
+
+def main() -> None:
+    _hydra_main()

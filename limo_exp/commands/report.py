@@ -1,0 +1,42 @@
+"""``limo-exp report``: the MLflow runs of a study -> curve, table and CSV under paths.results_dir.
+
+limo-exp report experiment=demo
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from limo_exp import CONF_DIR
+from limo_exp.commands.common import parse
+
+
+def run_report(cfg: DictConfig) -> dict:
+    from limo_exp.analysis.report import report
+
+    c = parse(cfg).config
+    out = report(c.tracking, c.paths.results_dir)
+    uri = c.tracking.uri
+    print(f"\n{out['runs']} runs of study {c.tracking.experiment!r}")
+    print(Path(out["table"]).read_text())
+    print(f"MLflow store : {uri}")
+    print(f"curve        : {out['curve']}")
+    print(f"table        : {out['table']}")
+    if uri.startswith("sqlite:///"):
+        store = Path(uri.removeprefix("sqlite:///")).resolve()
+        print(f"open the UI  : mlflow ui --backend-store-uri sqlite:///{store} --host 127.0.0.1 --port 5000")
+    else:
+        print(f"open the UI  : {uri}")
+    return out
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    run_report(cfg)
+
+
+def main() -> None:
+    _hydra_main()

@@ -1,0 +1,156 @@
+"""``limo-exp run``: one configuration, top to bottom.
+
+seed -> pool -> curate -> select -> model and tokenizer -> train -> save -> evaluate -> log.
+Under ``accelerate launch`` every rank runs this; rank 0 tracks, writes files and evaluates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from limo_exp import CONF_DIR
+from limo_exp.commands.common import (
+    already_done,
+    eval_options,
+    fail_sweep,
+    hydra_output_dir,
+    log,
+    parse,
+    print_metrics,
+    sweep_dir,
+)
+from limo_exp.tracking import run_log
+from limo_exp.tracking.tracker import NullTracker, make_tracker, parent_run_id
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run one configuration; returns its run key, MLflow run id and metrics."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import broadcast_object_list, set_seed
+
+    from limo_exp import curation, selection, training
+    from limo_exp.data import pools
+    from limo_exp.data.fingerprints import pool_fingerprint
+    from limo_exp.evaluation import registry
+    from limo_exp.evaluation.evaluate import evaluate_to_dir
+    from limo_exp.evaluation.isolated import evaluate_isolated
+
+    spec = parse(cfg)
+    c = spec.config
+    gpu = torch.cuda.is_available()
+    accelerator = Accelerator(cpu=not gpu, mixed_precision="bf16" if gpu else "no")
+    main_rank, distributed = accelerator.is_main_process, accelerator.num_processes > 1
+    set_seed(c.seed)
+
+    pool = pools.load_pool_from_config(c.pool)
+    fingerprint = pool_fingerprint(pool)
+    benchmarks = registry.benchmarks_for(c.eval)
+    key = spec.key(fingerprint, registry.benchmarks_fingerprint(benchmarks))
+    run_dir = Path(c.paths.output_root) / "runs" / key
+    tracker = make_tracker(c.tracking) if main_rank else NullTracker()
+    done = already_done(tracker, key, c.force)
+    if distributed:  # rank 0 decides for all, or the others would wait in training
+        done = broadcast_object_list([done])[0]
+    if done is not None:
+        return done
+
+    name = f"{c.model.name}-{c.pool.name}-{c.quality.name}-n{c.data.n_samples}-s{c.seed}"
+    extra = {"limo.pool_fingerprint": fingerprint, "limo.run_dir": str(run_dir)}
+    tags = run_log.run_tags(key, "run", **extra, **{"limo.hydra_output_dir": hydra_output_dir() or "none"})
+    with tracker.run(name, tags, parent_run_id(sweep_dir())):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tracker.log_params(spec.params())
+        if main_rank:  # files are written by rank 0 only
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            tracker.log_artifact(run_dir / "config.yaml")
+
+        # curate (cached by fingerprint; parallel runs of a sweep curate once) and select
+        started = time.perf_counter()
+        curated = curation.curate_cached(pool, c.curation, benchmarks, Path(c.paths.cache_dir) / "curated")
+        files = curation.write_outputs(curated, run_dir / "curation") if main_rank else []
+        if main_rank:
+            log.info(
+                "curation funnel%s:\n%s",
+                " (from cache)" * curated.from_cache,
+                curation.format_funnel(curated.funnel),
+            )
+        run_log.log_curation(
+            tracker, curated.funnel, curated.from_cache, time.perf_counter() - started, files
+        )
+        d = c.data
+        examples = selection.select(
+            curated.records, d.n_samples, c.quality.tier, c.seed, d.stratify_by, curated.funnel
+        )
+        ids = [e.id for e in examples]
+        if main_rank:
+            (run_dir / "selected_ids.json").write_text(json.dumps(ids, indent=0))
+            tracker.log_artifact(run_dir / "selected_ids.json")
+        subset = f"train/{c.pool.name}/{c.quality.name}/n{len(examples)}"
+        run_log.log_datasets(tracker, pool, c.pool.name, fingerprint, examples, curated.records, subset)
+
+        # model, train, save
+        with accelerator.main_process_first():
+            base = training.resolve(c.model, c.paths.cache_dir)
+        m = c.model
+        model, tok = training.load(
+            base, dtype=m.dtype, attn=m.attn_implementation, trust_remote_code=m.trust_remote_code
+        )
+        if c.train.lora:
+            model = training.lora.wrap(model, c.train.lora)
+            tracker.log_metrics({"train/trainable_fraction": training.lora.trainable_fraction(model)})
+        tracker.set_tags(
+            {"limo.base_model": base, "limo.attn_implementation": model.config._attn_implementation}
+        )
+        n_params = sum(p.numel() for p in model.parameters())  # before sharding (ZeRO-3 / FSDP)
+        result = training.train(model, tok, examples, c.train, accelerator, tracker.log_metrics, seed=c.seed)
+        metrics = run_log.training_metrics(result, len(examples), n_params, accelerator.num_processes)
+        tracker.log_metrics(metrics)
+        ckpt = run_dir / "checkpoint"
+        training.save(result.model, tok, str(ckpt), accelerator)
+        del model, result.model
+        if distributed:  # evaluation is rank 0's alone: no rank waits at a barrier meanwhile
+            torch.distributed.destroy_process_group()
+            if not main_rank:
+                return {"run_key": key, "run_id": None, "skipped": False, "metrics": metrics}
+
+        # evaluate (rank 0, in a clean process after multi-process training) and log
+        evaluate = evaluate_isolated if distributed else evaluate_to_dir
+        ev = evaluate(str(ckpt), c.eval, run_dir / "eval", **eval_options(c))
+        metrics |= ev.metrics
+        run_log.log_evaluation(tracker, ev.metrics, ev.settings, ev.artifacts)
+        if not c.train.save:
+            shutil.rmtree(ckpt, ignore_errors=True)
+        out = {"run_key": key, "run_id": tracker.run_id, "skipped": False, "metrics": metrics}
+        return out | {"selected_ids": ids, "run_dir": str(run_dir)}
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    try:
+        out = run(cfg)
+    except BaseException:
+        fail_sweep(cfg)
+        raise
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
+    state = "skipped (already FINISHED)" if out["skipped"] else "finished"
+    print(f"\nrun {out['run_id']} {state}; run_key {out['run_key']}")
+    if out.get("run_dir"):
+        print(f"  outputs in {out['run_dir']}")
+    print_metrics(
+        out["metrics"], lambda k: k.startswith("eval/") or k in ("train/final_loss", "train/tokens_per_s")
+    )
+    acc = [v for k, v in out["metrics"].items() if k.startswith("eval/") and k.endswith("/exact_match")]
+    return acc[0] if acc else None
+
+
+def main() -> None:
+    _hydra_main()

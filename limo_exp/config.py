@@ -1,0 +1,320 @@
+"""The typed config: one dataclass per config group (conf/<group>/), parsed and checked once per command.
+
+    spec = RunSpec.parse(OmegaConf.to_container(cfg, resolve=True))   # in a command
+    spec.config.train.lr, spec.config.eval.tasks, ...                   # typed, everywhere else
+
+Parsing (``limo_exp.typed``) is strict and runs before any data is loaded. Dataclass defaults
+are the library's defaults; the YAML files under conf/ spell out every value of a run.
+
+Run identity: ``run_key`` hashes the *semantic* part of the resolved config (all but paths,
+tracking, the launcher and ``force``) with the pool's and the benchmarks' content. It is computed
+on the config as composed, not on the dataclasses, so a default added here never changes a key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from limo_exp.typed import ConfigError, Section
+
+LIMO_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+NON_SEMANTIC = ("paths", "tracking", "hydra", "force", "study", "debug", "experiment")
+# where the pool and benchmarks are read from is not semantic either: their content is in the key
+NON_SEMANTIC_LEAVES = ("eval.data_dir", "pool.data_dir")
+EVAL_ONLY_GROUPS = ("model", "eval", "seed")  # what an evaluation without training depends on
+MODEL_SOURCES = ("hub", "gguf_wheel", "tiny_random", "path")
+BACKENDS = ("auto", "hf", "vllm")  # auto: vLLM when CUDA and vllm are present, else hf
+
+
+# ---------------------------------------------------------------- the groups
+
+
+@dataclass
+class PoolConfig(Section):
+    """``pool/``: where problems come from (limo_exp.data.pools.load_pool)."""
+
+    name: str
+    hub_id: str | None = None
+    hub_config: str | None = None
+    split: str | None = None  # null: the source's default split
+    data_dir: str | None = None  # a folder with the local copy; null: the hub
+    file: str | None = None
+    fields: dict[str, Any] | None = None  # column mapping: problem, answer, solutions, meta
+    n: int | None = None  # keep the first n records (synthetic: generate n)
+    seed: int = 0  # generator seed of the synthetic pool
+
+
+@dataclass(frozen=True)
+class VerifyConfig(Section):
+    enabled: bool = True  # keep a solution only if its final answer matches the gold answer
+    workers: int = 1  # processes for grading (math-verify is the slow stage)
+
+
+@dataclass(frozen=True)
+class DedupConfig(Section):
+    exact: bool = True  # same problem after normalize_text
+    near: bool = True  # MinHash LSH on word shingles
+    threshold: float = 0.8  # estimated Jaccard at or above which two problems are duplicates
+    num_perm: int = 128
+    bands: int = 16  # num_perm / bands rows per band; LSH threshold ~ (1/bands)^(1/rows)
+    shingle: int = 5  # words per shingle: 5 keeps one-number variants of a short problem apart
+
+
+@dataclass(frozen=True)
+class DecontamConfig(Section):
+    enabled: bool = True
+    ngram: int = 8  # word n-gram size (open-r1: 8, s1: 13); 0 turns the n-gram check off
+    min_overlap: float = 0.6  # shared n-grams / n-grams of the shorter text; 0 = any shared n-gram
+    max_pool_df: int = 10  # n-grams in more pool problems than this are boilerplate; 0 = no filter
+    near: bool = True  # MinHash near-match as well
+    threshold: float = 0.8  # estimated Jaccard for a near match
+    num_perm: int = 128
+    bands: int = 32
+    shingle: int = 5
+    drop: bool = True  # false: report the flagged records but keep them
+
+
+@dataclass(frozen=True)
+class DifficultyConfig(Section):
+    enabled: bool = False
+    field: str = "level"  # numeric meta field (MATH level 1-5, AIME difficulty) when pass_rates is null
+    pass_rates: str | None = None  # JSON {id: pass rate} or JSONL {"id", "pass_rate"} of a reference model
+    min: float | None = None  # keep min <= value <= max (either bound may be null)
+    max: float | None = None
+
+
+@dataclass(frozen=True)
+class ChainScoreConfig(Section):
+    """``curation.quality``: score every solution's reasoning chain, tiers L1..L<levels> by quantile."""
+
+    enabled: bool = True
+    levels: int = 5
+
+
+@dataclass(frozen=True)
+class CurationConfig(Section):
+    """``curation/``: verify -> dedup -> decontaminate -> difficulty band -> chain scores."""
+
+    name: str = "default"
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    decontam: DecontamConfig = field(default_factory=DecontamConfig)
+    difficulty: DifficultyConfig = field(default_factory=DifficultyConfig)
+    quality: ChainScoreConfig = field(default_factory=ChainScoreConfig)
+
+
+@dataclass
+class TierConfig(Section):
+    """``quality/``: which solutions are trained on: a kind, a level L1..L5, "L4+" or "L2-L4"."""
+
+    name: str
+    tier: str
+
+
+@dataclass
+class DataConfig(Section):
+    n_samples: int = 16  # N: examples selected for training
+    stratify_by: str | None = None  # round-robin across strata of this meta field, still nested
+
+
+@dataclass
+class TinyModelConfig(Section):
+    hidden_size: int = 64
+    num_layers: int = 2
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig(Section):
+    """``model/``: the base model; ``source`` says which of the optional keys it needs."""
+
+    name: str
+    source: str  # hub | gguf_wheel | tiny_random | path
+    trust_remote_code: bool = False
+    dtype: str = "auto"  # bf16 on GPU, fp32 on CPU
+    attn_implementation: str = "auto"  # flash_attention_2 when CUDA + flash-attn, else sdpa
+    hub_id: str | None = None  # source: hub
+    path: str | None = None  # source: path
+    wheel: str | None = None  # source: gguf_wheel
+    gguf_file: str | None = None
+    tiny: TinyModelConfig | None = None  # source: tiny_random
+
+    def __post_init__(self):
+        if self.source not in MODEL_SOURCES:
+            raise ConfigError(f"model.source={self.source!r} is not one of {MODEL_SOURCES}")
+        needs = {
+            "hub": ["hub_id"],
+            "path": ["path"],
+            "gguf_wheel": ["wheel", "gguf_file"],
+            "tiny_random": ["tiny"],
+        }
+        for key in needs[self.source]:
+            if getattr(self, key) is None:
+                raise ConfigError(f"model.source={self.source} needs model.{key}")
+
+
+@dataclass
+class LoraConfig(Section):
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"
+
+
+@dataclass
+class TrainConfig(Section):
+    """``train/``: the SFT recipe (limo_exp.training.train)."""
+
+    name: str = "full"
+    lr: float = 1e-5
+    epochs: float = 1.0
+    max_steps: int | None = None  # overrides epochs when set
+    batch_size: int = 1  # per device, per micro-batch
+    grad_accum: int = 1
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_length: int = 2048
+    packing: bool = False
+    gradient_checkpointing: bool = False
+    instruction: str = ""
+    system_prompt: str | None = None
+    save: bool = True  # keep the fine-tuned checkpoint in the run folder
+    lora: LoraConfig | None = None  # adapters instead of full fine-tuning
+
+
+@dataclass
+class SyntheticConfig(Section):
+    n: int = 20  # size of the generated benchmark (limo_synthetic)
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig(Section):
+    """``eval/``: the evaluation suite and protocol (limo_exp.evaluation.evaluate)."""
+
+    tasks: list[str] = field(default_factory=lambda: ["limo_synthetic"])  # limo_ tasks or groups
+    data_dir: str | None = None  # local benchmark files; null: the hub
+    limit: int | None = None  # questions per task
+    backend: str = "hf"  # auto | hf | vllm
+    batch_size: int = 1
+    max_gen_toks: int = 32768
+    num_samples: int = 1  # n samples per question
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    pass_k: list[int] = field(default_factory=lambda: [1])
+    system_prompt: str | None = None
+    instruction: str = LIMO_INSTRUCTION
+    gpqa_seed: int = 0  # seed of GPQA's option shuffle
+    tensor_parallel_size: int = 1
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"eval.backend={self.backend!r} is not one of {BACKENDS}")
+
+
+@dataclass
+class TrackingConfig(Section):
+    enabled: bool = False
+    uri: str | None = None
+    artifact_root: str | None = None
+    experiment: str = "default"
+
+
+@dataclass
+class PathsConfig(Section):
+    output_root: str = "outputs"
+    cache_dir: str = "outputs/cache"
+    results_dir: str = "results"
+    output_dir: str | None = None  # limo-exp curate: where its files go (default: the Hydra run folder)
+
+
+@dataclass
+class Config(Section):
+    """The whole composed config (conf/config.yaml and its groups)."""
+
+    pool: PoolConfig
+    quality: TierConfig
+    model: ModelConfig
+    curation: CurationConfig = field(default_factory=CurationConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    study: str = "default"
+    seed: int = 0
+    force: bool = False
+
+
+# ---------------------------------------------------------------- run identity
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``: the MLflow params of a config."""
+    out: dict[str, str] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+    else:
+        out[prefix[:-1]] = json.dumps(d) if isinstance(d, list) else str(d)
+    return out
+
+
+def is_semantic(flat_key: str) -> bool:
+    """Does a flattened config key (an MLflow param such as ``train.lr``) change what a run computes?"""
+    return flat_key.split(".")[0] not in NON_SEMANTIC and flat_key not in NON_SEMANTIC_LEAVES
+
+
+def semantic_config(resolved: Mapping[str, Any]) -> dict:
+    d = json.loads(json.dumps(dict(resolved), default=str))  # a deep copy
+    for key in NON_SEMANTIC:
+        d.pop(key, None)
+    for leaf in NON_SEMANTIC_LEAVES:
+        group, key = leaf.split(".")
+        if isinstance(d.get(group), dict):
+            d[group].pop(key, None)
+    return d
+
+
+def run_key(resolved: Mapping[str, Any], pool_fingerprint: str, benchmarks_fingerprint: str = "") -> str:
+    """Hash of the semantic config, the pool's content and the benchmarks' content."""
+    blob = json.dumps(
+        {"config": semantic_config(resolved), "pool": pool_fingerprint, "benchmarks": benchmarks_fingerprint},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+@dataclass
+class RunSpec:
+    """A parsed, checked config (``config``) and the resolved mapping it came from (``resolved``)."""
+
+    config: Config
+    resolved: dict[str, Any]
+
+    @classmethod
+    def parse(cls, resolved: Mapping[str, Any]) -> RunSpec:
+        resolved = {k: v for k, v in resolved.items() if k != "hydra"}
+        return cls(Config.from_dict(resolved, ""), resolved)
+
+    def key(self, pool_fingerprint: str, benchmarks_fingerprint: str) -> str:
+        """The run key of training on this config (``limo-exp run``)."""
+        return run_key(self.resolved, pool_fingerprint, benchmarks_fingerprint)
+
+    def eval_key(self, benchmarks_fingerprint: str) -> str:
+        """The run key of evaluating the base model alone (``limo-exp eval``): model, eval, seed."""
+        only = {k: self.resolved[k] for k in EVAL_ONLY_GROUPS if k in self.resolved}
+        return run_key(only, "eval-only", benchmarks_fingerprint)
+
+    def params(self, groups: tuple[str, ...] | None = None) -> dict[str, str]:
+        """The flattened config as MLflow params (all groups, or ``groups`` only)."""
+        d = self.resolved if groups is None else {k: self.resolved[k] for k in groups if k in self.resolved}
+        return flatten(d)

@@ -1,0 +1,216 @@
+"""Pool sources: read a raw pool (hub data set, local file or the synthetic generator) into Records.
+
+Every source goes through one normaliser driven by a field mapping::
+
+    fields:
+      problem: question            # column holding the problem text
+      answer: null                 # column with the gold answer; null -> extracted from a solution
+      solutions: {human: solution} # solution kind -> column (or list of columns joined by a blank line);
+                                   # a column holding a list of strings gives one solution per item
+      meta: {level: level}         # meta key -> column
+
+The per-source defaults live in ``pool_sources.SOURCES`` and are spelled out again in
+``conf/pool/<name>.yaml`` (a test keeps the two in step). Hub data sets are read with ``datasets.load_dataset``, imported
+only when a hub pool is asked for; ``data_dir``/``file`` read local files instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from limo_exp.config import PoolConfig
+from limo_exp.data.pool_sources import SOURCES, PoolSource
+from limo_exp.data.pool_text import clean_solution, extract_answer, normalize_meta
+from limo_exp.data.records import Record, Solution
+
+
+class PoolFormatError(ValueError):
+    """A pool row that cannot be read: bad JSON, a missing column, a value of the wrong type."""
+
+
+POOL_NAMES = tuple(SOURCES)
+FIELD_KEYS = ("problem", "answer", "solutions", "meta")
+
+
+def load_pool(
+    name: str,
+    *,
+    data_dir: str | None = None,
+    hub_id: str | None = None,
+    hub_config: str | None = None,
+    split: str = "train",
+    file: str | None = None,
+    fields: Mapping[str, Any] | None = None,
+    n: int | None = None,
+    seed: int = 0,
+) -> list[Record]:
+    """Load pool ``name`` as Records. Unset arguments take the source's defaults (``SOURCES``).
+
+    Local files win over the hub: ``file`` (a path, or a name inside ``data_dir``), else
+    ``data_dir`` / the source's file name. ``n`` keeps the first n records (synthetic: generates n).
+    """
+    if name not in SOURCES:
+        raise ValueError(f"unknown pool {name!r}; valid pools: {', '.join(POOL_NAMES)}")
+    src = SOURCES[name]
+    if name == "synthetic":
+        from limo_exp.data.synthetic import make_pool
+
+        return make_pool(2000 if n is None else int(n), seed)
+    fmap = _check_fields(dict(src.fields) if fields is None else dict(fields), name)
+    hub = hub_id or src.hub_id
+    path = _local_path(src, data_dir, file, hub)
+    if path is not None:
+        rows = _iter_local(path)
+    elif hub:
+        rows = _iter_hub(hub, hub_config if hub_id else (hub_config or src.hub_config), split, fmap)
+    else:
+        raise ValueError(f"pool {name!r} has no hub copy: set data_dir or file")
+    out: list[Record] = []
+    for loc, row in rows:
+        if n is not None and len(out) >= n:
+            break
+        out.append(_to_record(row, fmap, loc, name))
+    return out
+
+
+def load_pool_from_config(pool: PoolConfig) -> list[Record]:
+    """``load_pool`` from the ``pool`` config group; unset keys take the source's defaults."""
+    kw = {k: v for k, v in pool.to_dict().items() if k != "name" and v is not None}
+    return load_pool(pool.name, **kw)
+
+
+# -- rows -------------------------------------------------------------------------------------
+
+
+def _check_fields(fmap: dict[str, Any], name: str) -> dict[str, Any]:
+    unknown = sorted(set(fmap) - set(FIELD_KEYS))
+    if unknown:
+        raise ValueError(f"pool {name!r}: unknown field-mapping keys {unknown}; allowed: {list(FIELD_KEYS)}")
+    if not isinstance(fmap.get("problem"), str):
+        raise ValueError(f"pool {name!r}: fields.problem must name a column, got {fmap.get('problem')!r}")  # noqa: TRY004
+    sols = fmap.get("solutions") or {}
+    if not isinstance(sols, Mapping):
+        raise ValueError(f"pool {name!r}: fields.solutions must map solution kind -> column")  # noqa: TRY004
+    fmap["solutions"] = {k: ([v] if isinstance(v, str) else list(v)) for k, v in sols.items()}
+    fmap["meta"] = dict(fmap.get("meta") or {})
+    fmap.setdefault("answer", None)
+    return fmap
+
+
+def _mapped_columns(fmap: Mapping[str, Any]) -> list[tuple[str, str]]:
+    cols = [("problem", fmap["problem"])]
+    if fmap.get("answer"):
+        cols.append(("answer", fmap["answer"]))
+    cols += [(f"solutions.{k}", c) for k, cs in fmap["solutions"].items() for c in cs]
+    cols += [(f"meta.{k}", c) for k, c in fmap["meta"].items()]
+    return cols
+
+
+def _local_path(src: PoolSource, data_dir: str | None, file: str | None, hub_id: str | None) -> str | None:
+    """The local file to read, or None for the hub: ``data_dir``/``file`` (``file`` defaults to the
+    source's file name), an absolute ``file``, or ``file`` alone for a pool without a hub id."""
+    name = file or src.file
+    if data_dir:
+        if not name:
+            raise ValueError("this pool has no default file name: set file")
+        return name if os.path.isabs(name) else os.path.join(data_dir, name)
+    if file and (os.path.isabs(file) or not hub_id):
+        return file
+    return None
+
+
+def _iter_local(path: str) -> Iterator[tuple[str, dict]]:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"pool file not found: {path}")
+    if path.endswith(".json"):
+        with open(path, encoding="utf-8") as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                raise PoolFormatError(f"{path}:{e.lineno}: bad JSON: {e.msg}") from None
+        if not isinstance(data, list):
+            raise PoolFormatError(f"{path}: expected a JSON array of objects, got {type(data).__name__}")
+        for i, row in enumerate(data):
+            loc = f"{path} record {i}"
+            if not isinstance(row, dict):
+                raise PoolFormatError(f"{loc}: expected a JSON object, got {type(row).__name__}")
+            yield loc, row
+        return
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            loc = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise PoolFormatError(f"{loc}: bad JSON: {e.msg}") from None
+            if not isinstance(row, dict):
+                raise PoolFormatError(f"{loc}: expected a JSON object, got {type(row).__name__}")
+            yield loc, row
+
+
+def _iter_hub(hub_id: str, hub_config: str | None, split: str, fmap: Mapping) -> Iterator[tuple[str, dict]]:
+    from datasets import load_dataset  # lazy: nothing is fetched at import time
+
+    ds = load_dataset(hub_id, hub_config, split=split)
+    present = list(ds.column_names)
+    for key, col in _mapped_columns(fmap):
+        if col not in present:
+            raise PoolFormatError(
+                f"{hub_id}[{split}]: fields.{key} maps to column {col!r}, not in columns {present}"
+            )
+    for i, row in enumerate(ds):
+        yield f"{hub_id}[{split}] row {i}", row
+
+
+def _get(row: dict, key: str, col: str, loc: str) -> Any:
+    if col not in row:
+        raise PoolFormatError(
+            f"{loc}: fields.{key} maps to column {col!r}, which is missing; columns present: {sorted(row)}"
+        )
+    return row[col]
+
+
+def _texts(value: Any, key: str, loc: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise PoolFormatError(f"{loc}: {key} must be a string or a list of strings, got {type(value).__name__}")
+
+
+def _to_record(row: dict, fmap: Mapping[str, Any], loc: str, source: str) -> Record:
+    problem = _get(row, "problem", fmap["problem"], loc)
+    if not isinstance(problem, str) or not problem.strip():
+        raise PoolFormatError(f"{loc}: problem must be a non-empty string, got {problem!r:.60}")
+    solutions: list[Solution] = []
+    for kind, cols in fmap["solutions"].items():
+        parts = [_texts(_get(row, f"solutions.{kind}", c, loc), f"solutions.{kind} ({c})", loc) for c in cols]
+        if len(cols) == 1:
+            texts = parts[0]
+        else:  # several columns make one solution (e.g. thinking trajectory + final attempt)
+            texts = ["\n\n".join(p[0] for p in parts if p)] if any(parts) else []
+        solutions += [Solution(clean_solution(t), kind, source) for t in texts if t.strip()]
+    answer: Any = None
+    if fmap.get("answer"):
+        answer = _get(row, "answer", fmap["answer"], loc)
+        if isinstance(answer, bool) or not isinstance(answer, (str, int, float, type(None))):
+            raise PoolFormatError(f"{loc}: answer must be a string or a number, got {type(answer).__name__}")
+    if answer is None or answer == "":
+        answer = next((a for a in (extract_answer(s.text) for s in solutions) if a), "")
+    meta = normalize_meta(
+        {k: _get(row, f"meta.{k}", c, loc) for k, c in fmap["meta"].items()}, loc, PoolFormatError
+    )
+    return Record.new(problem, _answer_str(answer), solutions, source=source, **meta)
+
+
+def _answer_str(answer: Any) -> str:
+    if isinstance(answer, float) and answer.is_integer():
+        return str(int(answer))
+    return str(answer).strip()

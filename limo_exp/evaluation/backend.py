@@ -1,0 +1,94 @@
+"""The generation backend of an evaluation: which one (hf or vLLM), its model arguments, the
+generation budget that fits the model's context, and the generation settings."""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from limo_exp.config import BACKENDS
+
+log = logging.getLogger(__name__)
+
+
+def default_gen_kwargs(
+    max_gen_toks: int = 32768, temperature: float = 0.0, top_p: float = 1.0
+) -> dict[str, Any]:
+    """Greedy when temperature is 0, else sampling with temperature / top_p. No stop strings:
+    generation runs to the end-of-turn token or max_gen_toks."""
+    kw: dict[str, Any] = {"until": [], "max_gen_toks": int(max_gen_toks)}
+    if temperature and temperature > 0:
+        kw.update(do_sample=True, temperature=float(temperature), top_p=float(top_p))
+    else:
+        kw.update(do_sample=False, temperature=0.0)
+    return kw
+
+
+def package_version(pkg: str) -> str:
+    try:
+        return version(pkg)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def choose_backend(requested: str) -> str:
+    """``auto``: vLLM when CUDA is present and vllm imports, else lm-eval's ``hf`` backend."""
+    if requested not in BACKENDS:
+        raise ValueError(f"unknown backend {requested!r}; valid: {', '.join(BACKENDS)}")
+    if requested != "auto":
+        return requested
+    import importlib.util
+
+    import torch
+
+    return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "hf"
+
+
+def model_context_length(model_path: str, trust_remote_code: bool = False) -> int | None:
+    """The model's maximum positions (config.json), or None when it cannot be read."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):
+        return None
+    return getattr(config, "max_position_embeddings", None)
+
+
+def fit_generation_budget(max_gen_toks: int, context: int | None, prompt_reserve: int = 2048) -> int:
+    """Clamp the generation budget so that a prompt of up to ``min(prompt_reserve, context/4)``
+    tokens still fits the context (LIMO's 32768 on a 32768-position model: 30720). Logged as
+    ``max_gen_toks`` next to ``max_gen_toks_requested``."""
+    if not context or max_gen_toks + min(prompt_reserve, context // 4) <= context:
+        return max_gen_toks
+    fitted = context - min(prompt_reserve, context // 4)
+    log.warning(
+        "max_gen_toks %d does not fit the model's %d positions with a prompt: using %d",
+        max_gen_toks,
+        context,
+        fitted,
+    )
+    return fitted
+
+
+def model_args(
+    backend: str,
+    model_path: str,
+    *,
+    dtype: str,
+    seed: int,
+    tensor_parallel_size: int,
+    trust_remote_code: bool,
+) -> dict:
+    if backend == "hf":
+        return {"pretrained": model_path, "dtype": dtype, "trust_remote_code": trust_remote_code}
+    if backend == "vllm":  # GPU only; not exercised by the CPU tests
+        return {
+            "pretrained": model_path,
+            "dtype": dtype,
+            "tensor_parallel_size": tensor_parallel_size,
+            "seed": seed,
+            "trust_remote_code": trust_remote_code,
+        }
+    raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")

@@ -1,0 +1,227 @@
+"""Evaluate a model on limo_ lm-eval tasks; return MLflow-ready metrics, samples and settings.
+
+    result = evaluate("outputs/ckpt", EvalConfig(tasks=["limo_paper"], data_dir="../shared/data/eval"))
+    result.metrics["eval/limo_math500/exact_match"]
+
+Run-time settings reach the tasks as TaskManager metadata (data_dir, gpqa_seed, instruction,
+synthetic_n, synthetic_seed -> the custom_dataset functions of tasks/utils.py); num_samples
+sets each task's ``repeats``; sampling settings go in as ``gen_kwargs``. mean@n is lm-eval's
+``exact_match`` (its stderr is over questions); unbiased pass@k and maj@k are computed from the
+per-sample verdicts that the tasks' grading filter keeps (``metrics.sampling_metrics``).
+``evaluate_to_dir`` also writes results, settings and per-sample outputs as files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from limo_exp.config import EvalConfig
+from limo_exp.evaluation import backend as be
+from limo_exp.evaluation import grading, registry
+from limo_exp.evaluation.metrics import metric_name, sampling_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]  # eval/<task>/<metric>, MLflow-safe names
+    samples: dict[str, list[dict]]  # task -> one dict per generated sample
+    settings: dict[str, str]  # everything needed to reproduce / to log as tags
+    raw: dict[str, Any] = field(default_factory=dict)  # lm-eval results, JSON-serialisable
+    artifacts: list[Path] = field(default_factory=list)  # files written by evaluate_to_dir
+
+
+def evaluate(
+    model_path: str,
+    suite: EvalConfig,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    seed: int = 0,
+) -> EvalResult:
+    """Run lm-eval on ``suite.tasks`` (limo_ task or group names); collect metrics, samples, settings."""
+    tasks = list(suite.tasks)
+    model_path = str(model_path)  # lm-eval treats anything but a str as a model object
+    backend = be.choose_backend(suite.backend)
+    if suite.num_samples < 1:
+        raise ValueError("eval.num_samples must be >= 1")
+    data_dir = str(suite.data_dir) if suite.data_dir is not None else None
+
+    import lm_eval
+    from lm_eval.api.registry import get_model
+    from lm_eval.tasks import TaskManager
+
+    metadata = {
+        "data_dir": data_dir,
+        "gpqa_seed": suite.gpqa_seed,
+        "instruction": suite.instruction,
+        "synthetic_n": suite.synthetic.n,
+        "synthetic_seed": suite.synthetic.seed,
+    }
+    tm = TaskManager(include_path=str(registry.TASKS_DIR), include_defaults=False, metadata=metadata)
+    registry.check_tasks(tasks, tm.task_index)  # a YAML that failed to load is missing from the index
+    kept, skipped = registry.resolve_tasks(tasks, data_dir)
+    if skipped:  # a group member without a local file: run the rest, say so, log it
+        for t, why in skipped.items():
+            log.warning("skipping %s: %s", t, why)
+        tasks = kept
+    loaded = tm.load(tasks)  # builds the datasets: a missing local file fails here, before the model loads
+    for task_obj in loaded["tasks"].values():
+        task_obj.set_config(key="repeats", value=int(suite.num_samples))
+    top_level = [loaded["groups"].get(t) or loaded["tasks"][t] for t in tasks]
+
+    model_args = be.model_args(
+        backend,
+        model_path,
+        dtype=dtype,
+        seed=seed,
+        tensor_parallel_size=suite.tensor_parallel_size,
+        trust_remote_code=trust_remote_code,
+    )
+    context = be.model_context_length(model_path, trust_remote_code)
+    max_gen_toks = be.fit_generation_budget(suite.max_gen_toks, context)
+    if context:  # prompt + generation must fit the model's positions
+        model_args["max_model_len" if backend == "vllm" else "max_length"] = context
+    extra = {"batch_size": suite.batch_size}
+    if backend == "hf":
+        extra["device"] = device
+    lm = get_model(backend).create_from_arg_obj(model_args, extra)
+    template = lm.chat_template(True) or ""
+    gen_kwargs = be.default_gen_kwargs(max_gen_toks, suite.temperature, suite.top_p)
+
+    out = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=top_level,
+        task_manager=tm,
+        limit=suite.limit,
+        gen_kwargs=gen_kwargs,
+        apply_chat_template=True,
+        system_instruction=suite.system_prompt,
+        log_samples=True,
+        random_seed=seed,
+        numpy_random_seed=seed,
+        torch_random_seed=seed,
+        fewshot_random_seed=seed,
+        bootstrap_iters=1000,
+    )
+    raw_samples = out.pop("samples", {}) or {}
+    raw = json.loads(json.dumps(out, default=str))
+    metrics, samples = _collect(raw, raw_samples, suite.pass_k)
+
+    leaves, _ = registry.resolve_tasks(tasks, None)  # groups expanded
+    settings = {
+        "backend": backend,
+        "backend_version": be.package_version("vllm" if backend == "vllm" else "transformers"),
+        "lm_eval_version": be.package_version("lm_eval"),
+        "model_path": str(model_path),
+        "dtype": dtype,
+        "device": device,
+        "tensor_parallel_size": str(suite.tensor_parallel_size),
+        "batch_size": str(suite.batch_size),
+        "tasks": ",".join(tasks),
+        "limit": str(suite.limit),
+        "max_gen_toks": str(max_gen_toks),
+        "max_gen_toks_requested": str(suite.max_gen_toks),
+        "model_context_length": str(context),
+        "num_samples": str(suite.num_samples),
+        "temperature": str(suite.temperature),
+        "top_p": str(suite.top_p),
+        "pass_k": ",".join(str(k) for k in suite.pass_k),
+        "seed": str(seed),
+        "gen_kwargs": json.dumps(gen_kwargs, sort_keys=True),
+        "system_prompt": "" if suite.system_prompt is None else suite.system_prompt,
+        "instruction": suite.instruction,
+        "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest() if template else "none",
+        "grader_version": grading.GRADER_VERSION,
+        "math_verify_version": grading.MATH_VERIFY_VERSION,
+        "grader_timeout_s": str(grading.DEFAULT_TIMEOUT_S),
+        "gpqa_seed": str(suite.gpqa_seed),
+        "data_dir": "" if data_dir is None else data_dir,
+        "skipped_tasks": "; ".join(f"{t}: {why}" for t, why in skipped.items()) or "none",
+        "synthetic": f"n={suite.synthetic.n},seed={suite.synthetic.seed}",
+    }
+    for leaf in leaves:
+        settings[f"data/{leaf}"] = registry.data_source(leaf, data_dir)
+        settings[f"task_version/{leaf}"] = (
+            str(loaded["tasks"][leaf].VERSION) if leaf in loaded["tasks"] else ""
+        )
+    return EvalResult(metrics=metrics, samples=samples, settings=settings, raw=raw)
+
+
+def _collect(
+    raw: dict, raw_samples: dict, pass_k: list[int]
+) -> tuple[dict[str, float], dict[str, list[dict]]]:
+    """lm-eval's results and logged samples -> MLflow metrics and one row per generated sample."""
+    metrics: dict[str, float] = {}
+    for task, res in raw.get("results", {}).items():
+        for key, val in res.items():
+            if isinstance(val, (int, float)) and not isinstance(val, bool) and "," in key:
+                metrics[metric_name(task, key)] = float(val)
+
+    samples: dict[str, list[dict]] = {}
+    for task, logged in raw_samples.items():
+        rows, per_question = [], []
+        for s in sorted(logged, key=lambda s: s["doc_id"]):
+            verdicts = s["filtered_resps"][0]
+            per_question.append(verdicts)
+            prompt = s["arguments"][0][0] if s["arguments"] else ""
+            for i, v in enumerate(verdicts):
+                rows.append(
+                    {
+                        "task": task,
+                        "doc_id": s["doc_id"],
+                        "id": s["doc"]["id"],
+                        "sample": i,
+                        "prompt": prompt,
+                        "gold": s["doc"]["answers"],
+                        **v,
+                    }
+                )
+        samples[task] = rows
+        if per_question:
+            for name, val in sampling_metrics(per_question, pass_k).items():
+                metrics[f"eval/{task}/{name}"] = val
+            metrics[f"eval/{task}/no_answer_count"] = float(sum(r["status"] == "no_answer" for r in rows))
+            metrics[f"eval/{task}/timeout_count"] = float(sum(r["status"] == "timeout" for r in rows))
+            metrics[f"eval/{task}/n_questions"] = float(len(per_question))
+    return metrics, samples
+
+
+def evaluate_to_dir(
+    model_path: str,
+    suite: EvalConfig,
+    output_dir: str | Path,
+    *,
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    seed: int = 0,
+) -> EvalResult:
+    """``evaluate`` on CUDA when present, else CPU; writes results.json, settings.json and
+    samples_<task>.jsonl into ``output_dir`` (listed in ``EvalResult.artifacts``)."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    res = evaluate(
+        model_path, suite, device=device, dtype=dtype, trust_remote_code=trust_remote_code, seed=seed
+    )
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    res.settings = {k: str(v) for k, v in res.settings.items()}
+    files = {"results.json": res.raw, "settings.json": res.settings}
+    for name, obj in files.items():
+        (output_dir / name).write_text(json.dumps(obj, indent=2, default=str))
+        res.artifacts.append(output_dir / name)
+    for task, rows in res.samples.items():
+        p = output_dir / f"samples_{task}.jsonl"
+        with p.open("w") as f:
+            for row in rows:
+                f.write(json.dumps(row, default=str) + "\n")
+        res.artifacts.append(p)
+    return res

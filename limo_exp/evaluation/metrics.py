@@ -1,0 +1,74 @@
+"""Metrics over n samples per question (mean@n, unbiased pass@k, maj@k, standard errors), and the
+MLflow name of an lm-eval metric."""
+
+from __future__ import annotations
+
+import math
+
+from limo_exp.evaluation.grading import equivalent
+from limo_exp.tracking.names import metric_name as mlflow_safe
+
+
+def metric_name(task: str, lm_eval_key: str) -> str:
+    """``exact_match,none`` -> ``eval/<task>/exact_match``; other filters become a suffix
+    (``exact_match,flexible`` -> ``.../exact_match/flexible``); ``@`` -> ``_at_``."""
+    metric, _, filt = lm_eval_key.partition(",")
+    return mlflow_safe(f"eval/{task}/{metric}" if filt in ("", "none") else f"eval/{task}/{metric}/{filt}")
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one question with c correct among n samples: 1 - C(n-c, k) / C(n, k)."""
+    if k > n:
+        raise ValueError(f"pass@{k} needs at least {k} samples, got {n}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def majority_correct(verdicts: list[dict]) -> bool:
+    """Vote over the extracted answers; samples with no answer don't vote. Answers are grouped by
+    value, not spelling (``1/2``, ``0.5`` and ``\\frac{1}{2}`` are one vote; all correct answers
+    are one class). Ties go to the class seen first. Right when the winning class is correct."""
+    classes: list[list[dict]] = []
+    for v in (v for v in verdicts if v.get("extracted")):
+        for c in classes:
+            if c[0]["correct"] == v["correct"] and (
+                v["correct"] or equivalent(c[0]["extracted"], v["extracted"])
+            ):
+                c.append(v)
+                break
+        else:
+            classes.append([v])
+    if not classes:
+        return False
+    top = max(len(c) for c in classes)
+    return next(c for c in classes if len(c) == top)[0]["correct"]
+
+
+def mean_stderr(values: list[float]) -> tuple[float, float]:
+    """Mean and its standard error (sample std with n-1, over questions; 0 for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    var = sum((x - mean) ** 2 for x in values) / (n - 1)
+    return mean, math.sqrt(var / n)
+
+
+def sampling_metrics(per_question: list[list[dict]], pass_k: tuple[int, ...] | list[int]) -> dict[str, float]:
+    """mean@n (+stderr), pass@k and maj@k (+stderr) for every k <= n, from per-question verdict lists."""
+    n = min(len(v) for v in per_question)
+    out: dict[str, float] = {}
+    out["mean_at_n"], out["mean_at_n_stderr"] = mean_stderr(
+        [sum(v["correct"] for v in vs) / len(vs) for vs in per_question]
+    )
+    for k in sorted(set(pass_k)):
+        if k > n:
+            continue
+        out[f"pass_at_{k}"], out[f"pass_at_{k}_stderr"] = mean_stderr(
+            [pass_at_k(len(vs), sum(v["correct"] for v in vs), k) for vs in per_question]
+        )
+        out[f"maj_at_{k}"], out[f"maj_at_{k}_stderr"] = mean_stderr(
+            [float(majority_correct(vs[:k])) for vs in per_question]
+        )
+    return out

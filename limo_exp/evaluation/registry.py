@@ -1,0 +1,135 @@
+"""The one registry of limo_ tasks and groups, read from the task YAMLs in tasks/.
+
+A task is a ``limo_<benchmark>.yaml`` with a ``task:`` key; a group is a YAML with ``group:``
+and its member list (``limo_paper.yaml``): membership is stated there and nowhere else.
+Here too: which benchmarks an evaluation suite reads (also what curation decontaminates
+against), and their fingerprint (part of every run key).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from functools import cache
+from pathlib import Path
+
+from limo_exp.config import EvalConfig
+from limo_exp.data import benchmarks
+from limo_exp.data.fingerprints import items_digest
+from limo_exp.data.records import BenchItem
+
+log = logging.getLogger(__name__)
+
+TASKS_DIR = Path(__file__).parent / "tasks"
+
+
+@cache
+def _index() -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
+    import yaml
+
+    class _Loader(yaml.SafeLoader):  # lm-eval's `!function utils.x` tags read as plain strings
+        pass
+
+    _Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+    tasks, groups = [], {}
+    for p in sorted(TASKS_DIR.glob("limo_*.yaml")):
+        doc = yaml.load(p.read_text(), Loader=_Loader) or {}
+        if "group" in doc:
+            groups[doc["group"]] = tuple(doc["task"])
+        elif "task" in doc:
+            tasks.append(doc["task"])
+    return tuple(tasks), groups
+
+
+def tasks() -> tuple[str, ...]:
+    """Every leaf task (``limo_aime24`` ...), in file-name order."""
+    return _index()[0]
+
+
+def groups() -> dict[str, tuple[str, ...]]:
+    """Group name -> member tasks, as the group YAMLs list them."""
+    return _index()[1]
+
+
+def benchmark_name(task: str) -> str:
+    """lm-eval task name -> benchmark name: ``limo_math500`` -> ``math500``."""
+    return task.removeprefix("limo_")
+
+
+def check_tasks(names: list[str], index: dict | None = None) -> None:
+    """Raise ValueError naming the valid limo_ tasks if any requested name is unknown (or, with
+    ``index``, missing from lm-eval's task index: a YAML that failed to load)."""
+    valid = set(tasks()) | set(groups())
+    if index is not None:
+        valid &= set(index)
+    unknown = [t for t in names if t not in valid]
+    if unknown or not names:
+        raise ValueError(f"unknown task(s) {unknown or names}; valid: {', '.join(sorted(valid))}")
+
+
+def resolve_tasks(names: list[str], data_dir: str | Path | None) -> tuple[list[str], dict[str, str]]:
+    """Expand groups into leaf tasks and keep those whose data can be read.
+
+    With the hub as source (``data_dir`` None) every task is kept. With a local folder, a task
+    *named on its own* whose file is missing is an error; a member of a group (``limo_paper``)
+    whose file is missing is skipped, and returned with the reason so that callers log it
+    (GPQA is gated and often absent from a local folder). Returns (kept, skipped).
+    """
+    kept: list[str] = []
+    skipped: dict[str, str] = {}
+    for t in names:
+        in_group = t in groups()
+        for leaf in groups()[t] if in_group else (t,):
+            if leaf in kept or leaf in skipped:
+                continue
+            name = benchmark_name(leaf)
+            if data_dir is not None and name in benchmarks.SOURCES:
+                missing = [str(p) for p in benchmarks.local_files(name, data_dir) if not p.exists()]
+                if missing:
+                    if not in_group:
+                        raise FileNotFoundError(
+                            f"{leaf}: missing local file(s) {missing} in eval.data_dir={data_dir}"
+                        )
+                    skipped[leaf] = f"no local file {missing[0]}"
+                    continue
+            kept.append(leaf)
+    return kept, skipped
+
+
+def benchmarks_for(suite: EvalConfig) -> dict[str, list[BenchItem]]:
+    """The items of an evaluation suite, keyed by benchmark name: exactly those evaluated (same
+    data_dir, GPQA seed and synthetic size), which is also what decontamination checks."""
+    leaves, skipped = resolve_tasks(suite.tasks, suite.data_dir)
+    for task, why in skipped.items():
+        log.warning("not decontaminating against %s: %s", task, why)
+    return {
+        benchmark_name(t): benchmarks.load_benchmark(
+            benchmark_name(t),
+            suite.data_dir,
+            gpqa_seed=suite.gpqa_seed,
+            synthetic_n=suite.synthetic.n,
+            synthetic_seed=suite.synthetic.seed,
+        )
+        for t in leaves
+    }
+
+
+def benchmarks_fingerprint(items: dict[str, list[BenchItem]]) -> str:
+    """Content of the benchmarks (ids, problems, gold answers, options) and the grader version:
+    a corrected gold answer or a grading change gives a new run key."""
+    from limo_exp.evaluation.grading import GRADER_VERSION
+
+    blob = json.dumps({"grader": GRADER_VERSION, **{t: items_digest(items[t]) for t in sorted(items)}})
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def data_source(task: str, data_dir: str | None) -> str:
+    """Where a task's items come from, as logged: generated, the hub id and configs, or a file hash."""
+    bench = benchmark_name(task)
+    if bench == "synthetic":
+        return "generated"
+    if data_dir is None:
+        hub_id, parts, _ = benchmarks.SOURCES[bench]
+        return f"hub:{hub_id} {[p for p, _ in parts]}"
+    return "sha256:" + benchmarks.file_hash(bench, data_dir)

@@ -1,0 +1,118 @@
+"""What a tracked run logs beyond params: identity and environment tags, the curation funnel,
+the datasets, training cost and evaluation results. Plain data in, tracker calls out; every
+function is a no-op on a ``NullTracker``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from limo_exp.data.fingerprints import pool_fingerprint
+from limo_exp.data.records import Example, Record
+from limo_exp.tracking.names import KIND_TAG, KINDS, RUN_KEY_TAG
+from limo_exp.tracking.tracker import NullTracker
+
+
+def git_info(path: Path | None = None) -> dict[str, str]:
+    cwd = path or Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True, check=True
+        )
+        return {"git.commit": commit.stdout.strip(), "git.dirty": str(bool(dirty.stdout.strip())).lower()}
+    except (OSError, subprocess.CalledProcessError):
+        return {"git.commit": "unknown", "git.dirty": "unknown"}
+
+
+def environment_tags() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    tags = {"hardware.platform": platform.platform(), "hardware.cpus": str(os.cpu_count())}
+    for pkg in ("torch", "transformers", "accelerate", "lm-eval", "math-verify", "mlflow", "limo-exp"):
+        try:
+            tags[f"version.{pkg}"] = version(pkg)
+        except PackageNotFoundError:
+            tags[f"version.{pkg}"] = "absent"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            tags["hardware.gpus"] = ", ".join(
+                torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
+            )
+        else:
+            tags["hardware.gpus"] = "none"
+    except ImportError:
+        pass
+    return tags | git_info()
+
+
+def run_tags(key: str, kind: str, **extra: str) -> dict[str, str]:
+    """The tags every run starts with: its key, its kind (run | eval | sweep), the environment."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown run kind {kind!r}; valid: {KINDS}")
+    return {RUN_KEY_TAG: key, KIND_TAG: kind, **extra} | environment_tags()
+
+
+def log_curation(
+    tracker: NullTracker, funnel: list[dict[str, Any]], from_cache: bool, seconds: float, files: list[Path]
+) -> None:
+    tracker.log_metrics({"cost/curation_seconds": seconds})
+    tracker.set_tags({"limo.curation_from_cache": str(from_cache).lower()})
+    for f in files:
+        tracker.log_artifact(f, "curation")
+    tracker.log_metrics({f"curation/{s['stage']}_out": s["out"] for s in funnel})
+
+
+def log_datasets(
+    tracker: NullTracker,
+    pool: list[Record],
+    pool_name: str,
+    pool_digest: str,
+    examples: list[Example],
+    curated: list[Record],
+    train_name: str,
+) -> None:
+    """``mlflow.log_input`` of the pool and of the training subset (digest of its curated records)."""
+    tracker.log_dataset(
+        [{"id": r.id, "problem": r.problem} for r in pool], f"pool/{pool_name}", pool_digest, "pool"
+    )
+    ids = {e.id for e in examples}
+    tracker.log_dataset(
+        [{"id": e.id, "problem": e.problem, "solution": e.solution} for e in examples],
+        train_name,
+        pool_fingerprint([r for r in curated if r.id in ids]),
+        "training",
+    )
+
+
+def training_metrics(result: Any, n_examples: int, n_params: int, n_processes: int) -> dict[str, float]:
+    """Training figures and cost: device-hours over all processes, FLOPs as 6 * params * tokens."""
+    return {
+        "train/tokens_per_s": result.tokens_per_s,
+        "train/target_tokens": result.target_tokens,
+        "train/seen_tokens": result.seen_tokens,
+        "train/seconds": result.seconds,
+        "train/final_loss": result.losses[-1] if result.losses else float("nan"),
+        "train/steps": result.steps,
+        "train/n_examples": n_examples,
+        "cost/train_tokens": result.seen_tokens,
+        "cost/device_hours": result.seconds * n_processes / 3600,
+        "cost/train_flops_est": 6.0 * n_params * result.seen_tokens,
+    }
+
+
+def log_evaluation(
+    tracker: NullTracker, metrics: dict[str, float], settings: dict[str, str], files: list[Path]
+) -> None:
+    tracker.log_metrics(metrics)
+    tracker.set_tags({f"eval.{k}": v for k, v in settings.items()})
+    for path in files:
+        tracker.log_artifact(path, "eval")

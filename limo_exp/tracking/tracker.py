@@ -1,0 +1,206 @@
+"""The one module that imports MLflow. The rest of the code calls a ``Tracker``.
+
+Layout (shared/DESIGN.md): experiment = the study; one parent run per sweep launch, one
+child run per configuration; params = the flattened resolved config; tags = run key, run kind,
+git, versions, hardware; metrics ``train/...`` and ``eval/<task>/<metric>``; artifacts =
+config, selected ids, curation reports, lm-eval results and per-sample outputs.
+``NullTracker`` is the no-op twin used when tracking is disabled and on non-zero ranks.
+Runs come back as plain ``TrackedRun`` records, never as MLflow objects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from limo_exp.config import TrackingConfig
+from limo_exp.tracking.names import RUN_KEY_TAG, metric_name
+
+log = logging.getLogger(__name__)
+
+PARENT_FILE = ".mlflow_parent_run_id"
+
+
+@dataclass
+class TrackedRun:
+    """A logged run read back: ids, status, tags, params and the last value of each metric."""
+
+    run_id: str
+    name: str = ""
+    status: str = ""
+    start_time: int = 0
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _record(r) -> TrackedRun:
+    return TrackedRun(
+        r.info.run_id,
+        r.info.run_name or "",
+        r.info.status,
+        r.info.start_time or 0,
+        dict(r.data.tags),
+        dict(r.data.params),
+        dict(r.data.metrics),
+    )
+
+
+class NullTracker:
+    """Does nothing; same interface as ``Tracker``."""
+
+    run_id: str | None = None
+
+    def find_finished(self, run_key: str) -> TrackedRun | None:
+        return None
+
+    @contextmanager
+    def run(self, name: str, tags: dict[str, str] | None = None, parent_run_id: str | None = None):
+        yield self
+
+    def log_params(self, params: dict[str, str]) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
+    def log_json(self, obj: Any, name: str) -> None: ...
+    def log_dataset(self, rows: list[dict], name: str, digest: str, context: str) -> None: ...
+
+
+class Tracker(NullTracker):
+    def __init__(self, uri: str, experiment: str, artifact_root: str | None = None, create: bool = True):
+        from mlflow.tracking import MlflowClient
+
+        if uri.startswith("sqlite:///"):
+            Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None and not create:
+            raise SystemExit(f"no MLflow experiment {experiment!r} in {uri}: run the study first")
+        if exp is None:
+            location = Path(artifact_root).resolve().as_uri() if artifact_root else None
+            from mlflow.exceptions import MlflowException
+
+            try:
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            except MlflowException:  # created meanwhile by a parallel run of the same sweep
+                self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
+        else:
+            self.experiment_id = exp.experiment_id
+        self.run_id = None
+
+    def search(self, filter_string: str = "", max_results: int = 50000) -> list[TrackedRun]:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=filter_string,
+            max_results=max_results,
+            order_by=["attributes.start_time DESC"],
+        )
+        return [_record(r) for r in runs]
+
+    def find_finished(self, run_key: str) -> TrackedRun | None:
+        found = self.search(
+            f"tags.`{RUN_KEY_TAG}` = '{run_key}' and attributes.status = 'FINISHED'", max_results=1
+        )
+        return found[0] if found else None
+
+    def start(self, name: str, tags: dict[str, str] | None = None, parent_run_id: str | None = None) -> str:
+        tags = dict(tags or {})
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        self.run_id = run.info.run_id
+        return self.run_id
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+    @contextmanager
+    def run(self, name: str, tags: dict[str, str] | None = None, parent_run_id: str | None = None):
+        self.start(name, tags, parent_run_id)
+        try:
+            yield self
+        except BaseException:
+            self.end("FAILED")
+            raise
+        self.end("FINISHED")
+
+    def log_params(self, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [
+            Metric(metric_name(k), float(v), now, step or 0) for k, v in metrics.items() if v is not None
+        ]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(self.run_id, metrics=items[i : i + 500])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_json(self, obj: Any, name: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            p = Path(tmp) / name
+            p.write_text(json.dumps(obj, indent=2, default=str))
+            self.log_artifact(p)
+
+    def log_dataset(self, rows: list[dict], name: str, digest: str, context: str) -> None:
+        """``mlflow.log_input``: the pool and the selected subset, with their digests."""
+        import mlflow.data
+        import pandas as pd
+        from mlflow.entities import DatasetInput, InputTag
+
+        ds = mlflow.data.from_pandas(pd.DataFrame(rows), name=name, digest=digest[:36])
+        entity = ds._to_mlflow_entity()
+        self.client.log_inputs(
+            self.run_id, [DatasetInput(entity, [InputTag("mlflow.data.context", context)])]
+        )
+
+    def failed_children(self, parent_run_id: str) -> list[TrackedRun]:
+        return self.search(f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'FAILED'")
+
+
+def make_tracker(tracking: TrackingConfig) -> NullTracker:
+    if not tracking.enabled:
+        return NullTracker()
+    if not tracking.uri:
+        raise ValueError("tracking.enabled is true but tracking.uri is not set")
+    return Tracker(tracking.uri, tracking.experiment, tracking.artifact_root)
+
+
+def parent_run_id(sweep_dir: str | Path | None) -> str | None:
+    if sweep_dir is None:
+        return None
+    p = Path(sweep_dir) / PARENT_FILE
+    return p.read_text().strip() if p.exists() else None
+
+
+def fail_parent(tracking: TrackingConfig, sweep_dir: str | Path | None) -> None:
+    """A configuration of a sweep crashed: the sweep's parent run is FAILED too (Hydra stops there)."""
+    run_id = parent_run_id(sweep_dir)
+    if run_id and tracking.enabled:
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(tracking_uri=tracking.uri).set_terminated(run_id, status="FAILED")

@@ -1,0 +1,12 @@
+"""Training: supervised fine-tuning with Accelerate.
+
+sft_data.py (chat-template tokenisation, loss on assistant tokens, collate and pack), loop.py
+(train, save), models.py (where base weights come from, loading), lora.py (adapters, merged on
+save). A killed run's resumable state (checkpoints) belongs here too.
+"""
+
+from limo_exp.training import lora
+from limo_exp.training.loop import TrainResult, save, train
+from limo_exp.training.models import load, resolve
+
+__all__ = ["TrainResult", "load", "lora", "resolve", "save", "train"]

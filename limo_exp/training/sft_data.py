@@ -1,0 +1,98 @@
+"""Turning selected examples into supervised fine-tuning tensors.
+
+The prompt is the base model's own chat template applied to the user turn (the problem
+plus the instruction); the target is the assistant turn. Labels are -100 on the prompt
+and on padding, so the loss is on the assistant's tokens only, and every target ends
+with the tokenizer's EOS token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from limo_exp.data.prompts import user_turn
+from limo_exp.data.records import Example
+
+IGNORE = -100
+
+
+@dataclass
+class Tokenized:
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def n_target(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE)
+
+
+def _ids(out) -> list[int]:
+    return list(out["input_ids"] if hasattr(out, "keys") else out)
+
+
+def messages(problem: str, instruction: str, system_prompt: str | None) -> list[dict]:
+    user = user_turn(problem, instruction)
+    msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return msgs + [{"role": "user", "content": user}]
+
+
+def tokenize_example(
+    ex: Example, tok, *, instruction: str, system_prompt: str | None, max_length: int
+) -> Tokenized:
+    prompt_msgs = messages(ex.problem, instruction, system_prompt)
+    prompt = _ids(tok.apply_chat_template(prompt_msgs, add_generation_prompt=True, tokenize=True))
+    full = _ids(
+        tok.apply_chat_template(prompt_msgs + [{"role": "assistant", "content": ex.solution}], tokenize=True)
+    )
+    alone = tok(ex.solution, add_special_tokens=False)["input_ids"]
+    if full[: len(prompt)] != prompt or len(full) - len(prompt) < len(alone):
+        # The template renders the assistant turn differently from the generation prompt, or
+        # drops part of it (R1-distill templates strip "<think>...</think>" from assistant
+        # turns): train on the prompt + the assistant text tokenised on its own.
+        full = prompt + alone
+    target = full[len(prompt) :]
+    eos = tok.eos_token_id
+    if eos in target:  # end the target at the (first) EOS; drop template text after it ("\n")
+        target = target[: target.index(eos) + 1]
+    else:
+        target = target + [eos]
+    input_ids = (prompt + target)[:max_length]
+    labels = ([IGNORE] * len(prompt) + target)[:max_length]
+    return Tokenized(input_ids, labels)
+
+
+def collate(batch: list[Tokenized], pad_id: int):
+    """Right-pad to the longest sequence; padding gets attention 0 and label -100."""
+    import torch
+
+    width = max(len(t.input_ids) for t in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, t in enumerate(batch):
+        n = len(t.input_ids)
+        ids[i, :n] = torch.tensor(t.input_ids)
+        labels[i, :n] = torch.tensor(t.labels)
+        mask[i, :n] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def pack(batch: list[Tokenized]):
+    """Concatenate sequences into one row with position ids restarting per sequence.
+
+    With flash-attention (varlen) the model reads the sequence boundaries from the
+    position ids, so packed and unpacked batches give the same loss. The label of the
+    first token of each sequence is -100, so no token predicts across a boundary.
+    """
+    import torch
+
+    ids, labels, pos = [], [], []
+    for t in batch:
+        ids += t.input_ids
+        labels += [IGNORE] + t.labels[1:]
+        pos += list(range(len(t.input_ids)))
+    return {
+        "input_ids": torch.tensor([ids]),
+        "labels": torch.tensor([labels]),
+        "position_ids": torch.tensor([pos]),
+    }

@@ -1,0 +1,148 @@
+"""The package's layout: imports go one way (commands -> stages -> data / config), no package
+imports another in a circle, and no module outgrows ~300 lines."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "limo_exp"
+# the bottom layer, the stages (in data-flow order) and the commands on top
+LAYERS = {
+    "config": 0,
+    "typed": 0,
+    "data": 0,
+    "curation": 1,
+    "selection": 1,
+    "training": 1,
+    "evaluation": 1,
+    "tracking": 1,
+    "analysis": 1,
+    "commands": 2,
+    "cli": 3,
+    "__main__": 3,
+}
+MAX_LINES = 320
+
+
+def _unit(module: str) -> str:
+    """``limo_exp.data.pools`` -> ``data``; ``limo_exp.config`` -> ``config``; the package root -> ``root``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "root"
+
+
+def _imports(path: Path) -> set[str]:
+    """Every limo_exp module a file imports, at the top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("limo_exp")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("limo_exp"):
+            for a in node.names:  # `from limo_exp.data import pools` imports the module limo_exp.data.pools
+                sub = f"{node.module}.{a.name}"
+                is_module = (PKG.parent / sub.replace(".", "/")).with_suffix(".py").exists() or (
+                    PKG.parent / sub.replace(".", "/")
+                ).is_dir()
+                found.add(sub if is_module else node.module)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    graph = {}
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG.parent).with_suffix("")
+        name = ".".join(rel.parts).removesuffix(".__init__")
+        graph[name] = _imports(path)
+    return graph
+
+
+def _cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(edges.get(n, ())):
+            if state.get(m) == 1:
+                return stack[stack.index(m) :] + [m]
+            if m not in state and (found := visit(m)):
+                return found
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in sorted(edges):
+        if n not in state and (found := visit(n)):
+            return found
+    return None
+
+
+def test_every_unit_has_a_layer():
+    units = {_unit(m) for m in _graph()} - {"root"}
+    assert units == set(LAYERS), f"add new packages to LAYERS: {units ^ set(LAYERS)}"
+
+
+def test_imports_go_one_way():
+    upward = []
+    for module, imports in _graph().items():
+        for imp in imports:
+            src, dst = _unit(module), _unit(imp)
+            if dst == "root":
+                continue  # limo_exp.CONF_DIR
+            if src != "root" and LAYERS[dst] > LAYERS[src]:
+                upward.append(f"{module} -> {imp}")
+    assert upward == [], "imports must go commands -> stages -> data/config:\n" + "\n".join(upward)
+
+
+def test_config_is_the_root():
+    """config (and its parser) import nothing else of limo_exp: every layer may read it."""
+    for module, imports in _graph().items():
+        if _unit(module) in ("config", "typed"):
+            assert {_unit(i) for i in imports} <= {"typed"}, module
+
+
+def test_no_circular_imports_between_packages():
+    edges: dict[str, set[str]] = {}
+    for module, imports in _graph().items():
+        src = _unit(module)
+        edges.setdefault(src, set()).update(_unit(i) for i in imports if _unit(i) not in (src, "root"))
+    assert _cycle(edges) is None, f"circular imports between packages: {_cycle(edges)}"
+
+
+def test_no_circular_imports_between_modules():
+    """Also inside a package (a package's __init__ importing its own modules is not a cycle)."""
+    graph = _graph()
+    edges = {m: {i for i in imports if not m.startswith(i + ".") and i != m} for m, imports in graph.items()}
+    assert _cycle(edges) is None, f"circular imports: {_cycle(edges)}"
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+@pytest.mark.parametrize("path", sorted(PKG.rglob("*.py")), ids=lambda p: str(p.relative_to(PKG)))
+def test_no_module_outgrows_300_lines(path):
+    assert len(path.read_text().splitlines()) <= MAX_LINES, f"{path}: split it into two modules"
+
+
+def test_readme_layout_table_matches_the_tree():
+    """Every package and top-level module of limo_exp has a row in the README's layout table, and
+    every limo_exp path the table names exists."""
+    readme = (PKG.parent / "README.md").read_text()
+    table = readme[readme.index("## Layout") :].split("\n## ")[0]
+    named = set(re.findall(r"`(limo_exp/[\w/.]*)`", table))
+    for p in sorted(PKG.iterdir()):
+        if p.name.startswith("__") or p.name == "conf" or p.name == "typed.py":
+            continue
+        assert f"limo_exp/{p.name}" + ("/" if p.is_dir() else "") in named, f"README layout misses {p.name}"
+    for path in named:
+        assert (PKG.parent / path).exists(), f"README names {path}, which does not exist"
+    for p in PKG.rglob("*.py"):  # every module of a package is named in its row
+        if p.parent != PKG and p.name != "__init__.py" and p.parent.name != "tasks":
+            row = next(r for r in table.splitlines() if r.startswith(f"| `limo_exp/{p.parent.name}/` |"))
+            assert f"`{p.name}`" in row, f"README layout row of {p.parent.name}/ misses {p.name}"
