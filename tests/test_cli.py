@@ -3,6 +3,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from conftest import torchrun
 
 from limo_exp.cli import checkpoint_overrides
@@ -28,6 +29,21 @@ def test_unknown_model_option_lists_the_valid_ones(tmp_path):
     )
     assert proc.returncode != 0
     assert "Could not find 'model/gpt5'" in proc.stderr and "smollm2_135m_instruct" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "eval", "curate", "report"])
+def test_a_config_error_is_one_line_naming_the_key(tmp_path, command):
+    proc = subprocess.run(
+        [sys.executable, "-m", "limo_exp", command, "+train.lrr=1e-5", f"paths.output_root={tmp_path}"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1
+    assert (
+        "limo-exp: config error: unknown config key train.lrr; valid keys of train: ['name', 'lr',"
+        in proc.stderr
+    )
+    assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()
 
 
 def test_multirun_makes_one_parent_and_a_relaunch_only_does_what_is_missing(tmp_path, cache_dir):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from omegaconf import DictConfig, OmegaConf
 
-from limo_exp.config import Config, RunSpec, TrackingConfig
+from limo_exp.config import Config, ConfigError, RunSpec, TrackingConfig
 from limo_exp.evaluation import registry
 from limo_exp.tracking.tracker import NullTracker, fail_parent
 
@@ -19,6 +20,19 @@ def parse(cfg: DictConfig) -> RunSpec:
     spec = RunSpec.parse(OmegaConf.to_container(cfg, resolve=True))
     registry.check_tasks(spec.config.eval.tasks)
     return spec
+
+
+def config_errors_as_exit(app):
+    """A command's Hydra function: a config error ends it with one line naming the key, not a traceback."""
+
+    @functools.wraps(app)
+    def wrapper(cfg: DictConfig):
+        try:
+            return app(cfg)
+        except ConfigError as e:
+            raise SystemExit(f"limo-exp: config error: {e}") from None
+
+    return wrapper
 
 
 def sweep_dir() -> str | None:

@@ -13,7 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from limo_exp import CONF_DIR
-from limo_exp.commands.common import already_done, eval_options, parse, print_metrics
+from limo_exp.commands.common import already_done, config_errors_as_exit, eval_options, parse, print_metrics
 from limo_exp.config import EVAL_ONLY_GROUPS
 from limo_exp.tracking import run_log
 from limo_exp.tracking.tracker import make_tracker
@@ -42,6 +42,7 @@ def run_eval(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@config_errors_as_exit
 def _hydra_main(cfg: DictConfig) -> None:
     run_eval(cfg)
 

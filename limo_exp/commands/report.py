@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from limo_exp import CONF_DIR
-from limo_exp.commands.common import parse
+from limo_exp.commands.common import config_errors_as_exit, parse
 
 
 def run_report(cfg: DictConfig) -> dict:
@@ -34,6 +34,7 @@ def run_report(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@config_errors_as_exit
 def _hydra_main(cfg: DictConfig) -> None:
     run_report(cfg)
 

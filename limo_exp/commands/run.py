@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from limo_exp import CONF_DIR
 from limo_exp.commands.common import (
     already_done,
+    config_errors_as_exit,
     eval_options,
     fail_sweep,
     hydra_output_dir,
@@ -133,6 +134,7 @@ def run(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@config_errors_as_exit
 def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         out = run(cfg)
