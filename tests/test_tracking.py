@@ -34,3 +34,27 @@ def test_null_tracker_is_a_noop():
     with t.run("x") as r:
         r.log_metrics({"a": 1.0})
     assert t.find_finished("k") is None
+
+
+def test_runs_frame_reads_kinds_including_older_stores(tmp_path):
+    """Kinds come from the limo.kind tag; stores written before it (no tag: a training run;
+    eval_only: a baseline) read the same; sweep parents and unkeyed runs are left out."""
+    from limo_exp.config import TrackingConfig
+    from limo_exp.tracking.runs import runs_frame
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    t = Tracker(uri, "study", str(tmp_path / "art"))
+    for name, tags, params in [
+        ("new-run", {"limo.run_key": "a", "limo.kind": "run"}, {"data.n_samples": "8"}),
+        ("old-run", {"limo.run_key": "b"}, {"data.n_samples": "16"}),
+        ("new-eval", {"limo.run_key": "c", "limo.kind": "eval"}, {"model.name": "m"}),
+        ("old-eval", {"limo.run_key": "d", "limo.kind": "eval_only"}, {"data.n_samples": "0"}),
+        ("sweep", {"limo.kind": "sweep"}, {}),
+    ]:
+        with t.run(name, tags):
+            t.log_params(params)
+    df = runs_frame(TrackingConfig(enabled=True, uri=uri, experiment="study")).set_index("run_name")
+    assert dict(df["kind"]) == {"new-run": "run", "old-run": "run", "new-eval": "eval", "old-eval": "eval"}
+    assert dict(df["data.n_samples"]) == {"new-run": 8, "old-run": 16, "new-eval": 0, "old-eval": 0}
+    with pytest.raises(SystemExit, match="no MLflow experiment 'other'"):
+        runs_frame(TrackingConfig(enabled=True, uri=uri, experiment="other"))
