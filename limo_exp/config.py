@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from limo_exp.typed import ConfigError, Section
+from limo_exp.typed import ConfigError, Section, flatten, one_of
 
 LIMO_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -27,11 +27,17 @@ NON_SEMANTIC = ("paths", "tracking", "hydra", "force", "study", "debug", "experi
 # where the pool and benchmarks are read from is not semantic either: their content is in the key
 NON_SEMANTIC_LEAVES = ("eval.data_dir", "pool.data_dir")
 EVAL_ONLY_GROUPS = ("model", "eval", "seed")  # what an evaluation without training depends on
-MODEL_SOURCES = ("hub", "gguf_wheel", "tiny_random", "path")
+# model.source -> the keys it needs
+MODEL_NEEDS = {
+    "hub": ("hub_id",),
+    "gguf_wheel": ("wheel", "gguf_file"),
+    "tiny_random": ("tiny",),
+    "path": ("path",),
+}
+MODEL_SOURCES = tuple(MODEL_NEEDS)
 BACKENDS = ("auto", "hf", "vllm")  # auto: vLLM when CUDA and vllm are present, else hf
-
-
-# ---------------------------------------------------------------- the groups
+MASTER_DTYPES = ("float32", "bfloat16")  # the dtype training keeps the weights in
+OPTIMIZERS = ("adamw", "adamw_kahan")
 
 
 @dataclass
@@ -136,7 +142,7 @@ class ModelConfig(Section):
     name: str
     source: str  # hub | gguf_wheel | tiny_random | path
     trust_remote_code: bool = False
-    dtype: str = "auto"  # bf16 on GPU, fp32 on CPU
+    dtype: str = "auto"  # evaluation: bf16 on GPU, fp32 on CPU (training: train.master_dtype)
     attn_implementation: str = "auto"  # flash_attention_2 when CUDA + flash-attn, else sdpa
     hub_id: str | None = None  # source: hub
     path: str | None = None  # source: path
@@ -145,17 +151,9 @@ class ModelConfig(Section):
     tiny: TinyModelConfig | None = None  # source: tiny_random
 
     def __post_init__(self):
-        if self.source not in MODEL_SOURCES:
-            raise ConfigError(f"model.source={self.source!r} is not one of {MODEL_SOURCES}")
-        needs = {
-            "hub": ["hub_id"],
-            "path": ["path"],
-            "gguf_wheel": ["wheel", "gguf_file"],
-            "tiny_random": ["tiny"],
-        }
-        for key in needs[self.source]:
-            if getattr(self, key) is None:
-                raise ConfigError(f"model.source={self.source} needs model.{key}")
+        one_of("model.source", self.source, MODEL_SOURCES)
+        for key in (k for k in MODEL_NEEDS[self.source] if getattr(self, k) is None):
+            raise ConfigError(f"model.source={self.source} needs model.{key}")
 
 
 @dataclass
@@ -186,6 +184,17 @@ class TrainConfig(Section):
     system_prompt: str | None = None
     save: bool = True  # keep the fine-tuned checkpoint in the run folder
     lora: LoraConfig | None = None  # adapters instead of full fine-tuning
+    master_dtype: str = "float32"  # weights + optimizer state; compute is bf16 under autocast on GPU
+    optimizer: str = "adamw"  # adamw | adamw_kahan (compensated updates: needed for bf16 weights)
+
+    def __post_init__(self):
+        one_of("train.master_dtype", self.master_dtype, MASTER_DTYPES)
+        one_of("train.optimizer", self.optimizer, OPTIMIZERS)
+        if self.master_dtype == "bfloat16" and self.optimizer != "adamw_kahan":
+            raise ConfigError(
+                "train.master_dtype=bfloat16 with train.optimizer=adamw loses most updates at small learning "
+                "rates (below bf16's resolution): use train.optimizer=adamw_kahan, or master_dtype=float32"
+            )
 
 
 @dataclass
@@ -215,8 +224,7 @@ class EvalConfig(Section):
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def __post_init__(self):
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"eval.backend={self.backend!r} is not one of {BACKENDS}")
+        one_of("eval.backend", self.backend, BACKENDS)
 
 
 @dataclass
@@ -251,20 +259,6 @@ class Config(Section):
     study: str = "default"
     seed: int = 0
     force: bool = False
-
-
-# ---------------------------------------------------------------- run identity
-
-
-def flatten(d: Any, prefix: str = "") -> dict[str, str]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``: the MLflow params of a config."""
-    out: dict[str, str] = {}
-    if isinstance(d, dict):
-        for k, v in d.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-    else:
-        out[prefix[:-1]] = json.dumps(d) if isinstance(d, list) else str(d)
-    return out
 
 
 def is_semantic(flat_key: str) -> bool:

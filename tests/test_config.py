@@ -105,14 +105,17 @@ def test_notebooks_are_committed_without_outputs():
 
 
 def test_run_keys_are_pinned():
-    """The same config gives the same key as before the layout move (keys computed at c63486f):
-    a relaunched sweep skips what it already ran."""
+    """Keys change only when what a run computes changes: a relaunched sweep skips what it ran.
+
+    History: the layout move (b6cb685) kept the keys of c63486f (7cde3bead8e8f963ae39, demo
+    d662d7f1907d733c37bc); train.master_dtype / train.optimizer (fp32 master weights, which
+    change GPU training) gave new training keys; evaluation keys did not change."""
     from limo_exp.config import RunSpec
 
     spec = RunSpec.parse(resolved(["debug=fast"]))
-    assert spec.key("fp", "bench") == "7cde3bead8e8f963ae39"
+    assert spec.key("fp", "bench") == "89ef7748aacdcef2017b"
     assert spec.eval_key("bench") == "615aa3facf2ce33e467f"
-    assert RunSpec.parse(resolved(["experiment=demo"])).key("fp", "bench") == "d662d7f1907d733c37bc"
+    assert RunSpec.parse(resolved(["experiment=demo"])).key("fp", "bench") == "d9095ba88a925c5c06f1"
 
 
 @pytest.mark.parametrize("group", GROUPS)
@@ -141,6 +144,10 @@ def test_every_option_parses_into_the_schema(group):
         ("model=local_path", r"model.path must be set \(it is \?\?\? in the config\)"),
         ("model.source=ftp", r"model.source='ftp' is not one of"),
         ("eval.backend=tpu", r"eval.backend='tpu' is not one of"),
+        (
+            "train.master_dtype=bfloat16",
+            r"train.master_dtype=bfloat16 with train.optimizer=adamw loses most updates",
+        ),
     ],
 )
 def test_bad_config_names_the_key(override, message):

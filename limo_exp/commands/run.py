@@ -102,7 +102,10 @@ def run(cfg: DictConfig) -> dict:
             base = training.resolve(c.model, c.paths.cache_dir)
         m = c.model
         model, tok = training.load(
-            base, dtype=m.dtype, attn=m.attn_implementation, trust_remote_code=m.trust_remote_code
+            base,
+            dtype=c.train.master_dtype,
+            attn=m.attn_implementation,
+            trust_remote_code=m.trust_remote_code,
         )
         if c.train.lora:
             model = training.lora.wrap(model, c.train.lora)

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainResult:
     model: Any = None  # the model as prepared by Accelerate (DDP / FSDP / DeepSpeed engine): save this
+    optimizer: Any = None
     losses: list[float] = field(default_factory=list)
     steps: int = 0
     target_tokens: int = 0
@@ -63,6 +64,8 @@ def train(
     import torch
     from transformers import get_cosine_schedule_with_warmup
 
+    from limo_exp.training.optim import make_optimizer
+
     data = []
     for e in examples:
         t = tokenize_example(
@@ -78,7 +81,13 @@ def train(
     steps = n_optimizer_steps(len(data), cfg, world)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    low = sorted({str(p.dtype) for p in model.parameters() if p.requires_grad and p.dtype != torch.float32})
+    if low and cfg.optimizer == "adamw":  # AdamW on 16-bit weights rounds small updates away
+        raise ValueError(
+            f"trainable weights in {', '.join(low)} with train.optimizer=adamw lose most updates at "
+            f"lr={cfg.lr}: load them in train.master_dtype=float32, or use train.optimizer=adamw_kahan"
+        )
+    opt = make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps)
     # Accelerate marks the last micro-batch of each step as the one that syncs gradients (DDP
     # all-reduce, DeepSpeed's engine step) and divides every loss by grad_accum.
@@ -104,7 +113,7 @@ def train(
         epoch = list(range(len(data)))
         rng.shuffle(epoch)
         order += epoch
-    result = TrainResult(model=model)
+    result = TrainResult(model=model, optimizer=opt)
     start = time.perf_counter()
     for step in range(steps):
         mine = order[step * per_step : (step + 1) * per_step][rank::world]
