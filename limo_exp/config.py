@@ -172,8 +172,9 @@ class TrainConfig(Section):
     lr: float = 1e-5
     epochs: float = 1.0
     max_steps: int | None = None  # overrides epochs when set
-    batch_size: int = 1  # per device, per micro-batch
-    grad_accum: int = 1
+    batch_size: int = 1  # sequences per device per micro-batch
+    grad_accum: int | None = None  # micro-batches per step; derived from global_batch_size when that is set
+    global_batch_size: int | None = None  # sequences per optimizer step, whatever the number of processes
     warmup_ratio: float = 0.0
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0

@@ -109,13 +109,14 @@ def test_run_keys_are_pinned():
 
     History: the layout move (b6cb685) kept the keys of c63486f (7cde3bead8e8f963ae39, demo
     d662d7f1907d733c37bc); train.master_dtype / train.optimizer (fp32 master weights, which
-    change GPU training) gave new training keys; evaluation keys did not change."""
+    change GPU training) and train.global_batch_size gave new training keys; evaluation keys
+    did not change."""
     from limo_exp.config import RunSpec
 
     spec = RunSpec.parse(resolved(["debug=fast"]))
-    assert spec.key("fp", "bench") == "89ef7748aacdcef2017b"
+    assert spec.key("fp", "bench") == "e0b4d4a4124988dfb775"
     assert spec.eval_key("bench") == "615aa3facf2ce33e467f"
-    assert RunSpec.parse(resolved(["experiment=demo"])).key("fp", "bench") == "d9095ba88a925c5c06f1"
+    assert RunSpec.parse(resolved(["experiment=demo"])).key("fp", "bench") == "cf728db90072d752b7d6"
 
 
 @pytest.mark.parametrize("group", GROUPS)
@@ -167,3 +168,14 @@ def test_bad_config_fails_before_any_data_is_loaded(small_cfg, monkeypatch):
     )
     with pytest.raises(ConfigError, match="train.max_steps: expected int"):
         run(small_cfg("train.max_steps=two"))
+
+
+def test_a_global_batch_that_does_not_divide_fails_before_any_data(small_cfg, monkeypatch):
+    from limo_exp.commands.run import run
+    from limo_exp.data import pools
+
+    monkeypatch.setattr(
+        pools, "load_pool_from_config", lambda *a: pytest.fail("pool loaded before the check")
+    )
+    with pytest.raises(ValueError, match="train.global_batch_size=5 is not a multiple of train.batch_size=2"):
+        run(small_cfg("train.global_batch_size=5"))

@@ -118,3 +118,41 @@ def test_examples_without_targets_are_dropped_not_trained_on(tiny_model):
         Accelerator(cpu=True),
     )
     assert res.losses[0] == res.losses[0]  # not NaN: the prompt-only example was dropped
+
+
+def test_accumulation_follows_the_global_batch():
+    from limo_exp.training.loop import accumulation_steps, n_optimizer_steps
+
+    cfg = TrainConfig(batch_size=2, global_batch_size=32)
+    assert [accumulation_steps(cfg, w) for w in (1, 2, 8, 16)] == [16, 8, 2, 1]
+    assert {
+        n_optimizer_steps(817, TrainConfig(batch_size=2, global_batch_size=32, epochs=15), w)
+        for w in (1, 2, 8)
+    } == {383}
+    assert accumulation_steps(TrainConfig(batch_size=2, grad_accum=3)) == 3  # no global batch: as given
+    with pytest.raises(
+        ValueError,
+        match=r"global_batch_size=32 is not a multiple of train.batch_size=3 x 2 process\(es\) = 6",
+    ):
+        accumulation_steps(TrainConfig(batch_size=3, global_batch_size=32), 2)
+    with pytest.raises(ValueError, match="train.grad_accum=4 contradicts train.global_batch_size=32"):
+        accumulation_steps(TrainConfig(batch_size=2, grad_accum=4, global_batch_size=32), 1)
+
+
+def test_global_batch_gives_the_same_steps_on_one_or_two_processes(tiny_model, tmp_path):
+    """global_batch_size=4, micro-batch 1: 4 micro-batches on one process, 2 on each of two (gloo)."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "ddp.json"
+    kw = {"batch_size": 1, "global_batch_size": 4}
+    cmd = [*torchrun(2, 29534), str(repo / "tests/ddp_worker.py"), str(tiny_model), str(out), json.dumps(kw)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = json.loads(out.read_text())
+    one, _ = _run(tiny_model, **kw)
+    assert (two["world"], two["steps"], one.steps) == (2, 2, 2)
+    assert two["losses"] == pytest.approx(one.losses, rel=1e-4)
+    assert one.losses == pytest.approx([6.27866, 6.12392], abs=1e-4)  # = one batch of 4 (pinned above)

@@ -6,7 +6,7 @@ save). A killed run's resumable state (checkpoints) belongs here too.
 """
 
 from limo_exp.training import lora
-from limo_exp.training.loop import TrainResult, save, train
+from limo_exp.training.loop import TrainResult, accumulation_steps, save, train
 from limo_exp.training.models import load, resolve
 
-__all__ = ["TrainResult", "load", "lora", "resolve", "save", "train"]
+__all__ = ["TrainResult", "accumulation_steps", "load", "lora", "resolve", "save", "train"]

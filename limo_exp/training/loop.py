@@ -41,10 +41,31 @@ class TrainResult:
         return self.seen_tokens / self.seconds if self.seconds else 0.0
 
 
+def accumulation_steps(cfg: TrainConfig, world_size: int = 1) -> int:
+    """Micro-batches per optimizer step on each of ``world_size`` processes: ``global_batch_size /
+    (batch_size x world_size)`` when a global batch is set (the same steps on 1 or 8 GPUs), else
+    ``grad_accum`` (default 1). Raises ValueError when the global batch does not divide."""
+    if cfg.global_batch_size is None:
+        return cfg.grad_accum or 1
+    per_micro = cfg.batch_size * world_size
+    accum, rest = divmod(cfg.global_batch_size, per_micro)
+    if rest or accum < 1:
+        raise ValueError(
+            f"train.global_batch_size={cfg.global_batch_size} is not a multiple of train.batch_size="
+            f"{cfg.batch_size} x {world_size} process(es) = {per_micro}: change one of them"
+        )
+    if cfg.grad_accum is not None and cfg.grad_accum != accum:
+        raise ValueError(
+            f"train.grad_accum={cfg.grad_accum} contradicts train.global_batch_size={cfg.global_batch_size} "
+            f"(= {accum} micro-batches of {cfg.batch_size} on {world_size} process(es)): set grad_accum=null"
+        )
+    return accum
+
+
 def n_optimizer_steps(n_examples: int, cfg: TrainConfig, world_size: int = 1) -> int:
     if cfg.max_steps:
         return int(cfg.max_steps)
-    per_step = cfg.batch_size * cfg.grad_accum * world_size
+    per_step = cfg.batch_size * accumulation_steps(cfg, world_size) * world_size
     return max(1, math.ceil(cfg.epochs * n_examples / per_step))
 
 
@@ -78,6 +99,7 @@ def train(
     if not data:
         raise ValueError(f"no example keeps a target token within train.max_length={cfg.max_length}")
     world, rank = accelerator.num_processes, accelerator.process_index
+    accum = accumulation_steps(cfg, world)
     steps = n_optimizer_steps(len(data), cfg, world)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -91,15 +113,15 @@ def train(
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps)
     # Accelerate marks the last micro-batch of each step as the one that syncs gradients (DDP
     # all-reduce, DeepSpeed's engine step) and divides every loss by grad_accum.
-    accelerator.gradient_accumulation_steps = cfg.grad_accum
+    accelerator.gradient_accumulation_steps = accum
     accelerator.step = 0
     ds = getattr(accelerator.state, "deepspeed_plugin", None)
     if ds is not None:  # no dataloader is prepared, so DeepSpeed learns the micro-batch size here
         ds.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.batch_size
     model, opt = accelerator.prepare(model, opt)
-    if accelerator.gradient_accumulation_steps != cfg.grad_accum:
+    if accelerator.gradient_accumulation_steps != accum:
         raise ValueError(
-            f"train.grad_accum={cfg.grad_accum} but the Accelerate/DeepSpeed config says "
+            f"train.grad_accum={accum} but the Accelerate/DeepSpeed config says "
             f"{accelerator.gradient_accumulation_steps}: remove gradient_accumulation_steps from the accelerate config"
         )
     model.train()
@@ -108,7 +130,7 @@ def train(
     rng = random.Random(seed)
     order: list[int] = []
     micro = cfg.batch_size
-    per_step = cfg.grad_accum * micro * world
+    per_step = accum * micro * world
     while len(order) < steps * per_step:
         epoch = list(range(len(data)))
         rng.shuffle(epoch)
@@ -122,7 +144,7 @@ def train(
         n_global = accelerator.reduce(n_local, reduction="sum").item()
         # HF's loss is sum / num_items_in_batch: dividing by n_global / (world * grad_accum) undoes
         # Accelerate's / grad_accum and DDP's mean over ranks, leaving sum / n_global for the step.
-        scale = n_global / (world * cfg.grad_accum)
+        scale = n_global / (world * accum)
         loss_sum = 0.0
         for batch in batches:
             tensors = pack(batch) if cfg.packing else collate(batch, tok.pad_token_id)
