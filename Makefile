@@ -30,6 +30,7 @@ bench: venv
 	$(BIN)/python bench/bench_curation.py
 	$(BIN)/python bench/bench_grading.py
 	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_loss.py
 
 lint: venv
 	$(BIN)/ruff check limo_exp tests bench

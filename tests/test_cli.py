@@ -96,6 +96,8 @@ def test_two_process_run_logs_once_and_relaunch_skips_on_every_rank(tmp_path, ca
         "limo_exp",
         "run",
         "debug=fast",
+        "train.batch_size=1",  # the global batch of 2: one sequence per process
+        "train.checkpoint_every=1",  # states saved by both ranks
         f"paths.output_root={tmp_path}",
         f"paths.cache_dir={cache_dir}",
         "study=ddp",

@@ -57,6 +57,7 @@ def _train_under_bf16_autocast(tiny_model, cfg: TrainConfig, load_dtype: str | N
     """train() as `limo-exp run` does on a GPU: weights loaded in train.master_dtype, compute in
     bf16 under Accelerate's autocast (on CPU here)."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     from limo_exp.data.records import Example
     from limo_exp.data.synthetic import make_pool
@@ -67,7 +68,11 @@ def _train_under_bf16_autocast(tiny_model, cfg: TrainConfig, load_dtype: str | N
     model, tok = load(str(tiny_model), dtype=load_dtype or cfg.master_dtype)
     linear = {n: p.detach().clone() for n, p in model.named_parameters() if p.dim() == 2 and "embed" not in n}
     examples = [Example(r.id, r.problem, r.solutions[2].text, r.answer, "long") for r in make_pool(8, seed=0)]
-    res = train(model, tok, examples, cfg, Accelerator(cpu=True, mixed_precision="bf16"))
+    AcceleratorState._reset_state(reset_partial_state=True)  # a process-wide singleton
+    try:
+        res = train(model, tok, examples, cfg, Accelerator(cpu=True, mixed_precision="bf16"))
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
     return res, model, linear
 
 

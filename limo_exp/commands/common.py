@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import logging
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -33,6 +36,21 @@ def config_errors_as_exit(app):
             raise SystemExit(f"limo-exp: config error: {e}") from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path | None):
+    """Hold ``<run_dir>/.lock`` for the run: a second launch of the same run key while the first
+    is alive fails at once, and while it is held, earlier unfinished attempts are known dead."""
+    if run_dir is None:  # ranks other than 0
+        yield
+        return
+    with open(Path(run_dir) / ".lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"{run_dir} is being run by another process (its .lock is held)") from None
+        yield  # released when the file closes
 
 
 def sweep_dir() -> str | None:

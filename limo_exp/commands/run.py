@@ -2,6 +2,7 @@
 
 seed -> pool -> curate -> select -> model and tokenizer -> train -> save -> evaluate -> log.
 Under ``accelerate launch`` every rank runs this; rank 0 tracks, writes files and evaluates.
+A relaunch of a killed run continues from its last saved training state.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from limo_exp.commands.common import (
     log,
     parse,
     print_metrics,
+    run_lock,
     sweep_dir,
 )
 from limo_exp.tracking import run_log
@@ -37,12 +41,13 @@ def run(cfg: DictConfig) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import broadcast_object_list, set_seed
 
-    from limo_exp import curation, selection, training
+    from limo_exp import training
     from limo_exp.data import pools
     from limo_exp.data.fingerprints import pool_fingerprint
     from limo_exp.evaluation import registry
     from limo_exp.evaluation.evaluate import evaluate_to_dir
     from limo_exp.evaluation.isolated import evaluate_isolated
+    from limo_exp.training import checkpoints
 
     spec = parse(cfg)
     c = spec.config
@@ -65,81 +70,88 @@ def run(cfg: DictConfig) -> dict:
         return done
 
     name = f"{c.model.name}-{c.pool.name}-{c.quality.name}-n{c.data.n_samples}-s{c.seed}"
-    extra = {"limo.pool_fingerprint": fingerprint, "limo.run_dir": str(run_dir)}
-    tags = run_log.run_tags(key, "run", **extra, **{"limo.hydra_output_dir": hydra_output_dir() or "none"})
-    with tracker.run(name, tags, parent_run_id(sweep_dir())):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tracker.log_params(spec.params())
-        if main_rank:  # files are written by rank 0 only
-            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-            tracker.log_artifact(run_dir / "config.yaml")
+    tags = {"limo.pool_fingerprint": fingerprint, "limo.run_dir": str(run_dir)}
+    tags["limo.hydra_output_dir"] = hydra_output_dir() or "none"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir if main_rank else None):
+        earlier = tracker.close_unfinished(key)  # attempts that died: the lock says none is alive
+        tags |= {"limo.previous_attempt": earlier[0]} if earlier else {}
+        with tracker.run(name, run_log.run_tags(key, "run", **tags), parent_run_id(sweep_dir())):
+            tracker.log_params(spec.params())
+            if main_rank:  # files are written by rank 0 only
+                (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+                tracker.log_artifact(run_dir / "config.yaml")
 
-        # curate (cached by fingerprint; parallel runs of a sweep curate once) and select
-        started = time.perf_counter()
-        curated = curation.curate_cached(pool, c.curation, benchmarks, Path(c.paths.cache_dir) / "curated")
-        files = curation.write_outputs(curated, run_dir / "curation") if main_rank else []
-        if main_rank:
-            log.info(
-                "curation funnel%s:\n%s",
-                " (from cache)" * curated.from_cache,
-                curation.format_funnel(curated.funnel),
+            examples = _curate_and_select(c, pool, fingerprint, benchmarks, run_dir, tracker, main_rank)
+            ids = [e.id for e in examples]
+
+            # model, train (from the last saved state, if a killed attempt left one), save
+            with accelerator.main_process_first():
+                base = training.resolve(c.model, c.paths.cache_dir)
+            model, tok = training.load_for_training(base, c.model, c.train)
+            if c.train.lora:
+                tracker.log_metrics({"train/trainable_fraction": training.lora.trainable_fraction(model)})
+            attn = model.config._attn_implementation
+            tracker.set_tags({"limo.base_model": base, "limo.attn_implementation": attn})
+            n_params = sum(p.numel() for p in model.parameters())  # before sharding (ZeRO-3 / FSDP)
+            state_dir, log_metrics = run_dir / "state", tracker.log_metrics
+            kw = {"seed": c.seed, "state_dir": state_dir, "run_key": key}
+            result = training.train(model, tok, examples, c.train, accelerator, log_metrics, **kw)
+            metrics = run_log.log_training(
+                tracker, result, len(examples), n_params, accelerator.num_processes
             )
-        run_log.log_curation(
-            tracker, curated.funnel, curated.from_cache, time.perf_counter() - started, files
-        )
-        d = c.data
-        examples = selection.select(
-            curated.records, d.n_samples, c.quality.tier, c.seed, d.stratify_by, curated.funnel
-        )
-        ids = [e.id for e in examples]
-        if main_rank:
-            (run_dir / "selected_ids.json").write_text(json.dumps(ids, indent=0))
-            tracker.log_artifact(run_dir / "selected_ids.json")
-        subset = f"train/{c.pool.name}/{c.quality.name}/n{len(examples)}"
-        run_log.log_datasets(tracker, pool, c.pool.name, fingerprint, examples, curated.records, subset)
+            ckpt = run_dir / "checkpoint"
+            training.save(result.model, tok, str(ckpt), accelerator)
+            if main_rank and not c.train.keep_states_at_end:
+                checkpoints.remove(state_dir)
+            del model, result.model
+            if distributed:  # evaluation is rank 0's alone: no rank waits at a barrier meanwhile
+                torch.distributed.destroy_process_group()
+                if not main_rank:
+                    return {"run_key": key, "run_id": None, "skipped": False, "metrics": metrics}
 
-        # model, train, save
-        with accelerator.main_process_first():
-            base = training.resolve(c.model, c.paths.cache_dir)
-        m = c.model
-        model, tok = training.load(
-            base,
-            dtype=c.train.master_dtype,
-            attn=m.attn_implementation,
-            trust_remote_code=m.trust_remote_code,
-        )
-        if c.train.lora:
-            model = training.lora.wrap(model, c.train.lora)
-            tracker.log_metrics({"train/trainable_fraction": training.lora.trainable_fraction(model)})
-        tracker.set_tags(
-            {"limo.base_model": base, "limo.attn_implementation": model.config._attn_implementation}
-        )
-        n_params = sum(p.numel() for p in model.parameters())  # before sharding (ZeRO-3 / FSDP)
-        result = training.train(model, tok, examples, c.train, accelerator, tracker.log_metrics, seed=c.seed)
-        metrics = run_log.training_metrics(result, len(examples), n_params, accelerator.num_processes)
-        tracker.log_metrics(metrics)
-        ckpt = run_dir / "checkpoint"
-        training.save(result.model, tok, str(ckpt), accelerator)
-        del model, result.model
-        if distributed:  # evaluation is rank 0's alone: no rank waits at a barrier meanwhile
-            torch.distributed.destroy_process_group()
-            if not main_rank:
-                return {"run_key": key, "run_id": None, "skipped": False, "metrics": metrics}
+            # evaluate (rank 0, in a clean process after multi-process training) and log
+            evaluate = evaluate_isolated if distributed else evaluate_to_dir
+            ev = evaluate(str(ckpt), c.eval, run_dir / "eval", **eval_options(c))
+            metrics |= ev.metrics
+            run_log.log_evaluation(tracker, ev.metrics, ev.settings, ev.artifacts)
+            if not c.train.save:
+                shutil.rmtree(ckpt, ignore_errors=True)
+            out = {"run_key": key, "run_id": tracker.run_id, "skipped": False, "metrics": metrics}
+            return out | {"selected_ids": ids, "run_dir": str(run_dir)}
 
-        # evaluate (rank 0, in a clean process after multi-process training) and log
-        evaluate = evaluate_isolated if distributed else evaluate_to_dir
-        ev = evaluate(str(ckpt), c.eval, run_dir / "eval", **eval_options(c))
-        metrics |= ev.metrics
-        run_log.log_evaluation(tracker, ev.metrics, ev.settings, ev.artifacts)
-        if not c.train.save:
-            shutil.rmtree(ckpt, ignore_errors=True)
-        out = {"run_key": key, "run_id": tracker.run_id, "skipped": False, "metrics": metrics}
-        return out | {"selected_ids": ids, "run_dir": str(run_dir)}
+
+def _curate_and_select(c, pool, fingerprint, benchmarks, run_dir, tracker, main_rank) -> list:
+    """Curate (cached by content: the runs of a sweep curate once), log the funnel, select N."""
+    from limo_exp import curation, selection
+
+    started = time.perf_counter()
+    curated = curation.curate_cached(pool, c.curation, benchmarks, Path(c.paths.cache_dir) / "curated")
+    files = curation.write_outputs(curated, run_dir / "curation") if main_rank else []
+    if main_rank:
+        cached = " (from cache)" * curated.from_cache
+        log.info("curation funnel%s:\n%s", cached, curation.format_funnel(curated.funnel))
+    run_log.log_curation(tracker, curated.funnel, curated.from_cache, time.perf_counter() - started, files)
+    d = c.data
+    examples = selection.select(
+        curated.records, d.n_samples, c.quality.tier, c.seed, d.stratify_by, curated.funnel
+    )
+    if main_rank:
+        (run_dir / "selected_ids.json").write_text(json.dumps([e.id for e in examples], indent=0))
+        tracker.log_artifact(run_dir / "selected_ids.json")
+    subset = f"train/{c.pool.name}/{c.quality.name}/n{len(examples)}"
+    run_log.log_datasets(tracker, pool, c.pool.name, fingerprint, examples, curated.records, subset)
+    return examples
+
+
+def _terminated(signum, frame):  # SIGTERM (SLURM time limits, preemption, `timeout`): unwind cleanly
+    sys.exit(128 + signum)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 @config_errors_as_exit
 def _hydra_main(cfg: DictConfig) -> float | None:
+    signal.signal(signal.SIGTERM, _terminated)  # the MLflow run ends KILLED, the state stays for a relaunch
     try:
         out = run(cfg)
     except BaseException:

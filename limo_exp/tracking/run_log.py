@@ -93,9 +93,15 @@ def log_datasets(
     )
 
 
-def training_metrics(result: Any, n_examples: int, n_params: int, n_processes: int) -> dict[str, float]:
-    """Training figures and cost: device-hours over all processes, FLOPs as 6 * params * tokens."""
-    return {
+def log_training(
+    tracker: NullTracker, result: Any, n_examples: int, n_params: int, n_processes: int
+) -> dict[str, float]:
+    """Training figures and cost (device-hours over all processes, FLOPs as 6 * params * tokens),
+    the loss implementation and the state a resumed attempt started from; returns the metrics."""
+    tracker.set_tags(
+        {"limo.loss_impl": result.loss_impl, "limo.resumed_from_state": result.resumed_from or "none"}
+    )
+    metrics = {
         "train/tokens_per_s": result.tokens_per_s,
         "train/target_tokens": result.target_tokens,
         "train/seen_tokens": result.seen_tokens,
@@ -107,6 +113,8 @@ def training_metrics(result: Any, n_examples: int, n_params: int, n_processes: i
         "cost/device_hours": result.seconds * n_processes / 3600,
         "cost/train_flops_est": 6.0 * n_params * result.seen_tokens,
     }
+    tracker.log_metrics(metrics)
+    return metrics
 
 
 def log_evaluation(

@@ -60,6 +60,9 @@ class NullTracker:
     def find_finished(self, run_key: str) -> TrackedRun | None:
         return None
 
+    def close_unfinished(self, run_key: str) -> list[str]:
+        return []
+
     @contextmanager
     def run(self, name: str, tags: dict[str, str] | None = None, parent_run_id: str | None = None):
         yield self
@@ -123,13 +126,28 @@ class Tracker(NullTracker):
 
     @contextmanager
     def run(self, name: str, tags: dict[str, str] | None = None, parent_run_id: str | None = None):
+        """A run that ends FINISHED, FAILED on an error, or KILLED when the process is stopped
+        (SIGTERM turned into SystemExit, Ctrl-C): never left RUNNING by anything but SIGKILL."""
         self.start(name, tags, parent_run_id)
         try:
             yield self
+        except (KeyboardInterrupt, SystemExit):
+            self.end("KILLED")
+            raise
         except BaseException:
             self.end("FAILED")
             raise
         self.end("FINISHED")
+
+    def close_unfinished(self, run_key: str) -> list[str]:
+        """Mark the RUNNING runs of ``run_key`` KILLED (their process died: SIGKILL, a lost node)
+        and return the ids of every earlier unfinished attempt, newest first. Call it only while
+        holding the run's lock, so that no live process owns them."""
+        runs = self.search(f"tags.`{RUN_KEY_TAG}` = '{run_key}' and attributes.status != 'FINISHED'")
+        for r in runs:
+            if r.status == "RUNNING":
+                self.client.set_terminated(r.run_id, status="KILLED")
+        return [r.run_id for r in runs]
 
     def log_params(self, params: dict[str, str]) -> None:
         from mlflow.entities import Param

@@ -7,6 +7,15 @@ save). A killed run's resumable state (checkpoints) belongs here too.
 
 from limo_exp.training import lora
 from limo_exp.training.loop import TrainResult, accumulation_steps, save, train
-from limo_exp.training.models import load, resolve
+from limo_exp.training.models import load, load_for_training, resolve
 
-__all__ = ["TrainResult", "accumulation_steps", "load", "lora", "resolve", "save", "train"]
+__all__ = [
+    "TrainResult",
+    "accumulation_steps",
+    "load",
+    "load_for_training",
+    "lora",
+    "resolve",
+    "save",
+    "train",
+]

@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from limo_exp.config import TrainConfig
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 class TrainResult:
     model: Any = None  # the model as prepared by Accelerate (DDP / FSDP / DeepSpeed engine): save this
     optimizer: Any = None
+    loss_impl: str = ""  # target_only | hf, as resolved from train.loss_impl
+    resumed_from: str = ""  # the saved state this attempt started from ("" for a fresh start)
     losses: list[float] = field(default_factory=list)
     steps: int = 0
     target_tokens: int = 0
@@ -62,6 +65,18 @@ def accumulation_steps(cfg: TrainConfig, world_size: int = 1) -> int:
     return accum
 
 
+def use_loss(model, requested: str) -> str:
+    """Install the target-only loss on ``model`` (its base model under LoRA) for ``target_only``,
+    and for ``auto`` where the architecture is known; return the loss actually used."""
+    from limo_exp.training import loss
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if requested == "hf" or (requested == "auto" and not loss.supports(base)):
+        return "hf"
+    loss.install(base)
+    return "target_only"
+
+
 def n_optimizer_steps(n_examples: int, cfg: TrainConfig, world_size: int = 1) -> int:
     if cfg.max_steps:
         return int(cfg.max_steps)
@@ -78,13 +93,19 @@ def train(
     log_metrics: Callable[[dict, int], None] = lambda m, s: None,
     *,
     seed: int = 0,
+    state_dir: str | Path | None = None,
+    run_key: str = "",
 ) -> TrainResult:
     """Train ``model`` on ``examples``; ``TrainResult.model`` is the prepared (wrapped) model to save.
 
-    ``seed`` orders the examples over epochs (the run's seed)."""
+    ``seed`` orders the examples over epochs (the run's seed). With ``state_dir``, training
+    continues from the newest state saved there (for ``run_key``), and saves one every
+    ``cfg.checkpoint_every`` steps, keeping ``cfg.keep_states``; losses restored from a state
+    are passed to ``log_metrics`` again, so the run's history is whole."""
     import torch
     from transformers import get_cosine_schedule_with_warmup
 
+    from limo_exp.training import checkpoints
     from limo_exp.training.optim import make_optimizer
 
     data = []
@@ -110,6 +131,7 @@ def train(
             f"lr={cfg.lr}: load them in train.master_dtype=float32, or use train.optimizer=adamw_kahan"
         )
     opt = make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay)
+    loss_impl = use_loss(model, cfg.loss_impl)
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps)
     # Accelerate marks the last micro-batch of each step as the one that syncs gradients (DDP
     # all-reduce, DeepSpeed's engine step) and divides every loss by grad_accum.
@@ -135,9 +157,24 @@ def train(
         epoch = list(range(len(data)))
         rng.shuffle(epoch)
         order += epoch
-    result = TrainResult(model=model, optimizer=opt)
+    result = TrainResult(model=model, optimizer=opt, loss_impl=loss_impl)
+    accelerator.register_for_checkpointing(sched)
+    found = checkpoints.latest(state_dir, run_key)
+    earlier = 0.0  # seconds spent by earlier attempts
+    if found is not None:
+        path, done = found
+        accelerator.load_state(str(path))  # model, optimizer, scheduler, RNG
+        result.losses, result.steps, earlier = list(done.losses), done.step, done.seconds
+        result.target_tokens, result.seen_tokens, result.resumed_from = (
+            done.target_tokens,
+            done.seen_tokens,
+            str(path),
+        )
+        log.info("resuming from %s (step %d of %d)", path, done.step, steps)
+        for i, old in enumerate(done.losses):
+            log_metrics({"train/loss": old}, i + 1)
     start = time.perf_counter()
-    for step in range(steps):
+    for step in range(result.steps, steps):
         mine = order[step * per_step : (step + 1) * per_step][rank::world]
         batches = [[data[i] for i in mine[j : j + micro]] for j in range(0, len(mine), micro)]
         n_local = torch.tensor(float(sum(t.n_target for b in batches for t in b)), device=accelerator.device)
@@ -145,7 +182,7 @@ def train(
         # HF's loss is sum / num_items_in_batch: dividing by n_global / (world * grad_accum) undoes
         # Accelerate's / grad_accum and DDP's mean over ranks, leaving sum / n_global for the step.
         scale = n_global / (world * accum)
-        loss_sum = 0.0
+        loss_sum, seen = 0.0, 0
         for batch in batches:
             tensors = pack(batch) if cfg.packing else collate(batch, tok.pad_token_id)
             tensors = {name: t.to(accelerator.device) for name, t in tensors.items()}
@@ -153,24 +190,26 @@ def train(
                 out = model(**tensors, use_cache=False, num_items_in_batch=scale)
                 accelerator.backward(out.loss)
             loss_sum += out.loss.detach().float().item() * scale
-            result.seen_tokens += int(tensors["input_ids"].numel())
+            seen += int(tensors["input_ids"].numel())
         if cfg.max_grad_norm:
             accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        total = accelerator.reduce(torch.tensor(loss_sum, device=accelerator.device), reduction="sum").item()
+        sums = torch.tensor([loss_sum, float(seen)], dtype=torch.float64, device=accelerator.device)
+        total, seen_all = accelerator.reduce(sums, reduction="sum").tolist()
         loss = total / n_global
         result.losses.append(loss)
         result.steps += 1
         result.target_tokens += int(n_global)
+        result.seen_tokens += int(seen_all)
         log_metrics({"train/loss": loss, "train/lr": sched.get_last_lr()[0]}, step + 1)
-    result.seconds = time.perf_counter() - start
-    result.seen_tokens = int(
-        accelerator.reduce(
-            torch.tensor(float(result.seen_tokens), device=accelerator.device), reduction="sum"
-        ).item()
-    )
+        every = cfg.checkpoint_every if state_dir is not None else None
+        if every and result.steps % every == 0 and result.steps < steps:  # the last: the saved model
+            r, seconds = result, earlier + time.perf_counter() - start
+            done = checkpoints.Progress(run_key, r.steps, r.losses, r.target_tokens, r.seen_tokens, seconds)
+            checkpoints.save(accelerator, state_dir, done, cfg.keep_states)
+    result.seconds = earlier + time.perf_counter() - start
     return result
 
 

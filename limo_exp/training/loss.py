@@ -1,0 +1,110 @@
+"""The SFT loss without full logits: the output layer only at target positions, in chunks.
+
+Hugging Face's causal-LM loss materialises logits for every position (sequence x vocabulary),
+then an fp32 copy for the cross-entropy: for LIMO's 16,384 tokens and Qwen2.5's 151,936-word
+vocabulary that is 10 GB per copy, and the reason a 1.5B model runs out of memory at that length.
+``target_cross_entropy`` instead
+
+- takes the hidden states of the positions whose next token is a target (the assistant's tokens),
+- applies the output layer to ``chunk`` of them at a time, computing the summed cross-entropy and,
+  in the same pass, its gradients with respect to the hidden states and the output weight,
+
+so peak memory grows with chunk x vocabulary, not sequence x vocabulary, and no logit is kept
+for the backward pass. ``install`` makes a model's own forward use it (so DDP / FSDP wrappers,
+which call the forward, see nothing different); the loss equals Hugging Face's to rounding.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+
+IGNORE = -100
+# architectures whose causal-LM forward is decoder -> lm_head (no bias, soft-capping or scaling)
+SUPPORTED = ("llama", "qwen2", "qwen3", "mistral")
+
+
+class _TargetCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk: int, dtype: torch.dtype):
+        ctx.weight_dtype = weight.dtype
+        w = weight.to(dtype)
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_h = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_w = (
+            torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+            if ctx.needs_input_grad[1]
+            else None
+        )
+        for s in range(0, hidden.shape[0], chunk):
+            h = hidden[s : s + chunk].to(dtype)
+            t = targets[s : s + chunk]
+            logits = (h @ w.T).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            if grad_h is None and grad_w is None:
+                continue
+            d = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+            d[torch.arange(len(t), device=d.device), t] -= 1.0  # d(sum CE)/d(logits)
+            d = d.to(dtype)
+            if grad_h is not None:
+                grad_h[s : s + chunk] = (d @ w).to(hidden.dtype)
+            if grad_w is not None:
+                grad_w += (d.T @ h).float()
+        ctx.save_for_backward(grad_h, grad_w)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_h, grad_w = ctx.saved_tensors
+        gh = grad_h * grad_out.to(grad_h.dtype) if grad_h is not None else None
+        gw = (grad_w * grad_out).to(ctx.weight_dtype) if grad_w is not None else None
+        return gh, gw, None, None, None
+
+
+def target_cross_entropy(hidden, weight, labels, *, chunk: int = 1024) -> torch.Tensor:
+    """Summed cross-entropy of next-token prediction where ``labels[:, t + 1] != -100``.
+
+    ``hidden`` (batch, seq, dim) is the decoder's output, ``weight`` (vocab, dim) the output
+    layer's. Under autocast the matmuls run in autocast's dtype, the softmax in fp32.
+    """
+    shifted = labels[:, 1:]
+    rows, cols = (shifted != IGNORE).nonzero(as_tuple=True)
+    h = hidden[rows, cols]  # (n_targets, dim): only these positions reach the output layer
+    targets = shifted[rows, cols]
+    device = hidden.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+    with torch.autocast(device, enabled=False):
+        return _TargetCrossEntropy.apply(h, weight, targets, chunk, dtype)
+
+
+def supports(model) -> bool:
+    """Can ``install`` replace this model's loss? (Known architecture, plain linear output layer.)"""
+    head = model.get_output_embeddings()
+    return (
+        getattr(model.config, "model_type", None) in SUPPORTED
+        and isinstance(head, torch.nn.Linear)
+        and head.bias is None
+        and getattr(model.config, "final_logit_softcapping", None) is None
+    )
+
+
+def install(model, chunk: int = 1024):
+    """Make ``model``'s forward compute the loss with ``target_cross_entropy`` (no logits are
+    returned). Returns the model; raises ValueError for an architecture it does not know."""
+    if not supports(model):
+        raise ValueError(
+            f"target-only loss: unsupported model type {model.config.model_type!r} (known: {SUPPORTED})"
+        )
+
+    def forward(self, input_ids=None, labels=None, num_items_in_batch=None, use_cache=None, **kwargs):
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+
+        hidden = self.get_decoder()(input_ids=input_ids, use_cache=False, **kwargs).last_hidden_state
+        loss = target_cross_entropy(hidden, self.get_output_embeddings().weight, labels, chunk=chunk)
+        n = num_items_in_batch if num_items_in_batch is not None else (labels[:, 1:] != IGNORE).sum()
+        return CausalLMOutputWithPast(loss=loss / n, logits=None)
+
+    model.forward = types.MethodType(forward, model)
+    return model

@@ -1,0 +1,96 @@
+"""The target-only, chunked loss equals Hugging Face's full-logits loss, gradients included."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from limo_exp.training import loss
+
+
+@pytest.fixture(scope="module")
+def models(tiny_model):
+    from limo_exp.training.models import load
+
+    torch.manual_seed(0)
+    hf, _ = load(str(tiny_model))
+    ours = loss.install(copy.deepcopy(hf), chunk=7)  # chunks smaller than the target count
+    return hf, ours
+
+
+def _batch(packed: bool):
+    torch.manual_seed(1)
+    if packed:  # two sequences in one row, position ids restarting, first label of each -100
+        ids = torch.randint(3, 500, (1, 50))
+        labels = ids.clone()
+        labels[0, :12] = -100
+        labels[0, 30:38] = -100
+        pos = torch.cat([torch.arange(30), torch.arange(20)])[None]
+        return {"input_ids": ids, "labels": labels, "position_ids": pos, "use_cache": False}  # as in training
+    ids = torch.randint(3, 500, (2, 40))
+    labels = ids.clone()
+    labels[:, :10] = -100  # prompts
+    labels[1, 30:] = -100  # padding
+    mask = torch.ones_like(ids)
+    mask[1, 30:] = 0
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask, "use_cache": False}
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_same_loss_and_gradients_as_full_logits(models, packed):
+    hf, ours = models
+    batch = _batch(packed)
+    for m in models:
+        m.zero_grad()
+        m(**batch, num_items_in_batch=17.0).loss.backward()
+    a, b = hf(**batch, num_items_in_batch=17.0), ours(**batch, num_items_in_batch=17.0)
+    assert b.logits is None  # no full logits are made
+    assert b.loss.item() == pytest.approx(a.loss.item(), rel=1e-6)
+    for (name, p), q in zip(hf.named_parameters(), ours.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-6, msg=name)
+    # without num_items_in_batch: the mean over target tokens, as Hugging Face does
+    assert ours(**batch).loss.item() == pytest.approx(hf(**batch).loss.item(), rel=1e-6)
+
+
+def test_same_loss_under_bf16_autocast(models):
+    hf, ours = models
+    batch = _batch(False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a, b = hf(**batch).loss, ours(**batch).loss
+    assert b.item() == pytest.approx(a.item(), rel=1e-3)
+
+
+def test_training_uses_it_where_known_and_gives_the_pinned_losses(tiny_model):
+    from accelerate import Accelerator
+
+    from limo_exp.config import TrainConfig
+    from limo_exp.data.records import Example
+    from limo_exp.data.synthetic import make_pool
+    from limo_exp.training.loop import train
+    from limo_exp.training.models import load
+
+    examples = [
+        Example(r.id, r.problem, r.solutions[1].text, r.answer, "short") for r in make_pool(8, seed=0)
+    ]
+    out = {}
+    for impl in ("auto", "hf"):
+        torch.manual_seed(0)
+        model, tok = load(str(tiny_model))
+        cfg = TrainConfig(lr=1e-3, max_steps=2, batch_size=4, instruction="Reason.", loss_impl=impl)
+        out[impl] = train(model, tok, examples, cfg, Accelerator(cpu=True))
+    assert (out["auto"].loss_impl, out["hf"].loss_impl) == ("target_only", "hf")
+    assert out["auto"].losses == pytest.approx(out["hf"].losses, rel=1e-5)
+    assert out["auto"].losses == pytest.approx([6.27866, 6.12392], abs=1e-4)  # test_train's pin
+
+
+def test_unknown_architecture_is_refused_and_auto_falls_back(models, monkeypatch):
+    from limo_exp.training.loop import use_loss
+
+    hf, _ = models
+    other = copy.deepcopy(hf)
+    monkeypatch.setattr(other.config, "model_type", "gemma2")
+    with pytest.raises(ValueError, match="unsupported model type 'gemma2'"):
+        loss.install(other)
+    assert use_loss(other, "auto") == "hf"
