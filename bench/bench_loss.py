@@ -102,7 +102,7 @@ def main() -> None:
         memory[impl] = json.loads(proc.stdout.strip().splitlines()[-1])
 
     models = {impl: make(args, impl) for impl in ("hf", "target_only")}
-    for impl, (m, b) in models.items():  # warm-up
+    for m, b in models.values():  # warm-up
         step(m, b)
     seconds = {impl: [] for impl in models}
     for _ in range(args.repeats):  # interleaved
