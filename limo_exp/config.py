@@ -4,9 +4,7 @@
     spec.config.train.lr, spec.config.eval.tasks, ...                   # typed, everywhere else
 
 Parsing (``limo_exp.typed``) is strict and runs before any data is loaded. Dataclass defaults
-are the library's defaults; the YAML files under conf/ spell out every value of a run.
-
-Run identity: ``run_key`` hashes the *semantic* part of the resolved config (all but paths,
+are the library's defaults; the YAML files under conf/ spell out every value of a run. Run identity: ``run_key`` hashes the *semantic* part of the resolved config (all but paths,
 tracking, the launcher and ``force``) with the pool's and the benchmarks' content. It is computed
 on the config as composed, not on the dataclasses, so a default added here never changes a key.
 """
@@ -24,8 +22,7 @@ from limo_exp.typed import ConfigError, Section, flatten, one_of
 LIMO_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 NON_SEMANTIC = ("paths", "tracking", "hydra", "force", "study", "debug", "experiment")
-# not semantic either: where the pool and benchmarks are read from (their content is in the key),
-# and when resumable states are saved
+# nor where the pool and benchmarks are read from (their content is in the key), nor when states are saved
 NON_SEMANTIC_LEAVES = ("eval.data_dir", "pool.data_dir", "train.checkpoint_every", "train.keep_states")
 NON_SEMANTIC_LEAVES += ("train.keep_states_at_end",)
 EVAL_ONLY_GROUPS = ("model", "eval", "seed")  # what an evaluation without training depends on
@@ -171,7 +168,8 @@ class TrainConfig(Section):
     lr: float = 1e-5
     epochs: float = 1.0
     max_steps: int | None = None  # overrides epochs when set
-    batch_size: int = 1  # sequences per device per micro-batch
+    batch_size: int = 1  # sequences per device per micro-batch (without a token budget)
+    max_tokens_per_micro_batch: int | None = None  # rows packed up to this many tokens instead
     grad_accum: int | None = None  # micro-batches per step; derived from global_batch_size when that is set
     global_batch_size: int | None = None  # sequences per optimizer step, whatever the number of processes
     warmup_ratio: float = 0.0
@@ -179,7 +177,7 @@ class TrainConfig(Section):
     max_grad_norm: float = 1.0
     max_length: int = 2048
     packing: bool = False
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | str = False  # "auto": on when max_length > 8192
     instruction: str = ""
     system_prompt: str | None = None
     save: bool = True  # keep the fine-tuned checkpoint in the run folder
@@ -195,6 +193,8 @@ class TrainConfig(Section):
         one_of("train.master_dtype", self.master_dtype, MASTER_DTYPES)
         one_of("train.optimizer", self.optimizer, OPTIMIZERS)
         one_of("train.loss_impl", self.loss_impl, LOSS_IMPLS)
+        if isinstance(self.gradient_checkpointing, str):  # else a bool
+            one_of("train.gradient_checkpointing", self.gradient_checkpointing, ("auto",))
         if self.master_dtype == "bfloat16" and self.optimizer != "adamw_kahan":
             raise ConfigError(
                 "train.master_dtype=bfloat16 with train.optimizer=adamw loses most updates at small learning "

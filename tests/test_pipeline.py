@@ -154,3 +154,19 @@ def test_report_never_averages_different_settings():
         }
     )
     assert setting_columns(df) == ["train.lr"]  # seed, N, paths and the baseline row do not split curves
+
+
+def test_an_example_over_the_token_budget_fails_before_the_model_loads(small_cfg, monkeypatch):
+    from limo_exp import training
+    from limo_exp.commands.run import run
+
+    monkeypatch.setattr(
+        training, "load_for_training", lambda *a: pytest.fail("model loaded before the check")
+    )
+    cfg = small_cfg("train.max_tokens_per_micro_batch=40")
+    with pytest.raises(
+        ValueError, match=r"example \w+ is \d+ tokens long, more than train.max_tokens_per_micro_batch=40"
+    ):
+        run(cfg)
+    runs = _client(cfg).search_runs([_client(cfg).get_experiment_by_name("test").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]

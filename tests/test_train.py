@@ -156,3 +156,55 @@ def test_global_batch_gives_the_same_steps_on_one_or_two_processes(tiny_model, t
     assert (two["world"], two["steps"], one.steps) == (2, 2, 2)
     assert two["losses"] == pytest.approx(one.losses, rel=1e-4)
     assert one.losses == pytest.approx([6.27866, 6.12392], abs=1e-4)  # = one batch of 4 (pinned above)
+
+
+def test_best_fit_decreasing_packs_rows_within_the_budget():
+    from limo_exp.training.batching import best_fit_decreasing
+
+    lengths = [700, 300, 500, 200, 100, 900, 400]
+    rows = best_fit_decreasing(lengths, 1000)
+    assert rows == [[5, 4], [0, 1], [2, 6], [3]]  # longest first, each into the tightest fit
+    assert sorted(i for r in rows for i in r) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in r) <= 1000 for r in rows)
+
+
+@pytest.mark.parametrize("budget", [160, 400, 100_000])
+def test_token_budget_micro_batches_give_the_pinned_loss(tiny_model, budget):
+    """Rows of at most `budget` tokens (one row per sequence ... all sequences in one row): the
+    same losses as one padded batch of 4, and no padding computed."""
+    res, _ = _run(tiny_model, global_batch_size=4, max_tokens_per_micro_batch=budget, max_length=160)
+    ref, _ = _run(tiny_model, batch_size=4, max_length=160)
+    assert res.losses == pytest.approx(ref.losses, rel=1e-5)
+    assert res.real_tokens == res.seen_tokens < ref.seen_tokens  # padding is gone
+
+
+def test_an_example_longer_than_the_budget_is_named(tiny_model):
+    from limo_exp.training.batching import prepare
+    from limo_exp.training.models import load
+
+    _, tok = load(str(tiny_model))
+    cfg = TrainConfig(global_batch_size=4, max_tokens_per_micro_batch=64, max_length=512)
+    with pytest.raises(
+        ValueError, match=r"example \w+ is \d+ tokens long, more than train.max_tokens_per_micro_batch=64"
+    ):
+        prepare(_examples(), tok, cfg)
+    with pytest.raises(ValueError, match="needs train.global_batch_size"):
+        from limo_exp.training.loop import accumulation_steps
+
+        accumulation_steps(TrainConfig(max_tokens_per_micro_batch=64))
+
+
+def test_token_budget_on_two_processes_matches_one(tiny_model, tmp_path):
+    """Ranks pack different numbers of rows; gradients are reduced once per step all the same."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "ddp.json"
+    kw = {"global_batch_size": 4, "max_tokens_per_micro_batch": 400, "max_length": 160}
+    cmd = [*torchrun(2, 29535), str(repo / "tests/ddp_worker.py"), str(tiny_model), str(out), json.dumps(kw)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, _ = _run(tiny_model, **kw)
+    assert json.loads(out.read_text())["losses"] == pytest.approx(one.losses, rel=1e-4)

@@ -86,17 +86,21 @@ def run(cfg: DictConfig) -> dict:
             ids = [e.id for e in examples]
 
             # model, train (from the last saved state, if a killed attempt left one), save
+            state_dir = run_dir / "state"
+            checkpoints.latest(state_dir, key)  # a state of another run key: an error before the model loads
             with accelerator.main_process_first():
                 base = training.resolve(c.model, c.paths.cache_dir)
-            model, tok = training.load_for_training(base, c.model, c.train)
+            data = training.prepare(
+                examples, training.load_tokenizer(base, c.model.trust_remote_code), c.train
+            )
+            model, tok = training.load_for_training(base, c.model, c.train)  # after the data checks
             if c.train.lora:
                 tracker.log_metrics({"train/trainable_fraction": training.lora.trainable_fraction(model)})
             attn = model.config._attn_implementation
             tracker.set_tags({"limo.base_model": base, "limo.attn_implementation": attn})
             n_params = sum(p.numel() for p in model.parameters())  # before sharding (ZeRO-3 / FSDP)
-            state_dir, log_metrics = run_dir / "state", tracker.log_metrics
             kw = {"seed": c.seed, "state_dir": state_dir, "run_key": key}
-            result = training.train(model, tok, examples, c.train, accelerator, log_metrics, **kw)
+            result = training.train(model, tok, data, c.train, accelerator, tracker.log_metrics, **kw)
             metrics = run_log.log_training(
                 tracker, result, len(examples), n_params, accelerator.num_processes
             )

@@ -105,6 +105,9 @@ def log_training(
         "train/tokens_per_s": result.tokens_per_s,
         "train/target_tokens": result.target_tokens,
         "train/seen_tokens": result.seen_tokens,
+        "train/real_token_ratio": result.real_tokens / result.seen_tokens
+        if result.seen_tokens
+        else float("nan"),
         "train/seconds": result.seconds,
         "train/final_loss": result.losses[-1] if result.losses else float("nan"),
         "train/steps": result.steps,

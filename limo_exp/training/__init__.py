@@ -6,15 +6,18 @@ save). A killed run's resumable state (checkpoints) belongs here too.
 """
 
 from limo_exp.training import lora
+from limo_exp.training.batching import prepare
 from limo_exp.training.loop import TrainResult, accumulation_steps, save, train
-from limo_exp.training.models import load, load_for_training, resolve
+from limo_exp.training.models import load, load_for_training, load_tokenizer, resolve
 
 __all__ = [
     "TrainResult",
     "accumulation_steps",
     "load",
     "load_for_training",
+    "load_tokenizer",
     "lora",
+    "prepare",
     "resolve",
     "save",
     "train",

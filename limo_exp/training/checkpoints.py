@@ -26,6 +26,7 @@ class Progress:
     target_tokens: int = 0
     seen_tokens: int = 0
     seconds: float = 0.0
+    real_tokens: int = 0
 
 
 class StateMismatch(ValueError):

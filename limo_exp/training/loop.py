@@ -11,6 +11,7 @@ parallelism give the same update as one big batch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -22,7 +23,8 @@ from typing import Any
 
 from limo_exp.config import TrainConfig
 from limo_exp.data.records import Example
-from limo_exp.training.sft_data import collate, pack, tokenize_example
+from limo_exp.training.batching import best_fit_decreasing, prepare
+from limo_exp.training.sft_data import Tokenized, collate, pack
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,8 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     steps: int = 0
     target_tokens: int = 0
-    seen_tokens: int = 0
+    seen_tokens: int = 0  # tokens computed on, padding included
+    real_tokens: int = 0  # tokens of the examples themselves
     seconds: float = 0.0
 
     @property
@@ -44,13 +47,29 @@ class TrainResult:
         return self.seen_tokens / self.seconds if self.seconds else 0.0
 
 
+def _micro(cfg: TrainConfig) -> int:
+    """Sequences per micro-batch in the step arithmetic: with a token budget, one sequence is the
+    unit (rows are formed per step), else ``batch_size``."""
+    return 1 if cfg.max_tokens_per_micro_batch else cfg.batch_size
+
+
+def checkpointing(cfg: TrainConfig) -> bool:
+    """Gradient checkpointing: as configured, or ("auto") for sequences over 8k tokens."""
+    g = cfg.gradient_checkpointing
+    return cfg.max_length > 8192 if g == "auto" else bool(g)
+
+
 def accumulation_steps(cfg: TrainConfig, world_size: int = 1) -> int:
     """Micro-batches per optimizer step on each of ``world_size`` processes: ``global_batch_size /
     (batch_size x world_size)`` when a global batch is set (the same steps on 1 or 8 GPUs), else
     ``grad_accum`` (default 1). Raises ValueError when the global batch does not divide."""
     if cfg.global_batch_size is None:
+        if cfg.max_tokens_per_micro_batch:
+            raise ValueError(
+                "train.max_tokens_per_micro_batch needs train.global_batch_size (sequences per step)"
+            )
         return cfg.grad_accum or 1
-    per_micro = cfg.batch_size * world_size
+    per_micro = _micro(cfg) * world_size
     accum, rest = divmod(cfg.global_batch_size, per_micro)
     if rest or accum < 1:
         raise ValueError(
@@ -80,14 +99,14 @@ def use_loss(model, requested: str) -> str:
 def n_optimizer_steps(n_examples: int, cfg: TrainConfig, world_size: int = 1) -> int:
     if cfg.max_steps:
         return int(cfg.max_steps)
-    per_step = cfg.batch_size * accumulation_steps(cfg, world_size) * world_size
+    per_step = _micro(cfg) * accumulation_steps(cfg, world_size) * world_size
     return max(1, math.ceil(cfg.epochs * n_examples / per_step))
 
 
 def train(
     model,
     tok,
-    examples: list[Example],
+    examples: list[Example] | list[Tokenized],
     cfg: TrainConfig,
     accelerator,
     log_metrics: Callable[[dict, int], None] = lambda m, s: None,
@@ -98,7 +117,8 @@ def train(
 ) -> TrainResult:
     """Train ``model`` on ``examples``; ``TrainResult.model`` is the prepared (wrapped) model to save.
 
-    ``seed`` orders the examples over epochs (the run's seed). With ``state_dir``, training
+    ``examples`` may come tokenised already (``batching.prepare``, as ``limo-exp run`` does to
+    check the data before loading the model). ``seed`` orders the examples over epochs (the run's seed). With ``state_dir``, training
     continues from the newest state saved there (for ``run_key``), and saves one every
     ``cfg.checkpoint_every`` steps, keeping ``cfg.keep_states``; losses restored from a state
     are passed to ``log_metrics`` again, so the run's history is whole."""
@@ -108,21 +128,12 @@ def train(
     from limo_exp.training import checkpoints
     from limo_exp.training.optim import make_optimizer
 
-    data = []
-    for e in examples:
-        t = tokenize_example(
-            e, tok, instruction=cfg.instruction, system_prompt=cfg.system_prompt, max_length=cfg.max_length
-        )
-        if t.n_target == 0:  # the prompt alone fills max_length: nothing of the solution is learned
-            log.warning("example %s has no target tokens within max_length=%d; dropped", e.id, cfg.max_length)
-            continue
-        data.append(t)
-    if not data:
-        raise ValueError(f"no example keeps a target token within train.max_length={cfg.max_length}")
+    data = examples if examples and isinstance(examples[0], Tokenized) else prepare(examples, tok, cfg)
     world, rank = accelerator.num_processes, accelerator.process_index
+    budget = cfg.max_tokens_per_micro_batch
     accum = accumulation_steps(cfg, world)
     steps = n_optimizer_steps(len(data), cfg, world)
-    if cfg.gradient_checkpointing:
+    if checkpointing(cfg):
         model.gradient_checkpointing_enable()
     low = sorted({str(p.dtype) for p in model.parameters() if p.requires_grad and p.dtype != torch.float32})
     if low and cfg.optimizer == "adamw":  # AdamW on 16-bit weights rounds small updates away
@@ -135,13 +146,15 @@ def train(
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps)
     # Accelerate marks the last micro-batch of each step as the one that syncs gradients (DDP
     # all-reduce, DeepSpeed's engine step) and divides every loss by grad_accum.
-    accelerator.gradient_accumulation_steps = accum
+    accelerator.gradient_accumulation_steps = 1 if budget else accum  # budget: rows vary, synced by hand
     accelerator.step = 0
     ds = getattr(accelerator.state, "deepspeed_plugin", None)
+    if ds is not None and budget:
+        raise ValueError("train.max_tokens_per_micro_batch is not supported with DeepSpeed: use FSDP or DDP")
     if ds is not None:  # no dataloader is prepared, so DeepSpeed learns the micro-batch size here
         ds.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.batch_size
     model, opt = accelerator.prepare(model, opt)
-    if accelerator.gradient_accumulation_steps != accum:
+    if accelerator.gradient_accumulation_steps != (1 if budget else accum):
         raise ValueError(
             f"train.grad_accum={accum} but the Accelerate/DeepSpeed config says "
             f"{accelerator.gradient_accumulation_steps}: remove gradient_accumulation_steps from the accelerate config"
@@ -151,8 +164,8 @@ def train(
     # A seeded order over epochs; each rank takes its own interleaved share of every step.
     rng = random.Random(seed)
     order: list[int] = []
-    micro = cfg.batch_size
-    per_step = accum * micro * world
+    micro = _micro(cfg)
+    per_step = accum * micro * world  # sequences per optimizer step
     while len(order) < steps * per_step:
         epoch = list(range(len(data)))
         rng.shuffle(epoch)
@@ -165,28 +178,39 @@ def train(
         path, done = found
         accelerator.load_state(str(path))  # model, optimizer, scheduler, RNG
         result.losses, result.steps, earlier = list(done.losses), done.step, done.seconds
-        result.target_tokens, result.seen_tokens, result.resumed_from = (
+        result.target_tokens, result.seen_tokens, result.real_tokens = (
             done.target_tokens,
             done.seen_tokens,
-            str(path),
+            done.real_tokens,
         )
+        result.resumed_from = str(path)
         log.info("resuming from %s (step %d of %d)", path, done.step, steps)
         for i, old in enumerate(done.losses):
             log_metrics({"train/loss": old}, i + 1)
     start = time.perf_counter()
     for step in range(result.steps, steps):
-        mine = order[step * per_step : (step + 1) * per_step][rank::world]
-        batches = [[data[i] for i in mine[j : j + micro]] for j in range(0, len(mine), micro)]
-        n_local = torch.tensor(float(sum(t.n_target for b in batches for t in b)), device=accelerator.device)
+        mine = [data[i] for i in order[step * per_step : (step + 1) * per_step][rank::world]]
+        if budget:  # rows of at most `budget` tokens, the fullest first
+            batches = [
+                [mine[i] for i in row]
+                for row in best_fit_decreasing([len(t.input_ids) for t in mine], budget)
+            ]
+        else:
+            batches = [mine[j : j + micro] for j in range(0, len(mine), micro)]
+        n_local = torch.tensor(float(sum(t.n_target for t in mine)), device=accelerator.device)
         n_global = accelerator.reduce(n_local, reduction="sum").item()
         # HF's loss is sum / num_items_in_batch: dividing by n_global / (world * grad_accum) undoes
         # Accelerate's / grad_accum and DDP's mean over ranks, leaving sum / n_global for the step.
-        scale = n_global / (world * accum)
-        loss_sum, seen = 0.0, 0
-        for batch in batches:
-            tensors = pack(batch) if cfg.packing else collate(batch, tok.pad_token_id)
+        scale = n_global / (world * (1 if budget else accum))
+        loss_sum, seen, real = 0.0, 0, sum(len(t.input_ids) for t in mine)
+        for j, batch in enumerate(batches):
+            tensors = pack(batch) if cfg.packing or budget else collate(batch, tok.pad_token_id)
             tensors = {name: t.to(accelerator.device) for name, t in tensors.items()}
-            with accelerator.accumulate(model):
+            if budget:  # gradients are reduced across ranks once, at each rank's last row
+                sync = contextlib.nullcontext() if j == len(batches) - 1 else accelerator.no_sync(model)
+            else:
+                sync = accelerator.accumulate(model)
+            with sync:
                 out = model(**tensors, use_cache=False, num_items_in_batch=scale)
                 accelerator.backward(out.loss)
             loss_sum += out.loss.detach().float().item() * scale
@@ -196,18 +220,21 @@ def train(
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        sums = torch.tensor([loss_sum, float(seen)], dtype=torch.float64, device=accelerator.device)
-        total, seen_all = accelerator.reduce(sums, reduction="sum").tolist()
+        sums = torch.tensor([loss_sum, seen, real], dtype=torch.float64, device=accelerator.device)
+        total, seen_all, real_all = accelerator.reduce(sums, reduction="sum").tolist()
         loss = total / n_global
         result.losses.append(loss)
         result.steps += 1
         result.target_tokens += int(n_global)
         result.seen_tokens += int(seen_all)
+        result.real_tokens += int(real_all)
         log_metrics({"train/loss": loss, "train/lr": sched.get_last_lr()[0]}, step + 1)
         every = cfg.checkpoint_every if state_dir is not None else None
         if every and result.steps % every == 0 and result.steps < steps:  # the last: the saved model
             r, seconds = result, earlier + time.perf_counter() - start
-            done = checkpoints.Progress(run_key, r.steps, r.losses, r.target_tokens, r.seen_tokens, seconds)
+            done = checkpoints.Progress(
+                run_key, r.steps, r.losses, r.target_tokens, r.seen_tokens, seconds, r.real_tokens
+            )
             checkpoints.save(accelerator, state_dir, done, cfg.keep_states)
     result.seconds = earlier + time.perf_counter() - start
     return result

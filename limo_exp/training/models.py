@@ -215,9 +215,9 @@ def load_for_training(path_or_id: str, model: ModelConfig, train: TrainConfig):
     return net, tok
 
 
-def load(path_or_id: str, *, dtype: str = "auto", attn: str = "auto", trust_remote_code: bool = False):
-    """Load model and tokenizer; the tokenizer gets a pad token if it has none."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(path_or_id: str, trust_remote_code: bool = False):
+    """The model's tokenizer, with a pad token (EOS when it has none) and its chat template."""
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(path_or_id, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
@@ -226,6 +226,14 @@ def load(path_or_id: str, *, dtype: str = "auto", attn: str = "auto", trust_remo
         raise ValueError(
             f"{path_or_id}: the tokenizer has no chat template; limo-exp trains on the model's own template"
         )
+    return tok
+
+
+def load(path_or_id: str, *, dtype: str = "auto", attn: str = "auto", trust_remote_code: bool = False):
+    """Load model and tokenizer (``load_tokenizer``)."""
+    from transformers import AutoModelForCausalLM
+
+    tok = load_tokenizer(path_or_id, trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
         path_or_id,
         dtype=torch_dtype(dtype),
