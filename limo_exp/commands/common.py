@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -23,6 +24,19 @@ def parse(cfg: DictConfig) -> RunSpec:
     spec = RunSpec.parse(OmegaConf.to_container(cfg, resolve=True))
     registry.check_tasks(spec.config.eval.tasks)
     return spec
+
+
+def command(app: Callable[[DictConfig], object]) -> Callable[[], None]:
+    """The console entry of a command: ``app(cfg)`` as a Hydra app over conf/ (every override and
+    ``--multirun`` work the same for all commands), a config error ending it in one line."""
+    import hydra
+
+    from limo_exp import CONF_DIR
+
+    hydra_app = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")(
+        config_errors_as_exit(app)
+    )
+    return lambda: hydra_app()
 
 
 def config_errors_as_exit(app):

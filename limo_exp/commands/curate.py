@@ -9,11 +9,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
-from limo_exp import CONF_DIR
-from limo_exp.commands.common import config_errors_as_exit, hydra_output_dir, parse
+from limo_exp.commands.common import command, hydra_output_dir, parse
 
 
 def run_curate(cfg: DictConfig) -> dict[str, Any]:
@@ -54,11 +52,4 @@ def run_curate(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-@config_errors_as_exit
-def _hydra_main(cfg: DictConfig) -> None:
-    run_curate(cfg)
-
-
-def main() -> None:
-    _hydra_main()
+main = command(run_curate)

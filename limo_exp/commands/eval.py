@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from limo_exp import CONF_DIR
-from limo_exp.commands.common import already_done, config_errors_as_exit, eval_options, parse, print_metrics
+from limo_exp.commands.common import already_done, command, eval_options, parse, print_metrics
 from limo_exp.config import EVAL_ONLY_GROUPS
 from limo_exp.tracking import run_log
 from limo_exp.tracking.tracker import make_tracker
@@ -41,11 +39,4 @@ def run_eval(cfg: DictConfig) -> dict:
     return {"run_key": key, "run_id": tracker.run_id, "skipped": False, "metrics": ev.metrics}
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-@config_errors_as_exit
-def _hydra_main(cfg: DictConfig) -> None:
-    run_eval(cfg)
-
-
-def main() -> None:
-    _hydra_main()
+main = command(run_eval)

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from limo_exp import CONF_DIR
-from limo_exp.commands.common import config_errors_as_exit, parse
+from limo_exp.commands.common import command, parse
 
 
 def run_report(cfg: DictConfig) -> dict:
@@ -33,11 +31,4 @@ def run_report(cfg: DictConfig) -> dict:
     return out
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-@config_errors_as_exit
-def _hydra_main(cfg: DictConfig) -> None:
-    run_report(cfg)
-
-
-def main() -> None:
-    _hydra_main()
+main = command(run_report)

@@ -15,13 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from limo_exp import CONF_DIR
 from limo_exp.commands.common import (
     already_done,
-    config_errors_as_exit,
+    command,
     eval_options,
     fail_sweep,
     hydra_output_dir,
@@ -152,9 +150,7 @@ def _terminated(signum, frame):  # SIGTERM (SLURM time limits, preemption, `time
     sys.exit(128 + signum)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-@config_errors_as_exit
-def _hydra_main(cfg: DictConfig) -> float | None:
+def _run_and_print(cfg: DictConfig) -> float | None:
     signal.signal(signal.SIGTERM, _terminated)  # the MLflow run ends KILLED, the state stays for a relaunch
     try:
         out = run(cfg)
@@ -174,5 +170,4 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     return acc[0] if acc else None
 
 
-def main() -> None:
-    _hydra_main()
+main = command(_run_and_print)
