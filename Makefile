@@ -27,10 +27,12 @@ test: venv
 	$(BIN)/python -m pytest -q
 
 bench: venv
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python bench/bench_curation.py
 	$(BIN)/python bench/bench_grading.py
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_loss.py
+	$(BIN)/python bench/bench_trl.py
 
 lint: venv
 	$(BIN)/ruff check limo_exp tests bench

@@ -1,0 +1,175 @@
+"""limo-exp's training loop against TRL's SFTTrainer on the same work, side by side in one process.
+
+    pip install -e '.[bench]'   # trl
+    python bench/bench_trl.py [--examples 64] [--batch 8] [--repeats 2] [--pool-dir ../shared/data/pools]
+
+Same random-init model (Qwen2 shape, SmolLM2's tokenizer and vocabulary), same MATH-train
+examples tokenised once by limo-exp (loss on the assistant's tokens only; TRL gets them as
+input_ids + completion_mask), same order (TRL with a sequential sampler over limo-exp's seeded
+order), same global batch, lr, cosine schedule, AdamW and clipping, fp32. limo-exp: packed
+token-budget rows and the target-only loss; TRL: padding-free. Runs alternate after a warm-up;
+reports real (example) tokens/s per side, their ratio, and the largest difference between the
+two loss curves. Writes results/bench/trl.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import random
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--examples", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=8, help="sequences per optimizer step (both sides)")
+    ap.add_argument("--max-length", type=int, default=1024)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--pool-dir", default=str(REPO.parent / "shared" / "data" / "pools"))
+    ap.add_argument("--cache-dir", default=os.environ.get("LIMO_CACHE_DIR", str(REPO / "outputs" / "cache")))
+    ap.add_argument("--out", default=str(REPO / "results" / "bench" / "trl.json"))
+    args = ap.parse_args()
+
+    import torch
+    import trl
+    from accelerate import Accelerator
+    from datasets import Dataset
+    from omegaconf import OmegaConf
+    from torch.utils.data import SequentialSampler
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from limo_exp.config import LIMO_INSTRUCTION, ModelConfig, TrainConfig
+    from limo_exp.data.pools import load_pool
+    from limo_exp.data.records import Example
+    from limo_exp.training import models
+    from limo_exp.training.batching import prepare
+    from limo_exp.training.loop import train
+
+    smol = ModelConfig.from_dict(
+        OmegaConf.to_container(OmegaConf.load(REPO / "conf/model/smollm2_135m_instruct.yaml"))
+    )
+    tok = models.load_tokenizer(models.resolve(smol, args.cache_dir))
+    pool = load_pool("math_train", data_dir=args.pool_dir, n=args.examples)
+    examples = [Example(r.id, r.problem, r.solutions[0].text, r.answer, "human") for r in pool]
+    steps = len(examples) // args.batch
+    cfg = TrainConfig(
+        lr=1e-5,
+        max_steps=steps,
+        global_batch_size=args.batch,
+        max_tokens_per_micro_batch=args.batch * args.max_length,
+        max_length=args.max_length,
+        instruction=LIMO_INSTRUCTION,
+    )
+    data = prepare(examples, tok, cfg)
+    order = list(range(len(data)))
+    random.Random(0).shuffle(order)  # limo-exp's first epoch order for seed 0
+    real = sum(len(data[i].input_ids) for i in order[: steps * args.batch])
+
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=256,
+        intermediate_size=768,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+    )
+    init = Qwen2ForCausalLM(config)
+    n_params = sum(p.numel() for p in init.parameters())
+    rows = [
+        {"input_ids": data[i].input_ids, "completion_mask": [int(x != -100) for x in data[i].labels]}
+        for i in order
+    ]
+
+    class InOrder(trl.SFTTrainer):
+        def _get_train_sampler(self, *a, **k):
+            return SequentialSampler(self.train_dataset)
+
+    def run_ours(max_steps: int):
+        model = copy.deepcopy(init)
+        t = time.perf_counter()
+        res = train(
+            model,
+            tok,
+            data,
+            TrainConfig(**{**cfg.to_dict(), "max_steps": max_steps, "lora": None}),
+            Accelerator(cpu=True),
+        )
+        return time.perf_counter() - t, res.losses
+
+    def run_trl(max_steps: int):
+        with tempfile.TemporaryDirectory() as out:
+            sft = trl.SFTConfig(
+                output_dir=out,
+                per_device_train_batch_size=args.batch,
+                gradient_accumulation_steps=1,
+                max_steps=max_steps,
+                learning_rate=cfg.lr,
+                lr_scheduler_type="cosine",
+                warmup_steps=0,
+                weight_decay=0.0,
+                max_grad_norm=1.0,
+                max_length=None,  # the inputs are truncated to --max-length already (limo-exp's tokenisation)
+                padding_free=True,
+                completion_only_loss=True,
+                logging_steps=1,
+                report_to="none",
+                save_strategy="no",
+                use_cpu=True,
+                bf16=False,
+                seed=0,
+                dataloader_num_workers=0,
+            )
+            trainer = InOrder(
+                model=copy.deepcopy(init),
+                args=sft,
+                train_dataset=Dataset.from_list(rows),
+                processing_class=tok,
+            )
+            t = time.perf_counter()
+            trainer.train()
+            seconds = time.perf_counter() - t
+        return seconds, [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+    run_ours(1), run_trl(1)  # warm-up
+    times: dict[str, list[float]] = {"limo_exp": [], "trl": []}
+    curves = {}
+    for _ in range(args.repeats):  # interleaved
+        for side, fn in (("limo_exp", run_ours), ("trl", run_trl)):
+            seconds, losses = fn(steps)
+            times[side].append(seconds)
+            curves[side] = losses
+    tps = {side: round(real / sorted(v)[len(v) // 2], 1) for side, v in times.items()}
+    result = {
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "trl_version": trl.__version__,
+        "model_params": n_params,
+        "examples": len(data),
+        "steps": steps,
+        "global_batch": args.batch,
+        "real_tokens_per_run": real,
+        "seconds": times,
+        "real_tokens_per_s_median": tps,
+        "speedup_limo_exp_over_trl": round(tps["limo_exp"] / tps["trl"], 2),
+        "losses": curves,
+        "max_loss_diff": max(abs(a - b) for a, b in zip(curves["limo_exp"], curves["trl"])),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
