@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # torch first, pinned: the CPU build on machines without CUDA (never a loose `torch` that pulls CUDA wheels).
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv demo test bench lint clean
+.PHONY: venv demo test bench bench-gpu lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ bench: venv
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_loss.py
 	$(BIN)/python bench/bench_trl.py
+
+bench-gpu: venv  # on a CUDA machine: the default full recipe at 1.5B x 16k tokens -> results/bench/gpu_train.json
+	$(BIN)/python bench/bench_gpu_train.py
 
 lint: venv
 	$(BIN)/ruff check limo_exp tests bench

@@ -58,3 +58,13 @@ def test_runs_frame_reads_kinds_including_older_stores(tmp_path):
     assert dict(df["data.n_samples"]) == {"new-run": 8, "old-run": 16, "new-eval": 0, "old-eval": 0}
     with pytest.raises(SystemExit, match="no MLflow experiment 'other'"):
         runs_frame(TrackingConfig(enabled=True, uri=uri, experiment="other"))
+
+
+def test_mfu_needs_a_known_device():
+    from limo_exp.tracking.run_log import model_flops_utilisation
+
+    # 1.5B parameters, 10,000 tokens/s on one H100: 6 * 1.5e9 * 1e4 / 989e12 = 9.1%
+    mfu = model_flops_utilisation(1_500_000_000, 100_000, 10.0, 1, "NVIDIA H100 80GB HBM3")
+    assert mfu == pytest.approx(0.0910, abs=1e-4)
+    assert model_flops_utilisation(1_500_000_000, 100_000, 10.0, 8, "NVIDIA H200") == pytest.approx(mfu / 8)
+    assert model_flops_utilisation(1_500_000_000, 100_000, 10.0, 1, "cpu") is None

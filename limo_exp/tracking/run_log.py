@@ -116,8 +116,35 @@ def log_training(
         "cost/device_hours": result.seconds * n_processes / 3600,
         "cost/train_flops_est": 6.0 * n_params * result.seen_tokens,
     }
+    mfu = model_flops_utilisation(n_params, result.real_tokens, result.seconds, n_processes, device_name())
+    if mfu is not None:
+        metrics["train/mfu"] = mfu
     tracker.log_metrics(metrics)
     return metrics
+
+
+# dense bf16 peak FLOP/s per device, from the vendors' data sheets (SXM parts)
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12}
+
+
+def device_name() -> str:
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def model_flops_utilisation(
+    n_params: int, real_tokens: int, seconds: float, n_processes: int, device: str
+) -> float | None:
+    """6 x params x example tokens per second over the devices' bf16 peak; None for an unknown
+    device (a CPU, or a GPU missing from PEAK_BF16_FLOPS). Attention FLOPs are not counted."""
+    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in device), None)
+    if peak is None or not seconds:
+        return None
+    return 6.0 * n_params * real_tokens / seconds / (peak * n_processes)
 
 
 def log_evaluation(
