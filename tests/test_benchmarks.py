@@ -42,6 +42,7 @@ def test_local_counts_and_first_item(name, count, first_id, first_answer):
     assert (items[0].id, items[0].answer) == (first_id, first_answer)
     assert all(i.task == name and i.problem and i.answers for i in items)
     assert all(isinstance(a, str) for i in items for a in i.answers)
+    assert len({i.canonical_id for i in items}) == count  # canonical ids tell every item apart
 
 
 @needs_eval_data
@@ -144,7 +145,7 @@ def test_hub_path_uses_dataset_ids(monkeypatch):
     calls = []
     fake_rows = {
         ("opencompass/AIME2025", "AIME2025-I"): [{"question": "Q1", "answer": "70"}],
-        ("opencompass/AIME2025", "AIME2025-II"): [{"question": "Q2", "answer": 468}],
+        ("opencompass/AIME2025", "AIME2025-II"): [{"question": "Q2", "answer": "336^\\circ"}],
         ("Maxwell-Jia/AIME_2024", None): [{"ID": "2024-I-1", "Problem": "P", "Solution": "S", "Answer": 204}],
         ("math-ai/amc23", None): [{"id": 0, "question": "Q", "answer": 27.0}],
         ("Hothan/OlympiadBench", "OE_TO_maths_en_COMP"): [
@@ -164,7 +165,10 @@ def test_hub_path_uses_dataset_ids(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
     aime25 = load_benchmark("aime25")
-    assert [(i.id, i.problem, i.answer) for i in aime25] == [("I-1", "Q1", "70"), ("II-1", "Q2", "468")]
+    assert [(i.id, i.problem, i.answer) for i in aime25] == [
+        ("I-1", "Q1", "70"),
+        ("II-1", "Q2", "336"),
+    ]  # the hub's "336^\\circ": degrees dropped
     assert calls == [
         ("opencompass/AIME2025", "AIME2025-I", "test"),
         ("opencompass/AIME2025", "AIME2025-II", "test"),
@@ -195,3 +199,80 @@ def test_group_member_without_local_file_is_skipped_and_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="limo_gpqa_diamond"):
         resolve_tasks(["limo_gpqa_diamond"], str(tmp_path))
     assert resolve_tasks(["limo_paper"], None)[1] == {}  # the hub: nothing skipped
+
+
+def _fake_hub(monkeypatch, tables: dict):
+    def load_dataset(path, name=None, split=None):
+        return tables[(path, name)]
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+
+
+@needs_eval_data
+def test_hub_and_local_aime24_are_the_same_benchmark(monkeypatch):
+    """The hub copy (Maxwell-Jia/AIME_2024): another order, ids like 2024-I-1, int answers without
+    zero padding. Same problems: same canonical ids and fingerprint; one problem edited: not."""
+    from limo_exp.data.fingerprints import item_set_difference
+
+    local = load_benchmark("aime24", EVAL_DIR)
+    rows = [json.loads(line) for line in (EVAL_DIR / "aime24.jsonl").read_text().splitlines() if line.strip()]
+    hub_rows = [
+        {
+            "ID": f"2024-{'I' if k < 15 else 'II'}-{k % 15 + 1}",
+            "Problem": r["problem"],
+            "Solution": "",
+            "Answer": int(r["answer"]),
+        }
+        for k, r in enumerate(reversed(rows))
+    ]
+    _fake_hub(monkeypatch, {("Maxwell-Jia/AIME_2024", None): hub_rows})
+    hub = load_benchmark("aime24")
+    assert [i.id for i in hub][:2] == ["2024-I-1", "2024-I-2"] and hub[0].id != local[0].id
+    assert sorted(i.canonical_id for i in hub) == sorted(i.canonical_id for i in local)
+    assert items_digest(hub) == items_digest(local)
+    assert item_set_difference(local, hub) == {"only_a": [], "only_b": [], "answer_differs": []}
+
+    hub_rows[0] = {**hub_rows[0], "Problem": hub_rows[0]["Problem"] + " (revised)"}  # a corrected problem
+    revised = load_benchmark("aime24")
+    assert items_digest(revised) != items_digest(local)
+    diff = item_set_difference(local, revised)
+    assert len(diff["only_a"]) == 1 and diff["only_b"] == ["2024-I-1"]
+
+
+@needs_eval_data
+def test_olympiadbench_674_on_the_hub_against_675_local(monkeypatch):
+    from limo_exp.data.fingerprints import item_set_difference
+
+    rows = [
+        json.loads(line)
+        for line in (EVAL_DIR / "olympiadbench.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
+    hub_rows = [
+        {**r, "final_answer": [str(a) for a in r["final_answer"]]} for r in rows if r["id"] != rows[100]["id"]
+    ]
+    _fake_hub(monkeypatch, {("Hothan/OlympiadBench", "OE_TO_maths_en_COMP"): hub_rows})
+    local, hub = load_benchmark("olympiadbench", EVAL_DIR), load_benchmark("olympiadbench")
+    assert (len(local), len(hub)) == (675, 674)
+    assert item_set_difference(local, hub) == {
+        "only_a": [str(rows[100]["id"])],
+        "only_b": [],
+        "answer_differs": [],
+    }
+    assert items_digest(local) != items_digest(hub)
+
+
+def test_gold_answers_are_normalised_whatever_the_source():
+    assert [
+        normalize_answer(v) for v in ("336^\\circ", "336^{\\circ}", "90°", "025", "0", 27.0, "27.0", 204)
+    ] == [
+        "336",
+        "336",
+        "90",
+        "25",
+        "0",
+        "27",
+        "27",
+        "204",
+    ]
+    assert normalize_answer("\\frac{1}{2}") == "\\frac{1}{2}" and normalize_answer("0.5") == "0.5"

@@ -15,6 +15,7 @@ import csv
 import hashlib
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +51,20 @@ def _check(name: str) -> None:
 
 
 def normalize_answer(value: Any) -> str:
-    """Gold answers as strings: ``27.0`` (float or str) -> ``"27"``, ints as is, text stripped."""
+    """Gold answers as the same string whatever the source: ``27.0`` (float or str) -> ``"27"``,
+    ``"025"`` -> ``"25"`` (AIME's zero padding), ``336^\\circ`` / ``336°`` -> ``"336"``, text stripped."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    text = str(value).strip()
+    text = _DEGREES.sub("", str(value).strip()).strip()
     head, dot, tail = text.partition(".")
     if dot and tail and set(tail) == {"0"} and head.lstrip("-").isdigit():
         return head
+    if text.isdigit():
+        return str(int(text))
     return text
+
+
+_DEGREES = re.compile(r"\s*(?:\^\s*\{?\s*\\circ\s*\}?|°)$")
 
 
 def _get(row: dict, *keys: str, default: Any = None) -> Any:

@@ -38,6 +38,20 @@ def pool_fingerprint(records: list[Record]) -> str:
 
 
 def items_digest(items: list[BenchItem]) -> str:
-    """sha256 of the normalised benchmark items (works for hub and local sources alike)."""
-    blob = json.dumps([[i.id, i.problem, i.answers, i.choices] for i in items], ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    """sha256 of the benchmark's items by canonical identity (normalised problem text), gold answers
+    and options, in canonical order: the same items from the hub or a local file, in any order and
+    under any source ids, give the same digest; a changed problem or answer gives another."""
+    rows = sorted([i.canonical_id, i.answers, i.choices] for i in items)
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()
+
+
+def item_set_difference(a: list[BenchItem], b: list[BenchItem]) -> dict[str, list[str]]:
+    """What differs between two copies of a benchmark (say hub and local), by canonical identity:
+    the source ids of items only in ``a``, only in ``b``, and of items in both whose gold answers
+    differ (as ``a``'s id)."""
+    ka, kb = {i.canonical_id: i for i in a}, {i.canonical_id: i for i in b}
+    return {
+        "only_a": sorted(ka[k].id for k in ka.keys() - kb.keys()),
+        "only_b": sorted(kb[k].id for k in kb.keys() - ka.keys()),
+        "answer_differs": sorted(ka[k].id for k in ka.keys() & kb.keys() if ka[k].answers != kb[k].answers),
+    }

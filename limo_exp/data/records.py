@@ -79,15 +79,20 @@ class Example:
 class BenchItem:
     """One benchmark question, normalised across sources.
 
-    ``answers`` holds every part of the gold answer (OlympiadBench multi-answer
+    ``canonical_id`` is the same for the same problem from the hub or a local file; ``answers`` holds every part of the gold answer (OlympiadBench multi-answer
     problems have several; all must be matched). ``choices`` is set for
     multiple-choice items (GPQA), already shuffled, with ``answer`` the gold letter.
     """
 
     task: str
-    id: str
+    id: str  # the source's own id (hub and local files number items differently)
     problem: str
     answer: str
     answers: list[str] = field(default_factory=list)
     choices: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def canonical_id(self) -> str:
+        """The item's identity whatever the source: a hash of its normalised problem text."""
+        return problem_id(self.problem)
