@@ -197,3 +197,65 @@ def test_pool_yaml_matches_sources(name):
         src.file,
     )
     assert cfg["fields"] == dict(src.fields)
+
+
+def _openr1_rows():
+    """OpenR1-Math-220k rows in the hub's column types: generations and their flags are lists."""
+    cols = ["problem", "answer", "generations", "correctness_math_verify", "is_reasoning_complete", "source"]
+    cols += ["problem_type", "question_type"]
+    rows = [
+        {
+            "problem": "What is 3+4?",
+            "answer": "7",
+            "generations": [
+                "<think>3+4</think> \\boxed{7}",
+                "<think>3+4=8</think> \\boxed{8}",
+                "<think>3+4 is",
+            ],
+            "correctness_math_verify": [True, False, False],
+            "is_reasoning_complete": [True, True, False],
+            "source": "olympiads",
+            "problem_type": "Algebra",
+            "question_type": "math-word-problem",
+        },
+        {
+            "problem": "What is 2+2?",
+            "answer": "4",
+            "generations": ["<think>2+2</think> \\boxed{5}"],
+            "correctness_math_verify": [False],
+            "is_reasoning_complete": [True],
+            "source": "olympiads",
+            "problem_type": "Algebra",
+            "question_type": "math-word-problem",
+        },
+    ]
+
+    class FakeDS(list):
+        column_names: ClassVar[list[str]] = cols
+
+    return FakeDS(rows)
+
+
+def test_openr1_keeps_only_correct_and_complete_traces(monkeypatch):
+    from limo_exp.config import CurationConfig
+    from limo_exp.curation import curate
+
+    monkeypatch.setitem(
+        sys.modules, "datasets", types.SimpleNamespace(load_dataset=lambda *a, **k: _openr1_rows())
+    )
+    recs = load_pool("openr1_math")
+    assert [[s.text for s in r.solutions] for r in recs] == [["<think>3+4</think> \\boxed{7}"], []]
+    assert [r.meta["solutions_dropped"] for r in recs] == [2, 1]
+    off = {"verify": {"enabled": False}, "dedup": {"exact": False, "near": False}}
+    funnel = curate(recs, CurationConfig.from_dict(off | {"decontam": {"enabled": False}}), {}).funnel
+    assert funnel[0] == {"stage": "load", "in": 2, "out": 2, "solutions_dropped": 3}  # counted in the funnel
+
+    fields = dict(SOURCES["openr1_math"].fields) | {"keep_if": []}  # the option that keeps them all
+    assert [len(r.solutions) for r in load_pool("openr1_math", fields=fields)] == [3, 1]
+    bad = _openr1_rows()
+    bad[0]["is_reasoning_complete"] = [True]
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=lambda *a, **k: bad))
+    with pytest.raises(
+        PoolFormatError, match="keep_if column 'is_reasoning_complete' must be a list of 3 flags"
+    ):
+        load_pool("openr1_math")

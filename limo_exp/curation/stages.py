@@ -16,6 +16,7 @@ from limo_exp.curation.decontam import find_contamination
 from limo_exp.curation.dedup import exact_duplicates, near_duplicate_groups
 from limo_exp.curation.outputs import CuratedPool
 from limo_exp.data.fingerprints import pool_fingerprint
+from limo_exp.data.pools import DROPPED
 from limo_exp.data.records import BenchItem, Record, Solution
 
 
@@ -123,6 +124,8 @@ def score_quality(records: list[Record], levels: int) -> list[Record]:
 def curate(records: list[Record], cfg: CurationConfig, benchmarks: dict[str, list[BenchItem]]) -> CuratedPool:
     """Run the enabled stages in order; the funnel counts records into and out of each."""
     funnel: list[dict[str, Any]] = [{"stage": "load", "in": len(records), "out": len(records)}]
+    if any(DROPPED in r.meta for r in records):  # a keep_if filter of the pool (OpenR1's flags)
+        funnel[0]["solutions_dropped"] = sum(r.meta.get(DROPPED, 0) for r in records)
     contamination: list[dict] = []
 
     def step(stage: str, before: int, after: list[Record], **extra: Any) -> list[Record]:

@@ -45,6 +45,8 @@ SOURCES: dict[str, PoolSource] = {
             "answer": "answer",
             "solutions": {"long": "generations"},
             "meta": {"origin": "source", "problem_type": "problem_type", "question_type": "question_type"},
+            # R1 traces that math-verify judged correct and that finished their reasoning only
+            "keep_if": ["correctness_math_verify", "is_reasoning_complete"],
         },
     ),
     "numina_cot": PoolSource(

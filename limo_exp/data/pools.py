@@ -32,7 +32,8 @@ class PoolFormatError(ValueError):
 
 
 POOL_NAMES = tuple(SOURCES)
-FIELD_KEYS = ("problem", "answer", "solutions", "meta")
+FIELD_KEYS = ("problem", "answer", "solutions", "meta", "keep_if")
+DROPPED = "solutions_dropped"  # meta key: solutions a keep_if filter removed from the record
 
 
 def load_pool(
@@ -96,6 +97,7 @@ def _check_fields(fmap: dict[str, Any], name: str) -> dict[str, Any]:
         raise ValueError(f"pool {name!r}: fields.solutions must map solution kind -> column")  # noqa: TRY004
     fmap["solutions"] = {k: ([v] if isinstance(v, str) else list(v)) for k, v in sols.items()}
     fmap["meta"] = dict(fmap.get("meta") or {})
+    fmap["keep_if"] = list(fmap.get("keep_if") or [])
     fmap.setdefault("answer", None)
     return fmap
 
@@ -106,6 +108,7 @@ def _mapped_columns(fmap: Mapping[str, Any]) -> list[tuple[str, str]]:
         cols.append(("answer", fmap["answer"]))
     cols += [(f"solutions.{k}", c) for k, cs in fmap["solutions"].items() for c in cs]
     cols += [(f"meta.{k}", c) for k, c in fmap["meta"].items()]
+    cols += [(f"keep_if[{i}]", c) for i, c in enumerate(fmap["keep_if"])]
     return cols
 
 
@@ -190,12 +193,16 @@ def _to_record(row: dict, fmap: Mapping[str, Any], loc: str, source: str) -> Rec
     if not isinstance(problem, str) or not problem.strip():
         raise PoolFormatError(f"{loc}: problem must be a non-empty string, got {problem!r:.60}")
     solutions: list[Solution] = []
+    dropped = 0
     for kind, cols in fmap["solutions"].items():
         parts = [_texts(_get(row, f"solutions.{kind}", c, loc), f"solutions.{kind} ({c})", loc) for c in cols]
         if len(cols) == 1:
             texts = parts[0]
         else:  # several columns make one solution (e.g. thinking trajectory + final attempt)
             texts = ["\n\n".join(p[0] for p in parts if p)] if any(parts) else []
+        if fmap["keep_if"] and len(cols) == 1:  # per-solution flags, one list per column (OpenR1's)
+            texts = _kept(row, fmap["keep_if"], texts, loc)
+            dropped += len(parts[0]) - len(texts)
         solutions += [Solution(clean_solution(t), kind, source) for t in texts if t.strip()]
     answer: Any = None
     if fmap.get("answer"):
@@ -207,7 +214,20 @@ def _to_record(row: dict, fmap: Mapping[str, Any], loc: str, source: str) -> Rec
     meta = normalize_meta(
         {k: _get(row, f"meta.{k}", c, loc) for k, c in fmap["meta"].items()}, loc, PoolFormatError
     )
+    if fmap["keep_if"]:
+        meta[DROPPED] = dropped
     return Record.new(problem, _answer_str(answer), solutions, source=source, **meta)
+
+
+def _kept(row: dict, flag_cols: list[str], texts: list[str], loc: str) -> list[str]:
+    """The texts whose flags are all true in every ``keep_if`` column (lists aligned with the texts)."""
+    flags = [_get(row, "keep_if", c, loc) for c in flag_cols]
+    for c, f in zip(flag_cols, flags):
+        if not isinstance(f, list) or len(f) != len(texts):
+            raise PoolFormatError(
+                f"{loc}: keep_if column {c!r} must be a list of {len(texts)} flags, got {f!r:.60}"
+            )
+    return [t for i, t in enumerate(texts) if all(bool(f[i]) for f in flags)]
 
 
 def _answer_str(answer: Any) -> str:
