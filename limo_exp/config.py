@@ -26,7 +26,6 @@ NON_SEMANTIC = ("paths", "tracking", "hydra", "force", "study", "debug", "experi
 NON_SEMANTIC_LEAVES = ("eval.data_dir", "pool.data_dir", "train.checkpoint_every", "train.keep_states")
 NON_SEMANTIC_LEAVES += ("train.keep_states_at_end",)
 EVAL_ONLY_GROUPS = ("model", "eval", "seed")  # what an evaluation without training depends on
-# model.source -> the keys it needs
 MODEL_NEEDS = {"hub": ("hub_id",), "path": ("path",), "tiny_random": ("tiny",)}
 MODEL_NEEDS["gguf_wheel"] = ("wheel", "gguf_file")
 MODEL_SOURCES = tuple(MODEL_NEEDS)
@@ -49,6 +48,7 @@ class PoolConfig(Section):
     fields: dict[str, Any] | None = None  # column mapping: problem, answer, solutions, meta
     n: int | None = None  # keep the first n records (synthetic: generate n)
     seed: int = 0  # generator seed of the synthetic pool
+    revision: str | None = None  # hub commit, branch or tag to read (null: the default branch)
 
 
 @dataclass(frozen=True)
@@ -227,6 +227,7 @@ class EvalConfig(Section):
     gpqa_seed: int = 0  # seed of GPQA's option shuffle
     tensor_parallel_size: int = 1
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    revision: dict[str, str] | None = None  # benchmark -> hub commit, branch or tag (others: default)
 
     def __post_init__(self):
         one_of("eval.backend", self.backend, BACKENDS)

@@ -276,3 +276,41 @@ def test_gold_answers_are_normalised_whatever_the_source():
         "204",
     ]
     assert normalize_answer("\\frac{1}{2}") == "\\frac{1}{2}" and normalize_answer("0.5") == "0.5"
+
+
+def test_hub_loads_are_pinned_and_recorded(monkeypatch):
+    """eval.revision / pool.revision reach load_dataset; every hub load records its commit and rows."""
+    from limo_exp.config import EvalConfig, PoolConfig
+    from limo_exp.data import hub
+    from limo_exp.data.pools import load_pool_from_config
+    from limo_exp.evaluation.registry import benchmarks_for
+
+    calls = []
+
+    def load_dataset(path, name=None, split=None, **kw):
+        calls.append((path, kw.get("revision")))
+        if path == "GAIR/LIMO":
+            ds = types.SimpleNamespace(column_names=["question", "solution", "answer"])
+            rows = [{"question": "What is 3+4?", "solution": "\\boxed{7}", "answer": "7"}]
+            return type("FakeDS", (list,), {"column_names": ds.column_names})(rows)
+        return [{"id": 0, "question": "Q", "answer": "27"}, {"id": 1, "question": "R", "answer": "3"}]
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    monkeypatch.setattr(hub, "resolve_revision", lambda repo, rev: f"sha-of-{rev or 'main'}")
+    monkeypatch.setattr(hub, "_LOADED", {})
+    items = benchmarks_for(EvalConfig(tasks=["limo_amc23"], revision={"amc23": "v2"}))
+    assert len(items["amc23"]) == 2 and calls == [("math-ai/amc23", "v2")]
+    load_pool_from_config(PoolConfig(name="limo", revision="abc123"))
+    assert calls[-1] == ("GAIR/LIMO", "abc123")
+    assert hub.as_tags(hub.loaded()) == {
+        "limo.hub.math-ai/amc23/test": "sha-of-v2 rows=2",
+        "limo.hub.GAIR/LIMO/train": "sha-of-abc123 rows=1",
+    }
+    assert hub.resolve_revision.__name__ == "<lambda>"  # the real one asks the hub; offline it says so
+
+
+def test_revision_is_unresolved_offline(monkeypatch):
+    from limo_exp.data import hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub.resolve_revision("Maxwell-Jia/AIME_2024", "v1").endswith("(unresolved)")

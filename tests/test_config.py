@@ -110,13 +110,14 @@ def test_run_keys_are_pinned():
     History: the layout move (b6cb685) kept the keys of c63486f (7cde3bead8e8f963ae39, demo
     d662d7f1907d733c37bc); train.master_dtype / train.optimizer (fp32 master weights, which
     change GPU training), train.global_batch_size, train.loss_impl, the token-budget micro-batches
-    and gradient_checkpointing=auto gave new training keys; evaluation keys did not change."""
+    and gradient_checkpointing=auto gave new training keys; eval.revision and pool.revision (hub pins)
+    new keys for both. (Benchmark fingerprints also changed then: they hash canonical items.)"""
     from limo_exp.config import RunSpec
 
     spec = RunSpec.parse(resolved(["debug=fast"]))
-    assert spec.key("fp", "bench") == "ce4a2a414564568d87bf"
-    assert spec.eval_key("bench") == "615aa3facf2ce33e467f"
-    assert RunSpec.parse(resolved(["experiment=demo"])).key("fp", "bench") == "9f94be85e6f60faa2d92"
+    assert spec.key("fp", "bench") == "60c9261d4206a6555175"
+    assert spec.eval_key("bench") == "e766f26df7b9fd0c4240"
+    assert RunSpec.parse(resolved(["experiment=demo"])).key("fp", "bench") == "828a2473dcb4ade2328a"
 
 
 @pytest.mark.parametrize("group", GROUPS)

@@ -19,6 +19,7 @@ from limo_exp.tracking.tracker import make_tracker
 
 def run_eval(cfg: DictConfig) -> dict:
     from limo_exp import training
+    from limo_exp.data import hub
     from limo_exp.evaluation import registry
     from limo_exp.evaluation.evaluate import evaluate_to_dir
 
@@ -31,7 +32,8 @@ def run_eval(cfg: DictConfig) -> dict:
     if done is not None:
         return done
     out_dir = Path(c.paths.output_root) / "evals" / key
-    with tracker.run(f"eval-{c.model.name}", run_log.run_tags(key, "eval", **{"limo.base_model": base})):
+    tags = {"limo.base_model": base} | hub.as_tags(hub.loaded())  # hub benchmarks: commit, rows
+    with tracker.run(f"eval-{c.model.name}", run_log.run_tags(key, "eval", **tags)):
         tracker.log_params(spec.params(EVAL_ONLY_GROUPS))
         ev = evaluate_to_dir(base, c.eval, out_dir, **eval_options(c))
         run_log.log_evaluation(tracker, ev.metrics, ev.settings, ev.artifacts)

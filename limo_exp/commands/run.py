@@ -40,7 +40,7 @@ def run(cfg: DictConfig) -> dict:
     from accelerate.utils import broadcast_object_list, set_seed
 
     from limo_exp import training
-    from limo_exp.data import pools
+    from limo_exp.data import hub, pools
     from limo_exp.data.fingerprints import pool_fingerprint
     from limo_exp.evaluation import registry
     from limo_exp.evaluation.evaluate import evaluate_to_dir
@@ -70,6 +70,7 @@ def run(cfg: DictConfig) -> dict:
     name = f"{c.model.name}-{c.pool.name}-{c.quality.name}-n{c.data.n_samples}-s{c.seed}"
     tags = {"limo.pool_fingerprint": fingerprint, "limo.run_dir": str(run_dir)}
     tags["limo.hydra_output_dir"] = hydra_output_dir() or "none"
+    tags |= hub.as_tags(hub.loaded())  # the commit and row count of every hub data set read
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir if main_rank else None):
         earlier = tracker.close_unfinished(key)  # attempts that died: the lock says none is alive

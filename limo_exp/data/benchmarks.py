@@ -101,7 +101,9 @@ def file_hash(name: str, data_dir: str | Path) -> str:
     return h.hexdigest()
 
 
-def _rows(name: str, data_dir: str | Path | None) -> list[tuple[str | None, list[dict]]]:
+def _rows(
+    name: str, data_dir: str | Path | None, revision: str | None = None
+) -> list[tuple[str | None, list[dict]]]:
     """[(part, rows)]: one part per hub config / local file."""
     hub_id, parts, _ = SOURCES[name]
     if data_dir is not None:
@@ -114,9 +116,9 @@ def _rows(name: str, data_dir: str | Path | None) -> list[tuple[str | None, list
             if name == "aime25"
             else [(None, _read_local(paths[0]))]
         )
-    import datasets  # lazily: only when a hub benchmark is asked for
+    from limo_exp.data import hub  # datasets is imported only when a hub benchmark is asked for
 
-    return [(cfg, list(datasets.load_dataset(hub_id, cfg, split=split))) for cfg, split in parts]
+    return [(cfg, list(hub.load(hub_id, cfg, split, revision))) for cfg, split in parts]
 
 
 def _math_item(task: str, rid: Any, problem: str, answer: Any, **meta: Any) -> BenchItem:
@@ -185,8 +187,9 @@ def load_benchmark(
     gpqa_seed: int = EvalConfig.gpqa_seed,
     synthetic_n: int = SyntheticConfig.n,
     synthetic_seed: int = SyntheticConfig.seed,
+    revision: str | None = None,
 ) -> list[BenchItem]:
-    """Load a benchmark by name (hub id by default; ``data_dir``: local files)."""
+    """Load a benchmark by name (hub id by default, at ``revision`` when given; ``data_dir``: local files)."""
     _check(name)
     if name == "synthetic":
         from limo_exp.data.synthetic import make_eval_set
@@ -196,7 +199,7 @@ def load_benchmark(
             for d in make_eval_set(synthetic_n, synthetic_seed)
         ]
     items: list[BenchItem] = []
-    for part, rows in _rows(name, data_dir):
+    for part, rows in _rows(name, data_dir, revision):
         for i, row in enumerate(rows):
             if name == "olympiadbench":
                 items.append(_olympiad_item(row))

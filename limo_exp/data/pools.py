@@ -47,6 +47,7 @@ def load_pool(
     fields: Mapping[str, Any] | None = None,
     n: int | None = None,
     seed: int = 0,
+    revision: str | None = None,
 ) -> list[Record]:
     """Load pool ``name`` as Records. Unset arguments take the source's defaults (``SOURCES``).
 
@@ -66,7 +67,7 @@ def load_pool(
     if path is not None:
         rows = _iter_local(path)
     elif hub:
-        rows = _iter_hub(hub, hub_config if hub_id else (hub_config or src.hub_config), split, fmap)
+        rows = _iter_hub(hub, hub_config if hub_id else (hub_config or src.hub_config), split, fmap, revision)
     else:
         raise ValueError(f"pool {name!r} has no hub copy: set data_dir or file")
     out: list[Record] = []
@@ -156,10 +157,12 @@ def _iter_local(path: str) -> Iterator[tuple[str, dict]]:
             yield loc, row
 
 
-def _iter_hub(hub_id: str, hub_config: str | None, split: str, fmap: Mapping) -> Iterator[tuple[str, dict]]:
-    from datasets import load_dataset  # lazy: nothing is fetched at import time
+def _iter_hub(
+    hub_id: str, hub_config: str | None, split: str, fmap: Mapping, revision: str | None
+) -> Iterator[tuple[str, dict]]:
+    from limo_exp.data import hub  # lazy: nothing is fetched at import time
 
-    ds = load_dataset(hub_id, hub_config, split=split)
+    ds = hub.load(hub_id, hub_config, split, revision)
     present = list(ds.column_names)
     for key, col in _mapped_columns(fmap):
         if col not in present:

@@ -64,6 +64,7 @@ def evaluate(
         "instruction": suite.instruction,
         "synthetic_n": suite.synthetic.n,
         "synthetic_seed": suite.synthetic.seed,
+        "revision": dict(suite.revision or {}),
     }
     tm = TaskManager(include_path=str(registry.TASKS_DIR), include_defaults=False, metadata=metadata)
     registry.check_tasks(tasks, tm.task_index)  # a YAML that failed to load is missing from the index

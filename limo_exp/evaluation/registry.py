@@ -110,6 +110,7 @@ def benchmarks_for(suite: EvalConfig) -> dict[str, list[BenchItem]]:
             gpqa_seed=suite.gpqa_seed,
             synthetic_n=suite.synthetic.n,
             synthetic_seed=suite.synthetic.seed,
+            revision=(suite.revision or {}).get(benchmark_name(t)),
         )
         for t in leaves
     }

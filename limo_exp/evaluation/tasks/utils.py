@@ -42,7 +42,8 @@ def to_doc(item: BenchItem, instruction: str = DEFAULT_INSTRUCTION) -> dict:
 
 def docs_for(benchmark: str, **metadata) -> list[dict]:
     options = {k: int(metadata[k]) for k in ("gpqa_seed", "synthetic_n", "synthetic_seed") if k in metadata}
-    items = load_benchmark(benchmark, metadata.get("data_dir"), **options)
+    revision = (metadata.get("revision") or {}).get(benchmark)
+    items = load_benchmark(benchmark, metadata.get("data_dir"), revision=revision, **options)
     instruction = metadata.get("instruction")
     instruction = DEFAULT_INSTRUCTION if instruction is None else instruction
     return [to_doc(i, instruction) for i in items]

@@ -1,0 +1,53 @@
+"""Hub data sets: loaded by id (``datasets`` imported only then), pinned to a revision when one is
+given, and recorded: which commit and how many rows every hub load of this process read.
+
+    rows = load("Maxwell-Jia/AIME_2024", None, "train", revision=None)
+    loaded()   # [{"repo", "config", "split", "revision", "rows"}] for the run to log
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_LOADED: dict[tuple, dict[str, Any]] = {}
+
+
+def resolve_revision(repo: str, revision: str | None) -> str:
+    """The commit sha a revision (a branch, tag or sha; None: the default branch) points to, or
+    "unresolved" when the hub cannot be asked (offline)."""
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(repo, revision=revision).sha or "unresolved"
+    except Exception:  # offline, gated, or no huggingface_hub: record what was asked for
+        return f"{revision or 'default'} (unresolved)"
+
+
+def load(repo: str, config: str | None, split: str, revision: str | None = None):
+    """``datasets.load_dataset(repo, config, split=split[, revision=...])``, recorded in ``loaded()``."""
+    import datasets
+
+    kw = {"revision": revision} if revision else {}
+    ds = datasets.load_dataset(repo, config, split=split, **kw)
+    _LOADED[(repo, config, split)] = {
+        "repo": repo,
+        "config": config,
+        "split": split,
+        "revision": resolve_revision(repo, revision),
+        "rows": len(ds),
+    }
+    return ds
+
+
+def loaded() -> list[dict[str, Any]]:
+    """Every hub data set this process loaded, with its commit and row count."""
+    return list(_LOADED.values())
+
+
+def as_tags(entries: list[dict[str, Any]]) -> dict[str, str]:
+    """``limo.hub.<repo>[/<config>]/<split>`` -> ``<sha> rows=<n>``: what a run logs."""
+    out = {}
+    for e in entries:
+        name = "/".join(x for x in (e["repo"], e["config"], e["split"]) if x)
+        out[f"limo.hub.{name}"] = f"{e['revision']} rows={e['rows']}"
+    return out
