@@ -7,11 +7,13 @@ given, and recorded: which commit and how many rows every hub load of this proce
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 _LOADED: dict[tuple, dict[str, Any]] = {}
 
 
+@cache  # one question per repo and revision (AIME 2025's two configs share a repo)
 def resolve_revision(repo: str, revision: str | None) -> str:
     """The commit sha a revision (a branch, tag or sha; None: the default branch) points to, or
     "unresolved" when the hub cannot be asked (offline)."""

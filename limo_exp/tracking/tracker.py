@@ -10,14 +10,11 @@ Runs come back as plain ``TrackedRun`` records, never as MLflow objects.
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from limo_exp.config import TrackingConfig
 from limo_exp.tracking.names import RUN_KEY_TAG, metric_name
@@ -71,7 +68,6 @@ class NullTracker:
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
-    def log_json(self, obj: Any, name: str) -> None: ...
     def log_dataset(self, rows: list[dict], name: str, digest: str, context: str) -> None: ...
 
 
@@ -177,12 +173,6 @@ class Tracker(NullTracker):
             self.client.log_artifacts(self.run_id, str(path), artifact_path)
         else:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
-
-    def log_json(self, obj: Any, name: str) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            p = Path(tmp) / name
-            p.write_text(json.dumps(obj, indent=2, default=str))
-            self.log_artifact(p)
 
     def log_dataset(self, rows: list[dict], name: str, digest: str, context: str) -> None:
         """``mlflow.log_input``: the pool and the selected subset, with their digests."""
