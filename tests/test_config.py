@@ -70,7 +70,7 @@ def resolved(overrides: list[str]) -> dict:
 
 
 def test_run_key_ignores_paths_and_tracking():
-    from limo_exp.config import run_key
+    from limo_exp.identity import run_key
 
     a = resolved(["paths.output_root=/tmp/a"])
     b = resolved(["paths.output_root=/tmp/b", "tracking=disabled", "force=true"])
@@ -112,7 +112,7 @@ def test_run_keys_are_pinned():
     change GPU training), train.global_batch_size, train.loss_impl, the token-budget micro-batches
     and gradient_checkpointing=auto gave new training keys; eval.revision and pool.revision (hub pins)
     new keys for both. (Benchmark fingerprints also changed then: they hash canonical items.)"""
-    from limo_exp.config import RunSpec
+    from limo_exp.identity import RunSpec
 
     spec = RunSpec.parse(resolved(["debug=fast"]))
     assert spec.key("fp", "bench") == "60c9261d4206a6555175"
@@ -122,7 +122,7 @@ def test_run_keys_are_pinned():
 
 @pytest.mark.parametrize("group", GROUPS)
 def test_every_option_parses_into_the_schema(group):
-    from limo_exp.config import RunSpec
+    from limo_exp.identity import RunSpec
 
     for opt in options(group):
         RunSpec.parse(
@@ -153,7 +153,8 @@ def test_every_option_parses_into_the_schema(group):
     ],
 )
 def test_bad_config_names_the_key(override, message):
-    from limo_exp.config import ConfigError, RunSpec
+    from limo_exp.config import ConfigError
+    from limo_exp.identity import RunSpec
 
     with pytest.raises(ConfigError, match=message):
         RunSpec.parse(resolved([override]))

@@ -14,6 +14,7 @@ PKG = Path(__file__).resolve().parents[1] / "limo_exp"
 LAYERS = {
     "config": 0,
     "typed": 0,
+    "identity": 0,
     "data": 0,
     "curation": 1,
     "selection": 1,

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from limo_exp.config import flatten
 from limo_exp.tracking.names import metric_name
 from limo_exp.tracking.tracker import NullTracker, Tracker
+from limo_exp.typed import flatten
 
 
 def test_metric_names_mlflow_accepts():

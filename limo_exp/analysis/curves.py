@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from limo_exp.config import is_semantic
+from limo_exp.identity import is_semantic
 
 
 def setting_columns(df) -> list[str]:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from limo_exp.config import Config, ConfigError, RunSpec, TrackingConfig
+from limo_exp.config import Config, ConfigError, TrackingConfig
 from limo_exp.evaluation import registry
+from limo_exp.identity import RunSpec
 from limo_exp.tracking.tracker import NullTracker, fail_parent
 
 log = logging.getLogger("limo_exp")

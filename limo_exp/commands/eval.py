@@ -12,7 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from limo_exp.commands.common import already_done, command, eval_options, parse, print_metrics
-from limo_exp.config import EVAL_ONLY_GROUPS
+from limo_exp.identity import EVAL_ONLY_GROUPS
 from limo_exp.tracking import run_log
 from limo_exp.tracking.tracker import make_tracker
 

@@ -1,0 +1,75 @@
+"""Run identity: ``RunSpec`` (a parsed config and the resolved mapping it came from) and
+``run_key``, the hash of the *semantic* part of the resolved config (all but paths, tracking, the
+launcher and ``force``) with the pool's and the benchmarks' content. It is computed on the config
+as composed, not on the dataclasses, so a default added to ``limo_exp.config`` never changes a key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from limo_exp.config import Config
+from limo_exp.typed import flatten
+
+NON_SEMANTIC = ("paths", "tracking", "hydra", "force", "study", "debug", "experiment")
+# nor where the pool and benchmarks are read from (their content is in the key), nor when states are saved
+NON_SEMANTIC_LEAVES = ("eval.data_dir", "pool.data_dir", "train.checkpoint_every", "train.keep_states")
+NON_SEMANTIC_LEAVES += ("train.keep_states_at_end",)
+EVAL_ONLY_GROUPS = ("model", "eval", "seed")  # what an evaluation without training depends on
+
+
+def is_semantic(flat_key: str) -> bool:
+    """Does a flattened config key (an MLflow param such as ``train.lr``) change what a run computes?"""
+    return flat_key.split(".")[0] not in NON_SEMANTIC and flat_key not in NON_SEMANTIC_LEAVES
+
+
+def semantic_config(resolved: Mapping[str, Any]) -> dict:
+    d = json.loads(json.dumps(dict(resolved), default=str))  # a deep copy
+    for key in NON_SEMANTIC:
+        d.pop(key, None)
+    for leaf in NON_SEMANTIC_LEAVES:
+        group, key = leaf.split(".")
+        if isinstance(d.get(group), dict):
+            d[group].pop(key, None)
+    return d
+
+
+def run_key(resolved: Mapping[str, Any], pool_fingerprint: str, benchmarks_fingerprint: str = "") -> str:
+    """Hash of the semantic config, the pool's content and the benchmarks' content."""
+    blob = json.dumps(
+        {"config": semantic_config(resolved), "pool": pool_fingerprint, "benchmarks": benchmarks_fingerprint},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+@dataclass
+class RunSpec:
+    """A parsed, checked config (``config``) and the resolved mapping it came from (``resolved``)."""
+
+    config: Config
+    resolved: dict[str, Any]
+
+    @classmethod
+    def parse(cls, resolved: Mapping[str, Any]) -> RunSpec:
+        resolved = {k: v for k, v in resolved.items() if k != "hydra"}
+        return cls(Config.from_dict(resolved, ""), resolved)
+
+    def key(self, pool_fingerprint: str, benchmarks_fingerprint: str) -> str:
+        """The run key of training on this config (``limo-exp run``)."""
+        return run_key(self.resolved, pool_fingerprint, benchmarks_fingerprint)
+
+    def eval_key(self, benchmarks_fingerprint: str) -> str:
+        """The run key of evaluating the base model alone (``limo-exp eval``): model, eval, seed."""
+        only = {k: self.resolved[k] for k in EVAL_ONLY_GROUPS if k in self.resolved}
+        return run_key(only, "eval-only", benchmarks_fingerprint)
+
+    def params(self, groups: tuple[str, ...] | None = None) -> dict[str, str]:
+        """The flattened config as MLflow params (all groups, or ``groups`` only)."""
+        d = self.resolved if groups is None else {k: self.resolved[k] for k in groups if k in self.resolved}
+        return flatten(d)
