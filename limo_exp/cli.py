@@ -13,6 +13,7 @@ COMMANDS = {
     "curate": "limo_exp.commands.curate:main",
     "eval": "limo_exp.commands.eval:main",
     "report": "limo_exp.commands.report:main",
+    "compare": "limo_exp.commands.compare:main",
 }
 
 USAGE = f"""usage: limo-exp {{{",".join(COMMANDS)}}} [hydra overrides] [--multirun]
@@ -23,6 +24,7 @@ USAGE = f"""usage: limo-exp {{{",".join(COMMANDS)}}} [hydra overrides] [--multir
   limo-exp eval model=tiny_random eval=limo_paper eval.data_dir=../shared/data/eval eval.limit=2
   limo-exp eval model=outputs/runs/<run_key>/checkpoint eval=limo_paper
   limo-exp report experiment=demo
+  limo-exp compare <run A> <run B> experiment=demo      (run ids, run keys or "param=value;param=value")
 """
 
 
@@ -40,6 +42,20 @@ def checkpoint_overrides(args: list[str]) -> list[str]:
     return out
 
 
+def hydra_quote(value: str) -> str:
+    """A value as a quoted Hydra override value: commas, spaces and = stay one string."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def compare_overrides(args: list[str]) -> list[str]:
+    """``compare A B overrides...`` -> ``report.a='A' report.b='B' overrides...``: the first two
+    arguments are always the sides (a selector such as ``quality.name=long`` looks like an override)."""
+    if len(args) < 2 or any(a.startswith("-") for a in args[:2]):
+        print(USAGE, file=sys.stderr)
+        raise SystemExit("limo-exp compare needs two runs: limo-exp compare A B [overrides]")
+    return [f"report.{k}={hydra_quote(v)}" for k, v in zip("ab", args[:2])] + args[2:]
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
@@ -51,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     module, func = COMMANDS[argv[0]].split(":")
     import importlib
 
-    sys.argv = [f"limo-exp {argv[0]}"] + checkpoint_overrides(argv[1:])
+    rest = compare_overrides(argv[1:]) if argv[0] == "compare" else argv[1:]
+    sys.argv = [f"limo-exp {argv[0]}"] + checkpoint_overrides(rest)
     getattr(importlib.import_module(module), func)()
 
 

@@ -225,6 +225,26 @@ class EvalConfig(Section):
 
 
 @dataclass
+class ReportConfig(Section):
+    """``report``: the statistics of ``limo-exp report`` and ``limo-exp compare``."""
+
+    n_boot: int = 2000  # bootstrap resamples for every interval
+    fit_boot: int = 300  # resamples for the interval of a fitted curve's N at 95% of its plateau
+    level: float = 0.95  # interval coverage
+    seed: int = 0  # of every resampling
+    alpha: float = 0.05  # significance level of the paired tests (bold in tables, words in the report)
+    reported: list[str] = field(default_factory=list)  # published rows (analysis/published.yaml) to add
+    a: str | None = None  # limo-exp compare A B: a run id, a run key, or param=value[;param=value]
+    b: str | None = None
+
+    def __post_init__(self):
+        if not 0 < self.level < 1 or not 0 < self.alpha < 1:
+            raise ConfigError("report.level and report.alpha must be in (0, 1)")
+        if self.n_boot < 100 or self.fit_boot < 0:
+            raise ConfigError("report.n_boot must be >= 100 and report.fit_boot >= 0")
+
+
+@dataclass
 class TrackingConfig(Section):
     enabled: bool = False
     uri: str | None = None
@@ -251,6 +271,7 @@ class Config(Section):
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
     study: str = "default"

@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from limo_exp.config import TrackingConfig
+from limo_exp.config import ReportConfig, TrackingConfig
 
 
 def _client(cfg):
@@ -101,14 +101,17 @@ def test_eval_only_baseline_and_report(small_cfg, tmp_path):
     assert logged.tags["limo.kind"] == "eval"  # a baseline is a kind of run, not a fake N
     assert "model.name" in logged.params and "data.n_samples" not in logged.params
     assert {_client(cfg).get_run(r["run_id"]).data.tags["limo.kind"] for r in runs} == {"run"}
-    out = report(
-        TrackingConfig.from_dict(OmegaConf.to_container(cfg.tracking, resolve=True)), tmp_path / "results"
-    )
+    tracking = TrackingConfig.from_dict(OmegaConf.to_container(cfg.tracking, resolve=True))
+    out = report(tracking, ReportConfig(n_boot=200, fit_boot=0), tmp_path / "results", tmp_path / "cache")
     assert out["runs"] == 3
     assert out["curve"].exists() and out["curve"].stat().st_size > 10_000
     table = out["table"].read_text()
     for r in runs + [base]:
-        assert r["run_id"] in table  # every row traces back to its MLflow run
+        assert r["run_id"] in table and r["run_id"] in out["report"].read_text()  # rows trace to MLflow runs
+    # every graded sample logged by the pipeline is read back, per problem, by canonical id
+    rows = {r.n: r for r in out["rows"]}
+    assert rows[0].cells["limo_synthetic"].mean == base["metrics"]["eval/limo_synthetic/exact_match"]
+    assert "2 value(s) of N: no fit" in out["report"].read_text()  # a 2-point curve is not fitted
     assert sorted(out["frame"]["data.n_samples"]) == [0, 4, 8]  # the baseline is N = 0
     assert sorted(out["frame"]["kind"]) == ["eval", "run", "run"]
 
@@ -140,7 +143,7 @@ def test_run_trains_on_a_curated_real_pool(small_cfg, shared_data):
 def test_report_never_averages_different_settings():
     import pandas as pd
 
-    from limo_exp.analysis.curves import setting_columns
+    from limo_exp.analysis.study import setting_columns
 
     df = pd.DataFrame(
         {

@@ -1,25 +1,164 @@
-"""``report``: the MLflow runs of a study -> tidy DataFrame -> less-is-more curve, table and CSV."""
+"""``report``: a study's MLflow runs -> ``<results_dir>/<study>/``: report.md (figures, tables and
+in words what is and is not significant, every number with its run ids), curve.png/.pdf,
+bars.png/.pdf, table.md, table.tex, cost.md, runs.csv.
+
+    out = report(tracking, report_options, "results", cache_dir="outputs/cache")
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from limo_exp.analysis.curves import plot_curve
-from limo_exp.analysis.tables import write_table
-from limo_exp.config import TrackingConfig
-from limo_exp.tracking.runs import runs_frame
+from limo_exp.analysis import stats
+from limo_exp.analysis.cost import cost_markdown, cost_rows
+from limo_exp.analysis.curves import line_fits, plot_bars, plot_curves
+from limo_exp.analysis.study import Study, load_study
+from limo_exp.analysis.tables import (
+    Row,
+    latex,
+    mark_significant_best,
+    markdown,
+    measured_rows,
+    reported_rows,
+    short,
+)
+from limo_exp.config import ReportConfig, TrackingConfig
 
 
-def report(tracking: TrackingConfig, results_dir: str | Path) -> dict:
-    """Write ``<results_dir>/<study>/`` curve.png, table.md and runs.csv; return them and the frame."""
+def report(
+    tracking: TrackingConfig, opts: ReportConfig, results_dir: str | Path, cache_dir: str | Path
+) -> dict:
     out = Path(results_dir) / tracking.experiment
     out.mkdir(parents=True, exist_ok=True)
-    df = runs_frame(tracking)
-    df.to_csv(out / "runs.csv", index=False)
+    study = load_study(tracking, Path(cache_dir) / "samples")
+    tasks = study.tasks()
+    if not tasks:
+        raise SystemExit(
+            f"study {tracking.experiment!r} has runs but no graded samples (eval/samples_*.jsonl)"
+        )
+    study.frame.to_csv(out / "runs.csv", index=False)
+    rows = measured_rows(study, opts)
+    extra = reported_rows(opts.reported, tasks)  # a bad key fails here, before any figure is drawn
+    best = mark_significant_best(study, rows, opts)
+    caption = stats.method_note(opts.n_boot, opts.level, opts.seed)
+    table_caption = (
+        caption + f"; bold: best, and better than the runner-up under a paired test at p < {opts.alpha}"
+    )
+    (out / "table.md").write_text(markdown(rows + extra, tasks, table_caption))
+    (out / "table.tex").write_text(latex(rows + extra, tasks, table_caption, f"tab:{tracking.experiment}"))
+    fits = line_fits(study, opts)
+    figures = plot_curves(study, rows, fits, out / "curve", caption)
+    figures += plot_bars(study, rows, out / "bars", caption)
+    costs = cost_rows(study, rows)
+    (out / "cost.md").write_text(cost_markdown(costs))
+    words = findings(study, rows, opts)
+    text = _document(study, rows + extra, tasks, fits, best, words, costs, figures, table_caption, opts)
+    (out / "report.md").write_text(text)
     return {
-        "runs": len(df),
-        "curve": plot_curve(df, out / "curve.png"),
-        "table": write_table(df, out / "table.md"),
+        "runs": len(study.frame),
+        "report": out / "report.md",
+        "curve": out / "curve.png",
+        "table": out / "table.md",
+        "latex": out / "table.tex",
+        "figures": figures,
         "csv": out / "runs.csv",
-        "frame": df,
+        "frame": study.frame,
+        "rows": rows + extra,
+        "fits": fits,
+        "findings": words,
     }
+
+
+def _pair(study: Study, a: Row, b: Row, task: str, opts) -> dict | None:
+    _, ia = study.per_problem(a.run_ids, task)
+    _, ib = study.per_problem(b.run_ids, task)
+    both = sorted(set(ia) & set(ib))
+    if not both:
+        return None
+    pa, _ = study.per_problem(a.run_ids, task, both)
+    pb, _ = study.per_problem(b.run_ids, task, both)
+    return stats.paired(pa, pb, n_boot=opts.n_boot, level=opts.level, seed=opts.seed)
+
+
+def _sentence(a: Row, b: Row, task: str, res: dict, opts) -> str:
+    verdict = "significant" if res["p_value"] < opts.alpha else "not significant"
+    return (
+        f"- **{short(task)}**: {a.label} at N={a.n} vs {b.label}{'' if b.n is None else f' at N={b.n}'}: "
+        f"{res['acc_a']:.3f} vs {res['acc_b']:.3f}, difference {res['diff']:+.3f} "
+        f"[{res['ci_low']:+.3f}, {res['ci_high']:+.3f}] on {res['n']} problems, {res['test']} p = "
+        f"{res['p_value']:.3g}: **{verdict}** at {opts.alpha} (runs {', '.join(a.run_ids)} vs "
+        f"{', '.join(b.run_ids)})"
+    )
+
+
+def findings(study: Study, rows: list[Row], opts) -> list[str]:
+    """The claims a reader checks first, in words: each setting at its largest N against the
+    untrained model, and the settings against each other at the largest N they share."""
+    base = [r for r in rows if r.point.kind == "eval"]
+    tuned = [r for r in rows if r.point.kind == "run"]
+    out = []
+    for label in sorted({r.point.label() for r in tuned}):
+        top = max((r for r in tuned if r.point.label() == label), key=lambda r: r.n)
+        for b in base:
+            for task in study.tasks():
+                res = _pair(study, top, b, task, opts)
+                if res:
+                    out.append(_sentence(top, b, task, res, opts))
+    by_n: dict[int, list[Row]] = {}
+    for r in tuned:
+        by_n.setdefault(r.n, []).append(r)
+    shared = [n for n, rs in by_n.items() if len(rs) >= 2]
+    if shared:
+        group = sorted(by_n[max(shared)], key=lambda r: r.label)
+        for i, a in enumerate(group):
+            for b in group[i + 1 :]:
+                for task in study.tasks():
+                    res = _pair(study, a, b, task, opts)
+                    if res:
+                        out.append(_sentence(a, b, task, res, opts))
+    return out
+
+
+def _fit_lines(fits: dict) -> list[str]:
+    lines = ["| setting | benchmark | fit | N at 95% of plateau |", "|---|---|---|---|"]
+    for (label, task), f in sorted(fits.items()):
+        if isinstance(f, stats.Fit):
+            n95 = "- (no plateau)" if f.n95 is None else f"{f.n95:.0f}"
+            if f.n95_low is not None:
+                n95 += f" [{f.n95_low:.0f}, {f.n95_high:.0f}]"
+            lines.append(f"| {label} | {short(task)} | {f.kind}: {f.formula()} | {n95} |")
+        else:
+            lines.append(f"| {label} | {short(task)} | {f} | - |")
+    return lines
+
+
+def _document(study, rows, tasks, fits, best, words, costs, figures, caption, opts) -> str:
+    n_runs = len(study.frame)
+    parts = [
+        f"# Study `{study.name}`",
+        "",
+        f"{n_runs} FINISHED runs read from MLflow; benchmarks: {', '.join(tasks)}. {caption}.",
+        "",
+        "## What is and is not significant",
+        "",
+        *(words or ["- no pair of settings shares problems: nothing to test"]),
+        "",
+    ]
+    for task, res in best.items():
+        verdict = "significantly" if res["p_value"] < opts.alpha and res["diff"] > 0 else "not significantly"
+        parts.append(
+            f"- best on {short(task)}: {res['best']} (N={res['best_n']}), {verdict} better than the runner-up "
+            f"{res['second']} (N={res['second_n']}): {res['diff']:+.3f} [{res['ci_low']:+.3f}, "
+            f"{res['ci_high']:+.3f}], p = {res['p_value']:.3g}"
+        )
+    parts += ["", "## Curves", ""]
+    parts += [f"![{p.stem}]({p.name})" for p in figures if p.suffix == ".png"]
+    parts += [
+        "",
+        "Fitted lines (power: acc = a - b N^-c; log-linear: acc = a + b ln N; the lower AIC is kept):",
+        "",
+    ]
+    parts += _fit_lines(fits)
+    parts += ["", "## Table", "", markdown(rows, tasks, caption), "LaTeX: `table.tex`.", ""]
+    parts += ["## Cost and information", "", cost_markdown(costs)]
+    return "\n".join(parts) + "\n"

@@ -1,6 +1,7 @@
-"""``limo-exp report``: the MLflow runs of a study -> curve, table and CSV under paths.results_dir.
+"""``limo-exp report``: the MLflow runs of a study -> results_dir/<study>/report.md with curves
+(intervals, fits), paper tables (Markdown, LaTeX), cost, and what is significant in words.
 
-limo-exp report experiment=demo
+limo-exp report experiment=demo [report.reported=[limo_32b,s1_32b]] [report.n_boot=10000]
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ def run_report(cfg: DictConfig) -> dict:
     from limo_exp.analysis.report import report
 
     c = parse(cfg).config
-    out = report(c.tracking, c.paths.results_dir)
+    out = report(c.tracking, c.report, c.paths.results_dir, c.paths.cache_dir)
     uri = c.tracking.uri
     print(f"\n{out['runs']} runs of study {c.tracking.experiment!r}")
     print(Path(out["table"]).read_text())
     print(f"MLflow store : {uri}")
-    print(f"curve        : {out['curve']}")
-    print(f"table        : {out['table']}")
+    print("\n".join(out["findings"]))
+    print(f"\nreport       : {out['report']}")
+    print(f"curve        : {out['curve']} (and .pdf)")
+    print(f"tables       : {out['table']}, {out['latex']}")
     if uri.startswith("sqlite:///"):
         store = Path(uri.removeprefix("sqlite:///")).resolve()
         print(f"open the UI  : mlflow ui --backend-store-uri sqlite:///{store} --host 127.0.0.1 --port 5000")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,7 @@ def _collect(
                         "task": task,
                         "doc_id": s["doc_id"],
                         "id": s["doc"]["id"],
+                        "canonical_id": s["doc"].get("canonical_id", ""),
                         "sample": i,
                         "prompt": prompt,
                         "gold": s["doc"]["answers"],
@@ -209,9 +211,13 @@ def evaluate_to_dir(
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    started = time.perf_counter()
     res = evaluate(
         model_path, suite, device=device, dtype=dtype, trust_remote_code=trust_remote_code, seed=seed
     )
+    seconds = time.perf_counter() - started  # the cost side of "cost per correct answer"
+    devices = suite.tensor_parallel_size if res.settings["backend"] == "vllm" else 1
+    res.metrics |= {"cost/eval_seconds": seconds, "cost/eval_device_hours": seconds * devices / 3600}
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     res.settings = {k: str(v) for k, v in res.settings.items()}

@@ -69,6 +69,10 @@ def log_curation(
     for f in files:
         tracker.log_artifact(f, "curation")
     tracker.log_metrics({f"curation/{s['stage']}_out": s["out"] for s in funnel})
+    if funnel:  # what curation read and what it kept: the pool a selection of N is drawn from
+        tracker.log_metrics(
+            {"curation/records_scanned": funnel[0]["in"], "curation/pool_size": funnel[-1]["out"]}
+        )
 
 
 def log_datasets(

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
 from limo_exp.config import TrackingConfig
 from limo_exp.tracking.names import KIND_TAG, LEGACY_KINDS, RUN_KEY_TAG
 from limo_exp.tracking.tracker import Tracker
 
-METRIC_PREFIXES = ("eval/", "train/")
+METRIC_PREFIXES = ("eval/", "train/", "cost/", "curation/")
+
+
+def open_store(tracking: TrackingConfig) -> Tracker:
+    if not tracking.enabled or not tracking.uri:
+        raise SystemExit("the report reads MLflow: tracking is disabled in this config")
+    return Tracker(tracking.uri, tracking.experiment, create=False)
 
 
 def runs_frame(tracking: TrackingConfig):
@@ -15,10 +25,8 @@ def runs_frame(tracking: TrackingConfig):
     untrained model: ``limo.kind`` = eval)."""
     import pandas as pd
 
-    if not tracking.enabled or not tracking.uri:
-        raise SystemExit("the report reads MLflow: tracking is disabled in this config")
-    store = Tracker(tracking.uri, tracking.experiment, create=False)
-    rows = []
+    store = open_store(tracking)
+    rows, tags = [], {}
     for r in store.search("attributes.status = 'FINISHED'"):
         kind = r.tags.get(KIND_TAG, "run")
         kind = LEGACY_KINDS.get(kind, kind)
@@ -31,9 +39,40 @@ def runs_frame(tracking: TrackingConfig):
         if kind == "eval":
             row["data.n_samples"] = 0
         rows.append(row)
+        tags[r.run_id] = r.tags
     df = pd.DataFrame(rows)
     if df.empty:
         raise SystemExit(f"experiment {tracking.experiment!r} in {tracking.uri} has no FINISHED runs")
     df["data.n_samples"] = df["data.n_samples"].astype(int)
     # a rerun with force=true leaves two FINISHED runs of one key: keep the latest
-    return df.sort_values("start_time").drop_duplicates("run_key", keep="last").reset_index(drop=True)
+    df = df.sort_values("start_time").drop_duplicates("run_key", keep="last").reset_index(drop=True)
+    df.attrs["tags"] = {r["run_id"]: tags[r["run_id"]] for _, r in df.iterrows()}  # run id -> its tags
+    return df
+
+
+@dataclass
+class SampleScores:
+    """One run's graded samples: task -> item -> correctness per sample, and item -> the source's
+    own id. Items are keyed by canonical id (the same problem from the hub or a local file); runs
+    logged before samples carried one are keyed by the source id."""
+
+    scores: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    source_ids: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def sample_scores(store: Tracker, run_id: str, cache: Path) -> SampleScores:
+    """Read ``eval/samples_<task>.jsonl`` of a run (downloaded once into ``cache/<run_id>``)."""
+    folder = cache / run_id
+    files = sorted(folder.glob("samples_*.jsonl")) if folder.is_dir() else []
+    if not files:
+        files = [f for f in store.download(run_id, "eval", folder) if f.name.startswith("samples_")]
+    out = SampleScores()
+    for f in sorted(files):
+        task = f.stem.removeprefix("samples_")
+        scores, ids = out.scores.setdefault(task, {}), out.source_ids.setdefault(task, {})
+        for line in f.read_text().splitlines():
+            row = json.loads(line)
+            item = str(row.get("canonical_id") or row["id"])
+            scores.setdefault(item, []).append(float(bool(row["correct"])))
+            ids[item] = str(row["id"])
+    return out

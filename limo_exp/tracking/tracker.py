@@ -186,6 +186,23 @@ class Tracker(NullTracker):
             self.run_id, [DatasetInput(entity, [InputTag("mlflow.data.context", context)])]
         )
 
+    def get(self, run_id: str) -> TrackedRun:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return _record(self.client.get_run(run_id))
+        except MlflowException as e:
+            raise SystemExit(f"no run {run_id!r} in {self.uri}") from e
+
+    def download(self, run_id: str, folder: str, dst: str | Path) -> list[Path]:
+        """The run's artifacts under ``folder`` (one level), copied into ``dst``."""
+        import os
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file otherwise
+        paths = [a.path for a in self.client.list_artifacts(run_id, folder) if not a.is_dir]
+        Path(dst).mkdir(parents=True, exist_ok=True)
+        return [Path(self.client.download_artifacts(run_id, p, str(dst))) for p in paths]
+
     def failed_children(self, parent_run_id: str) -> list[TrackedRun]:
         return self.search(f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'FAILED'")
 

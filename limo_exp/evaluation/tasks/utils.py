@@ -31,6 +31,7 @@ def build_prompt(item: BenchItem, instruction: str = DEFAULT_INSTRUCTION) -> str
 def to_doc(item: BenchItem, instruction: str = DEFAULT_INSTRUCTION) -> dict:
     return {
         "id": item.id,
+        "canonical_id": item.canonical_id,
         "problem": item.problem,
         "prompt": build_prompt(item, instruction),
         "answer": item.answer,

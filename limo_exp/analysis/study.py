@@ -1,0 +1,110 @@
+"""A study read back for analysis: the runs (a DataFrame), their graded samples per problem, and
+the points of its curves (one setting at one N, its seeds together).
+
+    study = load_study(tracking, cache_dir)
+    for pt in study.points(): pt.setting, pt.n, pt.run_ids
+    study.array(pt.run_ids, "limo_math500")   # seeds x problems x samples, problems aligned
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from limo_exp.config import TrackingConfig
+from limo_exp.identity import is_semantic
+from limo_exp.tracking.runs import SampleScores, open_store, runs_frame, sample_scores
+
+AXES = ("seed", "data.n_samples")  # a curve's x axis and the spread of each point
+# settings of a run that are not what a curve varies: its cost and outcome, and the fixed protocol
+NOT_SETTINGS = ("eval/", "train/", "cost/", "curation/")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One setting (values of the setting columns) at one N; its runs differ only by seed."""
+
+    setting: tuple[str, ...]
+    n: int
+    run_ids: tuple[str, ...]
+    kind: str  # run | eval (an untrained baseline, N = 0)
+
+    def label(self) -> str:
+        return " / ".join(self.setting) or "all runs"
+
+
+@dataclass
+class Study:
+    name: str
+    frame: object  # pandas DataFrame, one row per FINISHED run (runs_frame)
+    scores: dict[str, SampleScores]  # run id -> graded samples
+    tags: dict[str, dict[str, str]]  # run id -> its MLflow tags
+
+    @property
+    def settings(self) -> list[str]:
+        return setting_columns(self.frame)
+
+    def tasks(self) -> list[str]:
+        """Benchmarks with graded samples, in the order of their metric columns."""
+        found = {t for s in self.scores.values() for t in s.scores}
+        return sorted(found)
+
+    def points(self, kind: str | None = None) -> list[Point]:
+        df = self.frame
+        cols = self.settings
+        out = []
+        for k in ("eval", "run") if kind is None else (kind,):
+            sub = df[df["kind"] == k]
+            if sub.empty:
+                continue
+            by = (["model.name"] if k == "eval" and "model.name" in sub.columns else cols) + [
+                "data.n_samples"
+            ]
+            for key, g in sub.groupby(by, sort=True, dropna=False):
+                key = key if isinstance(key, tuple) else (key,)
+                setting = tuple(str(v) for v in key[:-1])
+                out.append(Point(setting, int(key[-1]), tuple(g.sort_values("seed")["run_id"]), k))
+        return out
+
+    def array(self, run_ids, task: str, items: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+        """Per-problem correctness of ``run_ids`` on ``task``: seeds x problems x samples, on the
+        problems every run evaluated (or ``items``), in a fixed order."""
+        per_run = [self.scores[r].scores.get(task, {}) for r in run_ids]
+        if items is None:
+            common = set.intersection(*(set(s) for s in per_run)) if per_run else set()
+            items = sorted(common)
+        if not items:
+            return np.zeros((len(per_run), 0, 1)), []
+        k = min(len(s[i]) for s in per_run for i in items)
+        return np.array([[s[i][:k] for i in items] for s in per_run], dtype=float), items
+
+    def per_problem(self, run_ids, task: str, items: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+        """Mean correctness per problem over seeds and samples (what the paired tests compare)."""
+        a, items = self.array(run_ids, task, items)
+        return a.mean(axis=(0, 2)), items
+
+    def source_ids(self, run_id: str, task: str) -> dict[str, str]:
+        return self.scores[run_id].source_ids.get(task, {})
+
+
+def setting_columns(df) -> list[str]:
+    """The config params that differ between the fine-tuned runs (N and seed aside): one curve
+    each. Runs that differ in anything but the seed are never averaged together."""
+    tuned = df[df["kind"] == "run"]
+    params = [c for c in df.columns if "." in c and not c.startswith(NOT_SETTINGS)]
+    return [c for c in params if is_semantic(c) and c not in AXES and tuned[c].astype(str).nunique() > 1]
+
+
+def load_study(tracking: TrackingConfig, cache_dir: str | Path) -> Study:
+    """Every FINISHED run of the study and its graded samples (downloaded once into ``cache_dir``)."""
+    df = runs_frame(tracking)
+    tags = dict(df.attrs.get("tags", {}))
+    if "seed" not in df.columns:
+        df["seed"] = "0"
+    df["seed"] = df["seed"].fillna("0")
+    store = open_store(tracking)
+    cache = Path(cache_dir)
+    scores = {r: sample_scores(store, r, cache) for r in df["run_id"]}
+    return Study(tracking.experiment, df, scores, tags)

@@ -1,0 +1,199 @@
+"""The report and `limo-exp compare` on a throwaway MLflow store with seeds, tiers and a baseline
+(tests/study_store.py): intervals, fits, paired tests in words, LaTeX, cost, the notebook."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from study_store import PROTOCOL, TASKS, log_run, make_study
+
+from limo_exp.analysis.compare import CompareError, compare, format_comparison
+from limo_exp.analysis.report import report
+from limo_exp.analysis.study import load_study
+from limo_exp.config import ReportConfig, TrackingConfig
+from limo_exp.tracking.tracker import Tracker
+
+OPTS = ReportConfig(n_boot=500, fit_boot=50)
+P = {"seed": "0", "data.n_samples": "8"}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    return make_study(root) | {"root": root}
+
+
+@pytest.fixture(scope="module")
+def reported(store):
+    tracking = TrackingConfig(enabled=True, uri=store["uri"], experiment=store["experiment"])
+    opts = ReportConfig(n_boot=500, fit_boot=50, reported=["limo_32b", "evalchemy_s1_32b"])
+    return report(tracking, opts, store["root"] / "results", store["root"] / "cache")
+
+
+@pytest.fixture(scope="module")
+def study(store, reported):  # after the report: the samples are cached
+    tracking = TrackingConfig(enabled=True, uri=store["uri"], experiment=store["experiment"])
+    return load_study(tracking, store["root"] / "cache" / "samples")
+
+
+def test_report_files_and_figures(reported):
+    out = Path(reported["report"]).parent
+    for name in ("report.md", "table.md", "table.tex", "cost.md", "runs.csv"):
+        assert (out / name).stat().st_size > 100, name
+    for stem in ("curve", "bars"):  # two tiers share N: grouped bars too
+        assert (out / f"{stem}.png").stat().st_size > 10_000 and (out / f"{stem}.pdf").stat().st_size > 5_000
+
+
+def test_table_rows_intervals_and_significant_bold(reported, store):
+    rows = {(r.label, r.n): r for r in reported["rows"]}
+    assert len(rows) == 1 + 2 * 4 + 2  # baseline, 2 tiers x 4 N, 2 reported
+    long64 = rows[("long", 64)]
+    assert long64.run_ids == (store["ids"][("long", 64, 0)], store["ids"][("long", 64, 1)])
+    iv = long64.cells["limo_aime24"]
+    assert iv.low < iv.mean < iv.high and iv.mean == pytest.approx(41 / 60)  # 2 seeds x 30 problems
+    # long at 64 beats the runner-up (long at 32) significantly on both benchmarks: bold there only
+    assert long64.bold == {"limo_aime24", "limo_math500"}
+    assert all(not r.bold for key, r in rows.items() if key != ("long", 64))
+    md = reported["table"].read_text()
+    assert "**68.3 ± " in md and "| LIMO-32B (reported) | - | 57.1 | 94.8 |" in md
+    assert "percentile bootstrap over problems" in md  # the method is named in the caption
+
+
+def test_latex_table_shape(reported):
+    tex = reported["latex"].read_text()
+    assert tex.count("{") == tex.count("}")
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
+    body = tex[tex.index("\\midrule") : tex.index("\\bottomrule")]
+    lines = [ln for ln in body.splitlines() if ln.endswith("\\\\")]
+    assert len(lines) == 11 and all(ln.count("&") == 4 for ln in lines)  # 11 rows, N + 2 tasks + avg
+    assert "\\textbf{68.3 $\\pm$" in tex and "$^\\dagger$Published numbers, not measured" in tex
+
+
+def test_report_states_significance_in_words_with_run_ids(reported, store):
+    text = reported["report"].read_text()
+    short_vs_base = next(w for w in reported["findings"] if "short at N=64 vs base" in w and "aime24" in w)
+    assert "exact McNemar p = 0.125: **not significant**" in short_vs_base
+    long_vs_short = next(w for w in reported["findings"] if "long at N=64 vs short at N=64" in w)
+    assert "**significant**" in long_vs_short and store["ids"][("short", 64, 1)] in long_vs_short
+    assert "![curve](curve.png)" in text and "![bars](bars.png)" in text
+    assert "| short | math500 | power: acc = " in text  # the fitted line and its plateau N
+    assert re.search(r"\| short \| math500 \| power: .* \| \d+ \[\d+, \d+\] \|", text)
+
+
+def test_cost_and_selection_information(reported):
+    cost = (Path(reported["report"]).parent / "cost.md").read_text()
+    # log2 C(400, 8) = 53.8 bits; 8 examples x 300 tokens; the baseline costs its evaluation only
+    assert re.search(r"\| long \| 8 \| .* \| 2\.4e\+03 \| .* \| 53\.8 \|", cost)
+    assert "| base (untrained) | 0 |" in cost and "device-s per correct" in cost
+
+
+def test_missing_published_entry_and_one_point_curves(store, tmp_path):
+    tracking = TrackingConfig(enabled=True, uri=store["uri"], experiment=store["experiment"])
+    with pytest.raises(SystemExit, match="no entry 'limo_7b'.*entries: .*limo_32b"):
+        report(tracking, ReportConfig(reported=["limo_7b"]), tmp_path, store["root"] / "cache")
+    small = make_study(tmp_path / "one", ns=(16,), seeds=(0,))
+    out = report(
+        TrackingConfig(enabled=True, uri=small["uri"], experiment="fake"),
+        OPTS,
+        tmp_path / "r",
+        tmp_path / "c",
+    )
+    assert "1 value(s) of N: no fit (needs 3)" in out["report"].read_text()
+
+
+def test_compare_selectors_and_the_paired_result(study, store):
+    ids = store["ids"]
+    res = compare(study, "quality.name=long;data.n_samples=64", ids[("base", 0, 0)], OPTS)
+    assert res["a"]["run_ids"] == [ids[("long", 64, 0)], ids[("long", 64, 1)]]
+    aime = res["tasks"]["limo_aime24"]
+    assert aime["n"] == 30 and aime["p_value"] < 0.001 and aime["ci_low"] > 0
+    by_key = compare(
+        study,
+        study.frame.set_index("run_id").loc[ids[("short", 8, 0)], "run_key"],
+        ids[("short", 8, 1)],
+        OPTS,
+    )
+    assert by_key["a"]["run_ids"] == [ids[("short", 8, 0)]]
+    text = format_comparison(res, 0.95, 0.05)
+    assert "| limo_aime24 | 30 |" in text and "exact" not in text.split("limo_aime24")[1].split("\n")[0]
+    with pytest.raises(CompareError, match="differ in more than the seed: \\['quality.name'\\]"):
+        compare(study, "data.n_samples=64", ids[("base", 0, 0)], OPTS)
+    with pytest.raises(CompareError, match="no param 'quality.nam'"):
+        compare(study, "quality.nam=long", ids[("base", 0, 0)], OPTS)
+    with pytest.raises(CompareError, match="matches no FINISHED run"):
+        compare(study, "quality.name=longest", ids[("base", 0, 0)], OPTS)
+
+
+def test_compare_refuses_other_protocols_and_disjoint_problems_and_names_missing_items(tmp_path):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    t = Tracker(uri, "x", str(tmp_path / "art"))
+    base = {"limo.kind": "run"}
+    a = log_run(t, tmp_path, "a", base | {"limo.run_key": "a" * 20}, P, {"limo_aime24": [1, 0, 1]})
+    greedy_b = {"limo.run_key": "b" * 20, "eval.temperature": "0.6", "eval.num_samples": "8"}
+    b = log_run(t, tmp_path, "b", base | greedy_b, P, {"limo_aime24": [1, 0, 1]})
+    c = log_run(t, tmp_path, "c", base | {"limo.run_key": "c" * 20}, P, {"limo_math500": [1, 1]})
+    other_items = {"limo_aime24": {"limo_aime24-0": 0, "limo_aime24-1": 0, "hub-7": 1}}
+    d = log_run(t, tmp_path, "d", base | {"limo.run_key": "d" * 20}, P, other_items)
+    disjoint = {"limo_aime24": {"x-1": 1, "x-2": 0}}
+    e = log_run(t, tmp_path, "e", base | {"limo.run_key": "e" * 20}, P, disjoint)
+    st = load_study(TrackingConfig(enabled=True, uri=uri, experiment="x"), tmp_path / "cache")
+    with pytest.raises(
+        CompareError, match=r"different protocols \(temperature: A=\['0.0'\] B=\['0.6'\]; num_samples"
+    ):
+        compare(st, a, b, OPTS)
+    with pytest.raises(
+        CompareError, match=r"no benchmark in common: A evaluated \['limo_aime24'\], B \['limo_math500'\]"
+    ):
+        compare(st, a, c, OPTS)
+    with pytest.raises(
+        CompareError, match="share no problem: limo_aime24: no problem both evaluated \\(3 in A, 2 in B\\)"
+    ):
+        compare(st, a, e, OPTS)
+    res = compare(st, a, d, OPTS)["tasks"]["limo_aime24"]  # a hub copy with one item the local lacks
+    assert res["n"] == 2 and res["only_a"] == ["limo_aime24-2"] and res["only_b"] == ["hub-7"]
+    assert "1 item(s) only in B: hub-7" in format_comparison(compare(st, a, d, OPTS), 0.95, 0.05)
+    assert TASKS and PROTOCOL  # the shared fixture's protocol is what a and d were logged with
+
+
+def test_compare_command_end_to_end(store, tmp_path):
+    """The CLI: two selectors that look like overrides, then overrides; a bad pair exits with one line."""
+    common = [
+        f"tracking.uri={store['uri']}",
+        f"tracking.experiment={store['experiment']}",
+        f"paths.results_dir={tmp_path}",
+        f"paths.cache_dir={store['root'] / 'cache'}",
+    ]
+    cmd = [sys.executable, "-m", "limo_exp", "compare", "quality.name=long;data.n_samples=64"]
+    ok = subprocess.run(
+        cmd + ["quality.name=short;data.n_samples=64", *common], capture_output=True, text=True
+    )
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "| limo_aime24 | 30 | 0.683 | 0.200 |" in ok.stdout
+    saved = json.loads(next((tmp_path / "fake" / "compare").glob("*.json")).read_text())
+    assert saved["tasks"]["limo_math500"]["n"] == 60
+    bad = subprocess.run(
+        cmd + ["quality.name=long;data.n_samples=64", *common], capture_output=True, text=True
+    )
+    assert bad.returncode == 1 and "compare: " in bad.stderr and "name the same runs" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_notebook_builds_the_report_from_mlflow(store, tmp_path):
+    """The committed notebook has no outputs and its code runs against a throwaway store."""
+    nb = json.loads((Path(__file__).parents[1] / "notebooks" / "less_is_more.ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c["outputs"] and c["execution_count"] is None for c in code)
+    ns: dict = {}
+    exec("".join(code[0]["source"]), ns)  # the parameters cell, then point it at the test store
+    ns |= {"URI": store["uri"], "STUDY": store["experiment"], "CACHE": tmp_path / "c", "RESULTS": tmp_path}
+    for cell in code[1:]:
+        exec("".join(cell["source"]), ns)
+    assert (tmp_path / "fake" / "curve_notebook.png").exists()
+    assert any(
+        "long at N=64 vs short at N=64" in f for f in ns["findings"](ns["study"], ns["rows"], ns["opts"])
+    )
