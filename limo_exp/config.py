@@ -10,7 +10,7 @@ identity (``RunSpec``, ``run_key``) is in ``limo_exp.identity``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from limo_exp.typed import ConfigError, Section, one_of
@@ -24,6 +24,9 @@ BACKENDS = ("auto", "hf", "vllm")  # auto: vLLM when CUDA and vllm are present, 
 MASTER_DTYPES = ("float32", "bfloat16")  # the dtype training keeps the weights in
 OPTIMIZERS = ("adamw", "adamw_kahan")
 LOSS_IMPLS = ("auto", "target_only", "hf")  # auto: target_only where the architecture is known
+STRATEGIES = ("random", "tier", "longest", "difficult", "diverse", "s1")  # limo_exp.selection.strategies
+_RANKS = ("difficulty_field", "pass_rates", "drop_unsolved")  # the options a strategy reads: below
+STRATEGY_READS = {"difficult": _RANKS, "diverse": ("clusters",), "s1": ("min_level", "domain_field", *_RANKS)}
 
 
 @dataclass
@@ -113,6 +116,30 @@ class TierConfig(Section):
 class DataConfig(Section):
     n_samples: int = 16  # N: examples selected for training
     stratify_by: str | None = None  # round-robin across strata of this meta field, still nested
+
+
+@dataclass
+class SelectionConfig(Section):
+    """``selection/``: the order N records of the tier are taken in; every strategy is seeded and nested."""
+
+    strategy: str = "random"  # random | tier | longest | difficult | diverse | s1
+    difficulty_field: str = "level"  # numeric meta field, higher = harder (used when pass_rates is null)
+    pass_rates: str | None = None  # JSON {id: rate} / JSONL {"id", "pass_rate"}: lower = harder
+    drop_unsolved: bool = False  # with pass_rates: drop problems no sample solved (pass rate 0)
+    clusters: int = 16  # diverse: k clusters of problem text, round-robin across them
+    domain_field: str = "subject"  # s1: meta field whose values are the domains round-robin goes over
+    min_level: int = 1  # s1: keep solutions of chain-score level L<min_level> or better
+
+    def __post_init__(self):
+        one_of("selection.strategy", self.strategy, STRATEGIES)
+        reads = STRATEGY_READS.get(self.strategy, ())
+        for f in fields(self):
+            if f.name not in ("strategy", *reads) and getattr(self, f.name) != f.default:
+                raise ConfigError(f"selection.{f.name} is not read by selection.strategy={self.strategy}")
+        if self.drop_unsolved and not self.pass_rates:
+            raise ConfigError("selection.drop_unsolved needs selection.pass_rates (unsolved: pass rate 0)")
+        if self.clusters < 1 or self.min_level < 1:
+            raise ConfigError("selection.clusters and selection.min_level must be >= 1")
 
 
 @dataclass
@@ -274,6 +301,16 @@ class Config(Section):
     report: ReportConfig = field(default_factory=ReportConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     study: str = "default"
     seed: int = 0
     force: bool = False
+
+    def __post_init__(self):
+        s, why = self.selection.strategy, ""
+        if s in ("tier", "s1") and not self.curation.quality.enabled:
+            why = "ranks by chain scores: set curation.quality.enabled=true"
+        if self.data.stratify_by and s in ("diverse", "s1"):
+            why = "goes round-robin over groups of its own: set data.stratify_by=null"
+        if why:
+            raise ConfigError(f"selection.strategy={s} {why}")

@@ -5,7 +5,19 @@ from __future__ import annotations
 import pytest
 from conftest import CONF_DIR, REPO, compose
 
-GROUPS = ["pool", "quality", "model", "train", "eval", "tracking", "paths", "curation", "experiment", "debug"]
+GROUPS = [
+    "pool",
+    "quality",
+    "selection",
+    "model",
+    "train",
+    "eval",
+    "tracking",
+    "paths",
+    "curation",
+    "experiment",
+    "debug",
+]
 
 
 def options(group: str) -> list[str]:
@@ -111,13 +123,15 @@ def test_run_keys_are_pinned():
     d662d7f1907d733c37bc); train.master_dtype / train.optimizer (fp32 master weights, which
     change GPU training), train.global_batch_size, train.loss_impl, the token-budget micro-batches
     and gradient_checkpointing=auto gave new training keys; eval.revision and pool.revision (hub pins)
-    new keys for both. (Benchmark fingerprints also changed then: they hash canonical items.)"""
+    new keys for both. (Benchmark fingerprints also changed then: they hash canonical items.) The
+    selection group (selection.strategy, default random: the same records as before) gave new
+    training keys (60c9261d4206a6555175, demo 828a2473dcb4ade2328a before it)."""
     from limo_exp.identity import RunSpec
 
     spec = RunSpec.parse(resolved(["debug=fast"]))
-    assert spec.key("fp", "bench") == "60c9261d4206a6555175"
+    assert spec.key("fp", "bench") == "d4b68a37701c44a5fcf2"
     assert spec.eval_key("bench") == "e766f26df7b9fd0c4240"
-    assert RunSpec.parse(resolved(["experiment=demo"])).key("fp", "bench") == "828a2473dcb4ade2328a"
+    assert RunSpec.parse(resolved(["experiment=demo"])).key("fp", "bench") == "fcf52c140da1f3ef5295"
 
 
 @pytest.mark.parametrize("group", GROUPS)

@@ -128,6 +128,8 @@ def _curate_and_select(c, pool, fingerprint, benchmarks, run_dir, tracker, main_
     """Curate (cached by content: the runs of a sweep curate once), log the funnel, select N."""
     from limo_exp import curation, selection
 
+    d, how = c.data, c.selection
+    selection.check_pool(pool, d.n_samples, c.quality.tier, how)  # fields and counts, before curation
     started = time.perf_counter()
     curated = curation.curate_cached(pool, c.curation, benchmarks, Path(c.paths.cache_dir) / "curated")
     files = curation.write_outputs(curated, run_dir / "curation") if main_rank else []
@@ -135,14 +137,14 @@ def _curate_and_select(c, pool, fingerprint, benchmarks, run_dir, tracker, main_
         cached = " (from cache)" * curated.from_cache
         log.info("curation funnel%s:\n%s", cached, curation.format_funnel(curated.funnel))
     run_log.log_curation(tracker, curated.funnel, curated.from_cache, time.perf_counter() - started, files)
-    d = c.data
     examples = selection.select(
-        curated.records, d.n_samples, c.quality.tier, c.seed, d.stratify_by, curated.funnel
+        curated.records, d.n_samples, c.quality.tier, c.seed, d.stratify_by, curated.funnel, how
     )
     if main_rank:
         (run_dir / "selected_ids.json").write_text(json.dumps([e.id for e in examples], indent=0))
         tracker.log_artifact(run_dir / "selected_ids.json")
-    subset = f"train/{c.pool.name}/{c.quality.name}/n{len(examples)}"
+    strategy = "" if how.strategy == "random" else f"/{how.strategy}"
+    subset = f"train/{c.pool.name}/{c.quality.name}{strategy}/n{len(examples)}"
     run_log.log_datasets(tracker, pool, c.pool.name, fingerprint, examples, curated.records, subset)
     return examples
 

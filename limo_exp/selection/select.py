@@ -1,31 +1,37 @@
-"""Select N training examples of one quality tier: seeded, deterministic and nested.
+"""Select N training examples: the records of a quality tier, in the order of a strategy, first N.
 
-Eligible records (those with a solution of the tier) are put in a total order by
-sha256(f"{seed}:{id}"); the selection is the first N. With ``stratify_by`` each stratum (value of
-``meta[stratify_by]``) is ordered the same way and the strata are interleaved round-robin (strata
-in sorted order, an exhausted stratum skipped). Either way the order does not depend on N, so
-the N=100 subset is contained in the N=200 subset, and it does not depend on the input order.
+Eligible records are those with a solution of the tier. A tier is a solution kind ("answer_only",
+"short", "long", "human", ...), a quality level "L1".."L5", a range "L2-L4", or "L4+" (L4 and
+above). When a record has several solutions of the tier, the one with the highest quality score
+is used (ties: the first). The strategy (``selection.strategy``, see ``selection.strategies``) puts
+the eligible records in a total order, seeded, that depends neither on N nor on the input order;
+the selection is its first N, so the N=100 subset is contained in the N=200 subset. The default,
+``random``, is sha256(f"{seed}:{id}") order.
 
-A tier is a solution kind ("answer_only", "short", "long", "human", ...), a quality level "L1".."L5",
-a range "L2-L4", or "L4+" (L4 and above). When a record has several solutions of the tier, the
-one with the highest quality score is used (ties: the first).
+With ``stratify_by`` each stratum (value of ``meta[stratify_by]``) keeps the strategy's order and the
+strata are interleaved round-robin (strata in sorted order, an exhausted stratum skipped); ``diverse``
+and ``s1`` have round-robin groups of their own and refuse it.
+
+``check_pool`` runs the field checks on the uncurated pool, so a strategy that needs a field the
+pool lacks fails before curation; ``select`` checks again, and counts, after curation.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
-from itertools import zip_longest
 from typing import Any
 
+from limo_exp.config import SelectionConfig
 from limo_exp.data.records import Example, Record, Solution
+from limo_exp.selection import strategies
+from limo_exp.selection.strategies import Candidate
 
 _LEVEL = re.compile(r"^L(\d)(?:(\+)|-L?(\d))?$")
 
 
 class NotEnoughRecords(ValueError):
-    """Fewer eligible records than asked for."""
+    """Fewer eligible records, or fewer that the strategy can choose, than asked for."""
 
 
 def tier_filter(tier: str) -> Callable[[Solution], bool]:
@@ -39,14 +45,50 @@ def tier_filter(tier: str) -> Callable[[Solution], bool]:
     return lambda s: s.tier in levels
 
 
-def _order_key(seed: int, rid: str) -> str:
-    return hashlib.sha256(f"{seed}:{rid}".encode()).hexdigest()
-
-
 def _best(sols: list[Solution]) -> Solution:
     return max(
         sols, key=lambda s: s.quality if s.quality is not None else float("-inf")
     )  # max keeps the first
+
+
+def eligible(records: list[Record], tier: str) -> list[Candidate]:
+    """Each record with a solution of ``tier`` (the first record of an id), with its best one; by id."""
+    ok = tier_filter(tier)
+    found: dict[str, Candidate] = {}
+    for r in records:
+        sols = [s for s in r.solutions if ok(s)]
+        if sols and r.id not in found:
+            found[r.id] = (r, _best(sols))
+    return [found[i] for i in sorted(found)]
+
+
+def _reasons(dropped: dict[str, int]) -> str:
+    return "; dropped: " + ", ".join(f"{n} {why}" for why, n in dropped.items()) if dropped else ""
+
+
+def _tiers_of(records: list[Record]) -> str:
+    """What a pool has, for a tier it lacks."""
+    kinds = sorted({s.kind for r in records for s in r.solutions})
+    levels = sorted({s.tier for r in records for s in r.solutions if s.tier})
+    return f"; this pool's solution kinds: {kinds}" + (f", quality levels: {levels}" if levels else "")
+
+
+def check_pool(records: list[Record], n: int, tier: str, options: SelectionConfig | None = None) -> None:
+    """Before curation (which only removes records): fail when the strategy needs a field no record
+    has, or when even the uncurated pool has fewer than ``n`` records the strategy can choose.
+    A level tier ("L3") is not known before curation scores the chains: any solution counts."""
+    opts = options or SelectionConfig()
+    is_level = bool(_LEVEL.match(tier))
+    cands = [(r, r.solutions[0]) for r in records if r.solutions] if is_level else eligible(records, tier)
+    kept, dropped, _ = strategies.usable(cands, opts, scored=False)
+    if len(kept) < n:
+        of_tier = "with a solution" if is_level else f"with a solution of tier {tier!r}"
+        raise NotEnoughRecords(
+            f"asked for {n} records of tier {tier!r} with selection.strategy={opts.strategy}; before "
+            f"curation, {len(cands)} of the pool's {len(records)} records are {of_tier}"
+            + (f", {len(kept)} of them usable{_reasons(dropped)}" if dropped else "")
+            + ("" if cands else _tiers_of(records))
+        )
 
 
 def select(
@@ -56,53 +98,47 @@ def select(
     seed: int,
     stratify_by: str | None = None,
     funnel: list[dict[str, Any]] | None = None,
+    options: SelectionConfig | None = None,
 ) -> list[Example]:
-    """The first ``n`` eligible records of the seeded order, as training examples.
+    """The first ``n`` eligible records in the strategy's seeded order, as training examples.
 
-    Raises NotEnoughRecords when fewer than ``n`` records have a solution of ``tier``.
+    Raises NotEnoughRecords when fewer than ``n`` records have a solution of ``tier``, or when the
+    strategy can choose fewer than ``n`` of them; MissingField when it needs a field none has.
     """
+    opts = options or SelectionConfig()
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    ok = tier_filter(tier)
     is_level = bool(_LEVEL.match(tier))
     if is_level and records and all(s.tier is None for r in records for s in r.solutions):
         raise ValueError(f"tier {tier!r} needs quality tiers: enable curation.quality")
-    eligible: dict[str, tuple[Record, Solution]] = {}
-    for r in records:
-        sols = [s for s in r.solutions if ok(s)]
-        if sols and r.id not in eligible:
-            eligible[r.id] = (r, _best(sols))
-    if len(eligible) < n:
-        msg = (
-            f"asked for {n} records of tier {tier!r}, only {len(eligible)} eligible of {len(records)} records"
-        )
-        if funnel:
-            msg += "; curation funnel: " + ", ".join(f"{s['stage']} {s['in']}->{s['out']}" for s in funnel)
-        if not eligible:  # most likely a tier the pool does not have: say which it has
-            kinds = sorted({s.kind for r in records for s in r.solutions})
-            levels = sorted({s.tier for r in records for s in r.solutions if s.tier})
-            msg += f"; this pool's solution kinds: {kinds}" + (
-                f", quality levels: {levels}" if levels else ""
-            )
+    cands = eligible(records, tier)
+    if stratify_by and opts.strategy in ("diverse", "s1"):
+        raise ValueError(f"stratify_by does not combine with selection.strategy={opts.strategy}")
+    steps = (
+        ("; curation funnel: " + ", ".join(f"{s['stage']} {s['in']}->{s['out']}" for s in funnel))
+        if funnel
+        else ""
+    )
+    if len(cands) < n:
+        msg = f"asked for {n} records of tier {tier!r}, only {len(cands)} eligible of {len(records)} records"
+        msg += steps
+        msg += "" if cands else _tiers_of(records)  # most likely a tier the pool lacks
         raise NotEnoughRecords(msg)
-    ids = sorted(eligible, key=lambda i: _order_key(seed, i))
-    if stratify_by:
-        strata: dict[str, list[str]] = {}
-        for i in ids:
-            strata.setdefault(str(eligible[i][0].meta.get(stratify_by)), []).append(i)
-        ids = [
-            i for group in zip_longest(*(strata[k] for k in sorted(strata))) for i in group if i is not None
-        ]
-    out = []
-    for i in ids[:n]:
-        r, s = eligible[i]
-        out.append(
-            Example(
-                id=r.id,
-                problem=r.problem,
-                solution=s.text,
-                answer=r.answer,
-                tier=(s.tier or tier) if is_level else s.kind,
-            )
+    ranked, dropped = strategies.rank(cands, seed, opts)
+    if len(ranked) < n:
+        raise NotEnoughRecords(
+            f"asked for {n} records of tier {tier!r}, selection.strategy={opts.strategy} can choose "
+            f"{len(ranked)} of the {len(cands)} eligible{_reasons(dropped)}{steps}"
         )
-    return out
+    if stratify_by:
+        ranked = strategies.round_robin(ranked, lambda c: str(c[0].meta.get(stratify_by)), str)
+    return [
+        Example(
+            id=r.id,
+            problem=r.problem,
+            solution=s.text,
+            answer=r.answer,
+            tier=(s.tier or tier) if is_level else s.kind,
+        )
+        for r, s in ranked[:n]
+    ]
