@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import sys
 
+from limo_exp.typed import hydra_quote
+
 COMMANDS = {
     "run": "limo_exp.commands.run:main",
     "curate": "limo_exp.commands.curate:main",
     "eval": "limo_exp.commands.eval:main",
     "report": "limo_exp.commands.report:main",
     "compare": "limo_exp.commands.compare:main",
+    "regrade": "limo_exp.commands.regrade:main",
 }
 
 USAGE = f"""usage: limo-exp {{{",".join(COMMANDS)}}} [hydra overrides] [--multirun]
@@ -25,6 +28,7 @@ USAGE = f"""usage: limo-exp {{{",".join(COMMANDS)}}} [hydra overrides] [--multir
   limo-exp eval model=outputs/runs/<run_key>/checkpoint eval=limo_paper
   limo-exp report experiment=demo
   limo-exp compare <run A> <run B> experiment=demo      (run ids, run keys or "param=value;param=value")
+  limo-exp regrade <run id | run key | folder>           (re-score stored responses, no model load)
 """
 
 
@@ -40,11 +44,6 @@ def checkpoint_overrides(args: list[str]) -> list[str]:
         else:
             out.append(a)
     return out
-
-
-def hydra_quote(value: str) -> str:
-    """A value as a quoted Hydra override value: commas, spaces and = stay one string."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def compare_overrides(args: list[str]) -> list[str]:

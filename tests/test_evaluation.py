@@ -20,7 +20,7 @@ from limo_exp.evaluation.metrics import (
     pass_at_k,
     sampling_metrics,
 )
-from limo_exp.evaluation.registry import check_tasks, groups, tasks
+from limo_exp.evaluation.registry import check_tasks, groups, resolve_tasks, tasks
 
 TASKS = tasks()
 PAPER_TASKS = groups()["limo_paper"]
@@ -201,7 +201,7 @@ def test_sampled_protocol_on_synthetic(tiny_model):
     assert json.loads(result.settings["gen_kwargs"])["do_sample"] is True
 
 
-@pytest.mark.parametrize("name", ["smoke", "demo", "limo_paper", "limo_paper_sampled"])
+@pytest.mark.parametrize("name", ["smoke", "demo", "limo_paper", "limo_paper_sampled", "s1_budget"])
 def test_eval_configs_spell_out_the_schema(name):
     """Each conf/eval file sets every key of EvalConfig (no silent default) and parses."""
     import dataclasses
@@ -215,7 +215,8 @@ def test_eval_configs_spell_out_the_schema(name):
     assert set(raw) == {f.name for f in dataclasses.fields(EvalConfig)}
     suite = EvalConfig.from_dict(raw, "eval")
     check_tasks(suite.tasks)
-    assert max(suite.pass_k) <= suite.num_samples
+    leaves, _ = resolve_tasks(suite.tasks, None)
+    assert max(suite.pass_k) <= min(suite.samples_for(t) for t in leaves)
 
 
 def test_smoke_config_runs(tiny_model):

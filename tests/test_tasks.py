@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import GPQA_FILE, needs_eval_data
 
+from limo_exp.evaluation.grading import TRUNCATED
 from limo_exp.evaluation.metrics import sampling_metrics
 from limo_exp.evaluation.registry import TASKS_DIR, groups, tasks
 from limo_exp.evaluation.tasks import utils as task_utils
@@ -82,13 +83,18 @@ def test_gpqa_prompt_lists_the_shuffled_options():
 
 def test_filter_and_process_results():
     doc = {"kind": "math", "answer": "2", "answers": ["2"]}
-    verdicts = task_utils.grade_filter([["\\boxed{2}", "\\boxed{3}", "no box", "<think>\\boxed{2}"]], [doc])
-    assert [v["correct"] for v in verdicts[0]] == [True, False, False, False]
-    assert [v["status"] for v in verdicts[0]] == ["ok", "ok", "no_answer", "no_answer"]
+    cut = "I think it is \\boxed{2} but let me check" + TRUNCATED  # ran out of tokens: no answer
+    verdicts = task_utils.grade_filter(
+        [["\\boxed{2}", "\\boxed{3}", "no box", "<think>\\boxed{2}", cut]], [doc]
+    )
+    assert [v["correct"] for v in verdicts[0]] == [True, False, False, False, False]
+    assert [v["status"] for v in verdicts[0]] == ["ok", "ok", "no_answer", "no_answer", "truncated"]
+    assert verdicts[0][4]["response"] == "I think it is \\boxed{2} but let me check"  # the mark is removed
     assert task_utils.process_results(doc, verdicts[0:1]) == {
-        "exact_match": 0.25,
-        "no_answer": 0.5,
+        "exact_match": 0.2,
+        "no_answer": 0.6,
         "timeout": 0.0,
+        "truncated": 0.2,
     }
     gpqa = {"kind": "choice", "answer": "C", "answers": ["C"]}
     assert task_utils.grade_one("Answer: (C)", gpqa)["correct"] is True

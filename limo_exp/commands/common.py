@@ -102,11 +102,17 @@ def print_metrics(metrics: dict[str, float], keep=lambda k: True, width: int = 5
 
 def eval_options(c: Config) -> dict:
     """What evaluation takes from the rest of the config: the model's dtype ("auto": bf16 on GPU,
-    fp32 on CPU, as in training) and remote-code switch, and the seed."""
+    fp32 on CPU, as in training) and remote-code switch, the seed, and where responses are stored."""
     from limo_exp.training.models import torch_dtype
 
     dtype = str(torch_dtype(c.model.dtype)).removeprefix("torch.")
-    return {"dtype": dtype, "trust_remote_code": c.model.trust_remote_code, "seed": c.seed}
+    store = str(Path(c.paths.cache_dir) / "responses")
+    return {
+        "dtype": dtype,
+        "trust_remote_code": c.model.trust_remote_code,
+        "seed": c.seed,
+        "store_dir": store,
+    }
 
 
 def fail_sweep(cfg: DictConfig) -> None:

@@ -21,10 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from limo_exp.config import EvalConfig
+from limo_exp.config import ConfigError, EvalConfig
 from limo_exp.evaluation import backend as be
 from limo_exp.evaluation import grading, registry
+from limo_exp.evaluation.engines import make_engine
 from limo_exp.evaluation.metrics import metric_name, sampling_metrics
+from limo_exp.evaluation.store import NoStore, ResponseStore, model_fingerprint
+from limo_exp.evaluation.stored_lm import Budget, StoredLM
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,7 @@ class EvalResult:
     settings: dict[str, str]  # everything needed to reproduce / to log as tags
     raw: dict[str, Any] = field(default_factory=dict)  # lm-eval results, JSON-serialisable
     artifacts: list[Path] = field(default_factory=list)  # files written by evaluate_to_dir
+    responses: list[dict] = field(default_factory=list)  # the store records this evaluation used
 
 
 def evaluate(
@@ -46,18 +50,19 @@ def evaluate(
     dtype: str = "float32",
     trust_remote_code: bool = False,
     seed: int = 0,
+    store_dir: str | Path | None = None,
+    revision: str | None = None,
 ) -> EvalResult:
-    """Run lm-eval on ``suite.tasks`` (limo_ task or group names); collect metrics, samples, settings."""
+    """Run lm-eval on ``suite.tasks`` (limo_ task or group names) through ``StoredLM``; collect
+    metrics, samples, settings. Stored responses are served without loading the model."""
     tasks = list(suite.tasks)
-    model_path = str(model_path)  # lm-eval treats anything but a str as a model object
+    model_path = str(model_path)
     backend = be.choose_backend(suite.backend)
-    if suite.num_samples < 1:
-        raise ValueError("eval.num_samples must be >= 1")
     data_dir = str(suite.data_dir) if suite.data_dir is not None else None
 
     import lm_eval
-    from lm_eval.api.registry import get_model
     from lm_eval.tasks import TaskManager
+    from transformers import AutoTokenizer
 
     metadata = {
         "data_dir": data_dir,
@@ -74,29 +79,32 @@ def evaluate(
         for t, why in skipped.items():
             log.warning("skipping %s: %s", t, why)
         tasks = kept
+    leaves, _ = registry.resolve_tasks(tasks, None)  # groups expanded
+    _check_sample_counts(suite, leaves)
     loaded = tm.load(tasks)  # builds the datasets: a missing local file fails here, before the model loads
-    for task_obj in loaded["tasks"].values():
-        task_obj.set_config(key="repeats", value=int(suite.num_samples))
+    for name, task_obj in loaded["tasks"].items():
+        task_obj.set_config(key="repeats", value=suite.samples_for(name))
     top_level = [loaded["groups"].get(t) or loaded["tasks"][t] for t in tasks]
 
-    model_args = be.model_args(
-        backend,
-        model_path,
-        dtype=dtype,
-        seed=seed,
-        tensor_parallel_size=suite.tensor_parallel_size,
-        trust_remote_code=trust_remote_code,
-    )
     context = be.model_context_length(model_path, trust_remote_code)
     max_gen_toks = be.fit_generation_budget(suite.max_gen_toks, context)
-    if context:  # prompt + generation must fit the model's positions
-        model_args["max_model_len" if backend == "vllm" else "max_length"] = context
-    extra = {"batch_size": suite.batch_size}
-    if backend == "hf":
-        extra["device"] = device
-    lm = get_model(backend).create_from_arg_obj(model_args, extra)
+    budget = Budget(**suite.budget.to_dict()) if suite.budget else None
+    if budget and context and budget.think_max + budget.answer_max + 256 > context:
+        raise ValueError(
+            f"eval.budget: think_max + answer_max = {budget.think_max + budget.answer_max} tokens leave no room "
+            f"for a prompt in the model's {context} positions"
+        )
+    tok = AutoTokenizer.from_pretrained(model_path, revision=revision, trust_remote_code=trust_remote_code)
+    fp = model_fingerprint(model_path, revision)
+    folder = store_dir if suite.store == "auto" else None if suite.store == "off" else suite.store
+    store = ResponseStore(folder, fp) if folder else NoStore(fp)  # auto without a store_dir: none
+    engine_kw = {"dtype": dtype, "seed": seed, "revision": revision, "trust_remote_code": trust_remote_code}
+    engine_kw |= {"batch_size": suite.batch_size, "tensor_parallel_size": suite.tensor_parallel_size}
+    engine_kw |= {"max_model_len": context, "device": device}
+    lm = StoredLM(model_path, tok, store, lambda: make_engine(backend, model_path, **engine_kw), budget)
     template = lm.chat_template(True) or ""
     gen_kwargs = be.default_gen_kwargs(max_gen_toks, suite.temperature, suite.top_p)
+    be.warn_slow_generation(backend, device, loaded["tasks"], suite, max_gen_toks)
 
     out = lm_eval.simple_evaluate(
         model=lm,
@@ -115,14 +123,15 @@ def evaluate(
     )
     raw_samples = out.pop("samples", {}) or {}
     raw = json.loads(json.dumps(out, default=str))
-    metrics, samples = _collect(raw, raw_samples, suite.pass_k)
+    metrics, samples = _collect(raw, raw_samples, suite.pass_k, lm)
 
-    leaves, _ = registry.resolve_tasks(tasks, None)  # groups expanded
     settings = {
         "backend": backend,
         "backend_version": be.package_version("vllm" if backend == "vllm" else "transformers"),
         "lm_eval_version": be.package_version("lm_eval"),
         "model_path": str(model_path),
+        "model_fingerprint": fp,
+        "response_store": str(store.path) if store.path else "off",
         "dtype": dtype,
         "device": device,
         "tensor_parallel_size": str(suite.tensor_parallel_size),
@@ -132,12 +141,15 @@ def evaluate(
         "max_gen_toks": str(max_gen_toks),
         "max_gen_toks_requested": str(suite.max_gen_toks),
         "model_context_length": str(context),
-        "num_samples": str(suite.num_samples),
+        "num_samples": json.dumps({t: suite.samples_for(t) for t in leaves}, sort_keys=True)
+        if isinstance(suite.num_samples, dict)
+        else str(suite.num_samples),
         "temperature": str(suite.temperature),
         "top_p": str(suite.top_p),
         "pass_k": ",".join(str(k) for k in suite.pass_k),
         "seed": str(seed),
         "gen_kwargs": json.dumps(gen_kwargs, sort_keys=True),
+        "budget": json.dumps(suite.budget.to_dict(), sort_keys=True) if suite.budget else "none",
         "system_prompt": "" if suite.system_prompt is None else suite.system_prompt,
         "instruction": suite.instruction,
         "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest() if template else "none",
@@ -154,11 +166,23 @@ def evaluate(
         settings[f"task_version/{leaf}"] = (
             str(loaded["tasks"][leaf].VERSION) if leaf in loaded["tasks"] else ""
         )
-    return EvalResult(metrics=metrics, samples=samples, settings=settings, raw=raw)
+    responses = [{"key": k, "model": fp, **v.__dict__} for k, v in lm.served.values()]
+    return EvalResult(metrics=metrics, samples=samples, settings=settings, raw=raw, responses=responses)
+
+
+def _check_sample_counts(suite: EvalConfig, leaves: list[str]) -> None:
+    if isinstance(suite.num_samples, dict):
+        unknown = sorted(set(suite.num_samples) - set(leaves) - {"default"})
+        if unknown:
+            raise ConfigError(
+                f"eval.num_samples names tasks this suite does not run: {unknown}; tasks: {leaves}"
+            )
+        for leaf in leaves:
+            suite.samples_for(leaf)  # a task without an entry and no default: an error now
 
 
 def _collect(
-    raw: dict, raw_samples: dict, pass_k: list[int]
+    raw: dict, raw_samples: dict, pass_k: list[int], lm: StoredLM | None = None
 ) -> tuple[dict[str, float], dict[str, list[dict]]]:
     """lm-eval's results and logged samples -> MLflow metrics and one row per generated sample."""
     metrics: dict[str, float] = {}
@@ -184,7 +208,9 @@ def _collect(
                         "sample": i,
                         "prompt": prompt,
                         "gold": s["doc"]["answers"],
+                        "kind": s["doc"].get("kind", "math"),
                         **v,
+                        **_generation(lm, task, s["doc_id"], i),
                     }
                 )
         samples[task] = rows
@@ -194,27 +220,55 @@ def _collect(
             metrics[f"eval/{task}/no_answer_count"] = float(sum(r["status"] == "no_answer" for r in rows))
             metrics[f"eval/{task}/timeout_count"] = float(sum(r["status"] == "timeout" for r in rows))
             metrics[f"eval/{task}/n_questions"] = float(len(per_question))
+            metrics |= length_metrics(task, rows)
+    if lm is not None:
+        for task, (seconds, tokens) in lm.timing.per_task.items():
+            metrics[f"eval/{task}/gen_tokens_per_s"] = tokens / seconds if seconds else float("nan")
+        metrics["eval/responses_generated"] = float(lm.store.added)
+        metrics["eval/responses_from_store"] = float(lm.store.hits)
     return metrics, samples
+
+
+def _generation(lm: StoredLM | None, task: str, doc_id: int, sample: int) -> dict:
+    served = lm.served.get((task, doc_id, sample)) if lm is not None else None
+    if served is None:
+        return {}
+    s = served[1]
+    return {"n_tokens": s.n_tokens, "finish": s.finish, "think_tokens": s.think_tokens, "waits": s.waits}
+
+
+def length_metrics(task: str, rows: list[dict]) -> dict[str, float]:
+    """The token-efficiency columns: mean and median response tokens and thinking tokens where
+    there are any (the share that ran out of tokens is the tasks' own ``truncated`` metric)."""
+    import statistics
+
+    n = [r["n_tokens"] for r in rows if r.get("n_tokens") is not None]
+    if not n:
+        return {}
+    out = {
+        f"eval/{task}/response_tokens_mean": statistics.fmean(n),
+        f"eval/{task}/response_tokens_median": float(statistics.median(n)),
+    }
+    think = [r["think_tokens"] for r in rows if r.get("think_tokens") is not None]
+    if think:
+        out[f"eval/{task}/think_tokens_mean"] = statistics.fmean(think)
+    return out
 
 
 def evaluate_to_dir(
     model_path: str,
     suite: EvalConfig,
     output_dir: str | Path,
-    *,
-    dtype: str = "float32",
-    trust_remote_code: bool = False,
-    seed: int = 0,
+    **options,
 ) -> EvalResult:
-    """``evaluate`` on CUDA when present, else CPU; writes results.json, settings.json and
-    samples_<task>.jsonl into ``output_dir`` (listed in ``EvalResult.artifacts``)."""
+    """``evaluate`` on CUDA when present, else CPU; writes results.json, settings.json,
+    samples_<task>.jsonl and responses.jsonl (the store records used) into ``output_dir``
+    (listed in ``EvalResult.artifacts``). ``options``: those of ``evaluate``."""
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     started = time.perf_counter()
-    res = evaluate(
-        model_path, suite, device=device, dtype=dtype, trust_remote_code=trust_remote_code, seed=seed
-    )
+    res = evaluate(model_path, suite, device=device, **options)
     seconds = time.perf_counter() - started  # the cost side of "cost per correct answer"
     devices = suite.tensor_parallel_size if res.settings["backend"] == "vllm" else 1
     res.metrics |= {"cost/eval_seconds": seconds, "cost/eval_device_hours": seconds * devices / 3600}
@@ -231,4 +285,7 @@ def evaluate_to_dir(
             for row in rows:
                 f.write(json.dumps(row, default=str) + "\n")
         res.artifacts.append(p)
+    p = output_dir / "responses.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in res.responses))
+    res.artifacts.append(p)
     return res

@@ -2,6 +2,8 @@
 
 Policy (pinned by tests/test_grading.py; bump GRADER_VERSION when it changes):
 
+- A response that ran out of tokens (``max_gen_toks``) is no answer (status ``truncated``),
+  whatever it contains: a box inside an unfinished chain of thought is not an answer.
 - Everything up to and including the last ``</think>`` is ignored. A ``<think>`` that is
   never closed means the response was cut off while reasoning: no answer.
 - Math: the answer is the content of the LAST ``\\boxed{...}`` (also ``\\boxed 5`` and
@@ -39,10 +41,21 @@ from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, veri
 
 from limo_exp.data.answers import BOX_RE, balanced, boxed_contents, split_answers, strip_thinking
 
-GRADER_VERSION = "1.0"
+GRADER_VERSION = "1.1"  # 1.1: a response that ran out of tokens is no answer (status truncated)
 MATH_VERIFY_VERSION = version("math-verify")
 DEFAULT_TIMEOUT_S = 5.0
-STATUSES = ("ok", "no_answer", "timeout")
+STATUSES = ("ok", "no_answer", "timeout", "truncated")
+TRUNCATED = (
+    "\n<limo-exp:truncated/>"  # the generation wrapper appends it to a response that hit its token budget
+)
+
+
+def split_truncated(response: str) -> tuple[str, bool]:
+    """A response and whether it ran out of tokens (the mark is removed)."""
+    if response.endswith(TRUNCATED):
+        return response[: -len(TRUNCATED)], True
+    return response, False
+
 
 _EXTRACTION = (LatexExtractionConfig(), ExprExtractionConfig())
 

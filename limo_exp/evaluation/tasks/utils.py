@@ -18,7 +18,7 @@ from limo_exp.config import LIMO_INSTRUCTION
 from limo_exp.data.benchmarks import load_benchmark
 from limo_exp.data.prompts import user_turn
 from limo_exp.data.records import BenchItem
-from limo_exp.evaluation.grading import grade_choice_detailed, grade_math_detailed
+from limo_exp.evaluation.grading import grade_choice_detailed, grade_math_detailed, split_truncated
 
 DEFAULT_INSTRUCTION = LIMO_INSTRUCTION
 
@@ -86,6 +86,9 @@ def synthetic(**metadata):
 
 def grade_one(response: str, doc: dict) -> dict:
     """One response's verdict as plain data (kept per sample in lm-eval's logged samples)."""
+    response, truncated = split_truncated(response)
+    if truncated:
+        return {"response": response, "extracted": None, "status": "truncated", "correct": False}
     if doc["kind"] == "choice":
         v = grade_choice_detailed(response, doc["answer"])
     else:
@@ -105,6 +108,7 @@ def process_results(doc: dict, results: list) -> dict[str, float]:
     n = len(verdicts)
     return {
         "exact_match": sum(v["correct"] for v in verdicts) / n,
-        "no_answer": sum(v["status"] == "no_answer" for v in verdicts) / n,
+        "no_answer": sum(v["status"] in ("no_answer", "truncated") for v in verdicts) / n,
+        "truncated": sum(v["status"] == "truncated" for v in verdicts) / n,
         "timeout": sum(v["status"] == "timeout" for v in verdicts) / n,
     }

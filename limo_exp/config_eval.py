@@ -1,0 +1,114 @@
+"""The evaluation and report sections of the config (``eval/``, ``report``): the protocol an
+evaluation runs and the statistics the report draws; re-exported by ``limo_exp.config``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from limo_exp.typed import ConfigError, Section, one_of
+
+LIMO_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+BACKENDS = ("auto", "hf", "vllm")  # auto: vLLM when CUDA and vllm are present, else hf
+
+
+@dataclass
+class BudgetConfig(Section):
+    """``eval.budget``: s1's budget forcing (limo_exp.evaluation.stored_lm.Budget)."""
+
+    think_max: int = (
+        8000  # thinking tokens; at the budget the end of thinking and the answer prefix are forced
+    )
+    think_min: int = 0  # a model ending its thinking earlier gets ``wait`` appended ...
+    max_waits: int = 0  # ... up to this many times
+    answer_max: int = 1024  # tokens of the answer after the forced prefix
+    start_think: str = ""  # text the assistant turn starts with (s1: "<|im_start|>think\\n")
+    end_think: str = "</think>"
+    answer_prefix: str = "Final Answer:"
+    wait: str = "Wait"
+
+    def __post_init__(self):
+        if self.think_max < 1 or self.answer_max < 1 or self.think_min < 0 or self.max_waits < 0:
+            raise ConfigError(
+                "eval.budget: think_max and answer_max must be >= 1, think_min and max_waits >= 0"
+            )
+        if self.think_min > self.think_max:
+            raise ConfigError(f"eval.budget.think_min={self.think_min} is above think_max={self.think_max}")
+        if not self.end_think:
+            raise ConfigError("eval.budget.end_think must be set: it is the delimiter budget forcing inserts")
+
+
+@dataclass
+class SyntheticConfig(Section):
+    n: int = 20  # size of the generated benchmark (limo_synthetic)
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig(Section):
+    """``eval/``: the evaluation suite and protocol (limo_exp.evaluation.evaluate)."""
+
+    tasks: list[str] = field(default_factory=lambda: ["limo_synthetic"])  # limo_ tasks or groups
+    data_dir: str | None = None  # local benchmark files; null: the hub
+    limit: int | None = None  # questions per task
+    backend: str = "hf"  # auto | hf | vllm
+    batch_size: int | str = (
+        "auto"  # hf: sequences per generate call; auto: 64 on CUDA (halved on OOM), 1 on CPU
+    )
+    max_gen_toks: int = 32768
+    num_samples: int | dict[str, int] = 1  # n samples per question, or per task {limo_aime24: 64, default: 4}
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    pass_k: list[int] = field(default_factory=lambda: [1])
+    system_prompt: str | None = None
+    instruction: str = LIMO_INSTRUCTION
+    gpqa_seed: int = 0  # seed of GPQA's option shuffle
+    tensor_parallel_size: int = 1
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    revision: dict[str, str] | None = None  # benchmark -> hub commit, branch or tag (others: default)
+    store: str = "auto"  # response store: auto (<paths.cache_dir>/responses), off, or a folder
+    budget: BudgetConfig | None = None  # s1 budget forcing (eval=s1_budget); null: plain generation
+
+    def __post_init__(self):
+        one_of("eval.backend", self.backend, BACKENDS)
+        if isinstance(self.batch_size, str):
+            one_of("eval.batch_size", self.batch_size, ("auto",))
+        elif self.batch_size < 1:
+            raise ConfigError(f"eval.batch_size must be >= 1 or auto, got {self.batch_size}")
+        counts = self.num_samples.values() if isinstance(self.num_samples, dict) else [self.num_samples]
+        if any(n < 1 for n in counts):
+            raise ConfigError(f"eval.num_samples must be >= 1 per task, got {self.num_samples}")
+        if self.budget and self.budget.think_max + self.budget.answer_max > self.max_gen_toks:
+            raise ConfigError(
+                f"eval.budget: think_max + answer_max = {self.budget.think_max + self.budget.answer_max} "
+                f"exceeds eval.max_gen_toks={self.max_gen_toks}"
+            )
+
+    def samples_for(self, task: str) -> int:
+        """n for one task: the number, the task's entry, or the ``default`` entry."""
+        if isinstance(self.num_samples, int):
+            return self.num_samples
+        if task in self.num_samples:
+            return self.num_samples[task]
+        if "default" in self.num_samples:
+            return self.num_samples["default"]
+        raise ConfigError(f"eval.num_samples has no entry for {task} and no default: {self.num_samples}")
+
+
+@dataclass
+class ReportConfig(Section):
+    """``report``: the statistics of ``limo-exp report`` and ``limo-exp compare``."""
+
+    n_boot: int = 2000  # bootstrap resamples for every interval
+    fit_boot: int = 300  # resamples for the interval of a fitted curve's N at 95% of its plateau
+    level: float = 0.95  # interval coverage
+    seed: int = 0  # of every resampling
+    alpha: float = 0.05  # significance level of the paired tests (bold in tables, words in the report)
+    reported: list[str] = field(default_factory=list)  # published rows (analysis/published.yaml) to add
+    a: str | None = None  # limo-exp compare A B: a run id, a run key, or param=value[;param=value]
+    b: str | None = None
+
+    def __post_init__(self):
+        if not 0 < self.level < 1 or not 0 < self.alpha < 1:
+            raise ConfigError("report.level and report.alpha must be in (0, 1)")
+        if self.n_boot < 100 or self.fit_boot < 0:
+            raise ConfigError("report.n_boot must be >= 100 and report.fit_boot >= 0")

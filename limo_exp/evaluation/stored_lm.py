@@ -1,0 +1,211 @@
+"""The model lm-eval evaluates: one wrapper over the generation engines (hf, vLLM) that serves
+stored responses first, generates only what is missing (loading the model on the first miss),
+counts tokens, and applies s1's budget forcing when the protocol asks for it.
+
+lm-eval keeps what it is good at (task configs, repeats, filters, metrics); this class is the
+``LM`` it calls. The i-th repeat of a request is sample i of the store key. A response that ran
+out of tokens carries ``TRUNCATED`` at its end so that the task's grader counts it as no answer
+(a truncated chain of thought that happens to contain a box is not an answer).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from lm_eval.api.model import LM
+
+from limo_exp.evaluation.engines import Gen, Out, Timing
+from limo_exp.evaluation.grading import TRUNCATED
+from limo_exp.evaluation.store import ResponseStore, Stored, request_key
+
+log = logging.getLogger(__name__)
+
+THINK_END = "</think>"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """s1's budget forcing (arXiv 2501.19393): thinking stops at ``think_max`` tokens, where the
+    end-of-thinking delimiter and the answer prefix are forced; a model that ends its thinking
+    before ``think_min`` tokens gets ``wait`` appended instead, up to ``max_waits`` times."""
+
+    think_max: int
+    think_min: int = 0
+    max_waits: int = 0
+    answer_max: int = 1024
+    start_think: str = ""  # text the thinking starts with (s1: "<|im_start|>think\n")
+    end_think: str = THINK_END
+    answer_prefix: str = "Final Answer:"
+    wait: str = "Wait"
+
+
+def _plain(o: Out) -> Stored:
+    return Stored(o.text, o.n_tokens, o.finish)
+
+
+class StoredLM(LM):
+    def __init__(
+        self, model_path: str, tokenizer, store: ResponseStore, engine_factory, budget: Budget | None = None
+    ):
+        super().__init__()
+        self.model_path = model_path
+        self.tokenizer = tokenizer
+        self.store = store
+        self._factory = engine_factory
+        self._engine = None
+        self.budget = budget
+        self.timing = Timing()
+        self.served: dict[
+            tuple[str, int, int], tuple[str, Stored]
+        ] = {}  # (task, doc, sample) -> key, response
+
+    # --- what lm-eval asks of a chat model -------------------------------------------------
+    @property
+    def tokenizer_name(self) -> str:
+        return self.model_path.replace("/", "__")
+
+    def chat_template(self, chat_template=False):
+        return self.tokenizer.chat_template if chat_template else None
+
+    def apply_chat_template(self, chat_history, add_generation_prompt: bool = True) -> str:
+        text = self.tokenizer.apply_chat_template(
+            chat_history,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=not add_generation_prompt,
+        )
+        return text + (self.budget.start_think if self.budget and add_generation_prompt else "")
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        raise NotImplementedError("limo-exp tasks are generative (generate_until only)")
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+        raise NotImplementedError("limo-exp tasks are generative (generate_until only)")
+
+    # --- generation ----------------------------------------------------------------------
+    @property
+    def engine(self):
+        if self._engine is None:
+            self._engine = self._factory()
+        return self._engine
+
+    def settings(self, gen_kwargs: dict) -> dict:
+        """What a response depends on besides the model, the prompt and the sample index."""
+        sampled = bool(gen_kwargs.get("do_sample")) and float(gen_kwargs.get("temperature") or 0) > 0
+        return {
+            "max_gen_toks": int(gen_kwargs["max_gen_toks"]),
+            "until": sorted(gen_kwargs.get("until") or []),
+            "temperature": float(gen_kwargs.get("temperature") or 0) if sampled else 0.0,
+            "top_p": float(gen_kwargs.get("top_p", 1.0)) if sampled else 1.0,
+            "budget": None if self.budget is None else self.budget.__dict__,
+        }
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        plan, seen = [], {}
+        for req in requests:  # a request repeated n times (lm-eval's repeats) is samples 0..n-1
+            ctx, gen_kwargs = req.args
+            slot = (req.task_name, req.doc_id, ctx)
+            seen[slot] = seen.get(slot, -1) + 1
+            s = self.settings(gen_kwargs)
+            plan.append(
+                (
+                    request_key(self.store.model_fp, ctx, s, seen[slot]),
+                    req.task_name,
+                    req.doc_id,
+                    seen[slot],
+                    ctx,
+                    s,
+                )
+            )
+        todo: dict[str, list] = {}
+        for p in plan:
+            if self.store.get(p[0]) is None and p[0] not in {q[0] for q in todo.get(p[1], [])}:
+                todo.setdefault(p[1], []).append(p)
+        for task, items in todo.items():
+            self._generate_task(task, items)
+        out = []
+        for key, task, doc_id, sample, _, _ in plan:
+            s = self.store.records[key]
+            self.served[(task, doc_id, sample)] = (key, s)
+            out.append(s.response + (TRUNCATED if s.finish == "length" else ""))
+        return out
+
+    def _generate_task(self, task: str, items: list) -> None:
+        """Generate a task's missing responses in chunks, each stored as soon as it is done."""
+        chunk = max(16, 4 * int(getattr(self.engine, "batch_size", 16)))
+        for i in range(0, len(items), chunk):
+            part = items[i : i + chunk]
+            started = time.perf_counter()
+            done = self._forced(part) if self.budget else self._plain(part)
+            seconds = time.perf_counter() - started
+            tokens = sum(d.n_tokens for d in done)
+            t = self.timing.per_task.setdefault(task, [0.0, 0])
+            t[0] += seconds
+            t[1] += tokens
+            self.timing.seconds += seconds
+            self.timing.tokens += tokens
+            self.store.add([(p[0], d) for p, d in zip(part, done)])
+            log.info(
+                "%s: %d/%d responses generated (%.0f tokens/s)",
+                task,
+                i + len(part),
+                len(items),
+                tokens / max(seconds, 1e-9),
+            )
+
+    def _gen(self, ctx: str, s: dict, max_new: int, stop=()) -> Gen:
+        return Gen(ctx, max_new, tuple(stop) + tuple(s["until"]), s["temperature"], s["top_p"])
+
+    def _plain(self, part: list) -> list[Stored]:
+        outs = self.engine.generate([self._gen(ctx, s, s["max_gen_toks"]) for _, _, _, _, ctx, s in part])
+        done = []
+        for o in outs:
+            d = _plain(o)
+            if THINK_END in o.text or "<think>" in o.text:  # a reasoning model's own thinking
+                d.think_tokens = len(
+                    self.tokenizer(o.text.split(THINK_END)[0], add_special_tokens=False)["input_ids"]
+                )
+            done.append(d)
+        return done
+
+    def _forced(self, part: list) -> list[Stored]:
+        b = self.budget
+        state = [{"text": "", "think": 0, "waits": 0, "forced": False} for _ in part]
+        active = list(range(len(part)))
+        while active:  # thinking rounds: to the budget, or to the model's own end of thinking
+            reqs = [
+                self._gen(
+                    part[i][4] + state[i]["text"], part[i][5], b.think_max - state[i]["think"], (b.end_think,)
+                )
+                for i in active
+            ]
+            again = []
+            for i, o in zip(active, self.engine.generate(reqs)):
+                st = state[i]
+                st["text"] += o.text
+                st["think"] += o.n_tokens
+                if st["think"] >= b.think_max:
+                    st["forced"] = True
+                elif st["think"] < b.think_min and st["waits"] < b.max_waits:
+                    st["text"] += b.wait  # the model wanted to stop thinking too early
+                    st["waits"] += 1
+                    again.append(i)
+            active = again
+        for st in state:
+            st["text"] += f"{b.end_think}\n{b.answer_prefix}"
+        answers = self.engine.generate(
+            [self._gen(p[4] + st["text"], p[5], b.answer_max) for p, st in zip(part, state)]
+        )
+        return [
+            Stored(
+                st["text"] + o.text,
+                st["think"] + o.n_tokens,
+                o.finish,
+                st["think"],
+                st["waits"],
+                st["forced"],
+            )
+            for st, o in zip(state, answers)
+        ]
