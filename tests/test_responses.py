@@ -52,7 +52,9 @@ def test_more_samples_and_a_new_benchmark_generate_only_what_is_missing(tiny_mod
     assert more.metrics["eval/responses_generated"] == 3  # the third sample of 3 questions
     assert more.metrics["eval/responses_from_store"] == 6
     added = sampled | {"tasks": ["limo_synthetic", "limo_aime24"], "data_dir": str(eval_data_dir)}
-    both = evaluate(tiny_model, EvalConfig(**added, num_samples={"limo_aime24": 1, "default": 3}), store_dir=tmp_path)
+    both = evaluate(
+        tiny_model, EvalConfig(**added, num_samples={"limo_aime24": 1, "default": 3}), store_dir=tmp_path
+    )
     assert both.metrics["eval/responses_generated"] == 3  # AIME only
     assert len(both.samples["limo_aime24"]) == 3 and len(both.samples["limo_synthetic"]) == 9
 
@@ -84,12 +86,16 @@ def test_lengths_truncation_and_regrade(tiny_model, tmp_path):
     assert m["eval/limo_synthetic/response_tokens_mean"] == 6.0
     assert m["eval/limo_synthetic/response_tokens_median"] == 6.0
     assert m["eval/limo_synthetic/gen_tokens_per_s"] > 0
-    rows = [json.loads(x) for x in (tmp_path / "eval" / "samples_limo_synthetic.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(x) for x in (tmp_path / "eval" / "samples_limo_synthetic.jsonl").read_text().splitlines()
+    ]
     assert {r["status"] for r in rows} == {"truncated"} and {r["n_tokens"] for r in rows} == {6}
     assert len((tmp_path / "eval" / "responses.jsonl").read_text().splitlines()) == 3
     # regrade: an edited response is re-scored with the current grader
     rows[0] |= {"status": "ok", "finish": "stop", "response": "so \\boxed{" + rows[0]["gold"][0] + "}"}
-    (tmp_path / "eval" / "samples_limo_synthetic.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "eval" / "samples_limo_synthetic.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows)
+    )
     summary = regrade_dir(tmp_path / "eval")
     s = summary["tasks"]["limo_synthetic"]
     assert (s["accuracy_before"], s["accuracy_after"], len(s["changed"])) == (0.0, 1 / 3, 1)
@@ -121,7 +127,9 @@ class Scripted:
 
     def generate(self, reqs):
         self.calls.append(reqs)
-        return [Out("x", 1, "stop") if r.prompt.endswith("Final Answer:") else Out(" hm", 2, "stop") for r in reqs]
+        return [
+            Out("x", 1, "stop") if r.prompt.endswith("Final Answer:") else Out(" hm", 2, "stop") for r in reqs
+        ]
 
 
 def test_budget_forcing_appends_wait_until_the_minimum():
@@ -152,3 +160,36 @@ def test_bad_protocols_fail_before_the_model_loads(tiny_model, tmp_path, count_e
         EvalConfig.from_dict({"budget": {"think_maxx": 3}}, "eval")
     assert count_engines == []
     assert Stored("a", 1, "stop").finish == "stop"
+
+
+def test_the_gpu_eval_bench_runs_on_a_cpu(tmp_path, eval_data_dir):
+    """bench/bench_gpu_eval.py is meant for a CUDA machine; its tiny shape keeps it working here."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import bench_gpu_eval
+
+    args = ["--shape", "tiny", "--batches", "3", "--limit", "3", "--max-gen-toks", "5"]
+    out = bench_gpu_eval.main(args + ["--data-dir", str(eval_data_dir), "--out", str(tmp_path / "g.json")])
+    assert out["tasks"] == ["limo_paper"] and [r["batch_size"] for r in out["runs"]] == [3]
+    for run in out["runs"]:  # 6 tasks x 3 questions, every response 5 tokens long
+        assert run["responses"] == 18 and run["generated_tokens"] == 90 and run["tokens_per_s"] > 0
+
+
+def test_regrade_command_needs_no_model(tmp_path):
+    import subprocess
+    import sys
+
+    rows = [
+        {"id": "a", "sample": 0, "gold": ["1/2"], "kind": "math", "response": "\\boxed{0.5}", "correct": False},
+        {"id": "b", "sample": 0, "gold": ["B"], "kind": "choice", "response": "Answer: B", "correct": True},
+        {"id": "c", "sample": 0, "gold": ["3"], "kind": "math", "response": "\\boxed{3", "status": "truncated"},
+    ]
+    (tmp_path / "samples_limo_x.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cmd = [sys.executable, "-m", "limo_exp", "regrade", str(tmp_path), "tracking=disabled"]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "limo_x: 3 samples, accuracy 0.333 -> 0.667, 1 verdict(s) changed" in out.stdout
+    bad = subprocess.run(cmd[:4] + [str(tmp_path / "nowhere")], capture_output=True, text=True)
+    assert bad.returncode == 1 and "is neither a folder nor a run id" in bad.stderr and "Traceback" not in bad.stderr
