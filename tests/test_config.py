@@ -113,7 +113,7 @@ def test_notebooks_are_committed_without_outputs():
             for c in cells
             if c["cell_type"] == "code"
         )
-        assert any("runs_frame" in "".join(c["source"]) for c in cells)  # reads MLflow, not copied numbers
+        assert any("load_study" in "".join(c["source"]) for c in cells)  # reads MLflow, not copied numbers
 
 
 def test_run_keys_are_pinned():
