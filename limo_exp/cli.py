@@ -6,7 +6,9 @@ Each command is a Hydra app over the same config tree (conf/), so every override
 
 from __future__ import annotations
 
+import re
 import sys
+from pathlib import Path
 
 from limo_exp.typed import hydra_quote
 
@@ -32,15 +34,22 @@ USAGE = f"""usage: limo-exp {{{",".join(COMMANDS)}}} [hydra overrides] [--multir
 """
 
 
-def checkpoint_overrides(args: list[str]) -> list[str]:
-    """``model=<folder with config.json>`` is shorthand for ``model=local_path model.path=<folder>``."""
-    from pathlib import Path
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # <org>/<name>
 
+
+def checkpoint_overrides(args: list[str]) -> list[str]:
+    """``model=<folder with config.json>`` is shorthand for ``model=local_path model.path=<folder>``;
+    ``model=<org>/<name>[@<revision>]`` (no such folder here) for ``model=hub model.hub_id=<org>/<name>
+    [model.revision=<revision>]``: any hub model without a YAML of its own."""
     out = []
     for a in args:
         key, _, value = a.partition("=")
+        repo, _, revision = value.partition("@")
         if key == "model" and value and (Path(value) / "config.json").is_file():
             out += ["model=local_path", f"model.path={Path(value).resolve()}"]
+        elif key == "model" and HUB_ID.fullmatch(repo) and not Path(value).exists():
+            out += ["model=hub", f"model.hub_id={repo}"]
+            out += [f"model.revision={hydra_quote(revision)}"] if revision else []
         else:
             out.append(a)
     return out

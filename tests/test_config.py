@@ -24,12 +24,16 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
+# options with a mandatory value (???) of their own, composed with one
+NEEDS = {"local_path": ["model.path=/x"], "hub": ["model.hub_id=org/name"]}
+
+
 @pytest.mark.parametrize("group", GROUPS)
 def test_every_option_composes(group):
     opts = options(group)
     assert opts, f"conf/{group}/ is empty"
     for opt in opts:
-        cfg = compose([f"{group}={opt}"])
+        cfg = compose([f"{group}={opt}", *NEEDS.get(opt, [])])
         assert cfg.data.n_samples > 0
         if group == "model":
             assert cfg.model.trust_remote_code is False  # off unless a model config turns it on
@@ -139,9 +143,7 @@ def test_every_option_parses_into_the_schema(group):
     from limo_exp.identity import RunSpec
 
     for opt in options(group):
-        RunSpec.parse(
-            resolved([f"{group}=local_path", "model.path=/x"] if opt == "local_path" else [f"{group}={opt}"])
-        )
+        RunSpec.parse(resolved([f"{group}={opt}", *NEEDS.get(opt, [])]))
 
 
 @pytest.mark.parametrize(
@@ -158,6 +160,8 @@ def test_every_option_parses_into_the_schema(group):
         ("+train.lora.r=x", r"train.lora.r: expected int, got str 'x'"),
         ("+banana=1", r"unknown config key banana; valid keys of the config: \['pool',"),
         ("model=local_path", r"model.path must be set \(it is \?\?\? in the config\)"),
+        ("model=hub", r"model.hub_id must be set \(it is \?\?\? in the config\)"),
+        ("+model.revision=v1", r"model.revision is for model.source=hub, not model.source=tiny_random"),
         ("model.source=ftp", r"model.source='ftp' is not one of"),
         ("eval.backend=tpu", r"eval.backend='tpu' is not one of"),
         (

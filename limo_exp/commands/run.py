@@ -90,13 +90,14 @@ def run(cfg: DictConfig) -> dict:
             with accelerator.main_process_first():
                 base = training.resolve(c.model, c.paths.cache_dir)
             data = training.prepare(
-                examples, training.load_tokenizer(base, c.model.trust_remote_code), c.train
+                examples, training.load_tokenizer(base, c.model.trust_remote_code, c.model.revision), c.train
             )
             model, tok = training.load_for_training(base, c.model, c.train)  # after the data checks
             if c.train.lora:
                 tracker.log_metrics({"train/trainable_fraction": training.lora.trainable_fraction(model)})
             attn = model.config._attn_implementation
-            tracker.set_tags({"limo.base_model": base, "limo.attn_implementation": attn})
+            tags = {"limo.base_model": base, "limo.attn_implementation": attn}
+            tracker.set_tags(tags | hub.as_tags(hub.loaded()))  # a hub model's commit too
             n_params = sum(p.numel() for p in model.parameters())  # before sharding (ZeRO-3 / FSDP)
             kw = {"seed": c.seed, "state_dir": state_dir, "run_key": key}
             result = training.train(model, tok, data, c.train, accelerator, tracker.log_metrics, **kw)
@@ -132,7 +133,7 @@ def _curate_and_select(c, pool, fingerprint, benchmarks, run_dir, tracker, main_
     selection.check_pool(pool, d.n_samples, c.quality.tier, how)  # fields and counts, before curation
     started = time.perf_counter()
     curated = curation.curate_cached(pool, c.curation, benchmarks, Path(c.paths.cache_dir) / "curated")
-    files = curation.write_outputs(curated, run_dir / "curation") if main_rank else []
+    files = curation.write_outputs(curated, run_dir / "curation", copy_pool=False) if main_rank else []
     if main_rank:
         cached = " (from cache)" * curated.from_cache
         log.info("curation funnel%s:\n%s", cached, curation.format_funnel(curated.funnel))

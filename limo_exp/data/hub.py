@@ -1,13 +1,15 @@
-"""Hub data sets: loaded by id (``datasets`` imported only then), pinned to a revision when one is
-given, and recorded: which commit and how many rows every hub load of this process read.
+"""Hub data sets and models: loaded by id (``datasets`` imported only then), pinned to a revision
+when one is given, and recorded: which commit (and how many rows) every hub load of this process read.
 
     rows = load("Maxwell-Jia/AIME_2024", None, "train", revision=None)
+    record_model("Qwen/Qwen2.5-7B-Instruct", "main")   # a model's commit: the local cache, else the hub
     loaded()   # [{"repo", "config", "split", "revision", "rows"}] for the run to log
 """
 
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 _LOADED: dict[tuple, dict[str, Any]] = {}
@@ -41,15 +43,39 @@ def load(repo: str, config: str | None, split: str, revision: str | None = None)
     return ds
 
 
+def model_commit(repo: str, revision: str | None) -> str:
+    """The commit a model revision (None: the default branch) points to: the snapshot folder the
+    local cache holds for it (offline), else the hub's answer, else "<revision> (unresolved)"."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        path = try_to_load_from_cache(repo, "config.json", revision=revision)  # .../snapshots/<sha>/...
+        if isinstance(path, str):
+            return Path(path).parent.name
+        from huggingface_hub import HfApi
+
+        return HfApi().model_info(repo, revision=revision).sha or "unresolved"
+    except Exception:  # offline and not cached, gated, or no huggingface_hub
+        return f"{revision or 'default'} (unresolved)"
+
+
+def record_model(repo: str, revision: str | None) -> str:
+    """Record the commit of a hub model this process reads (tagged ``limo.hub.<repo>``)."""
+    sha = model_commit(repo, revision)
+    _LOADED[(repo, None, None)] = {"repo": repo, "config": None, "split": None, "revision": sha, "rows": None}
+    return sha
+
+
 def loaded() -> list[dict[str, Any]]:
     """Every hub data set this process loaded, with its commit and row count."""
     return list(_LOADED.values())
 
 
 def as_tags(entries: list[dict[str, Any]]) -> dict[str, str]:
-    """``limo.hub.<repo>[/<config>]/<split>`` -> ``<sha> rows=<n>``: what a run logs."""
+    """``limo.hub.<repo>[/<config>]/<split>`` -> ``<sha> rows=<n>`` (a data set), ``limo.hub.<repo>``
+    -> ``<sha>`` (a model): what a run logs."""
     out = {}
     for e in entries:
         name = "/".join(x for x in (e["repo"], e["config"], e["split"]) if x)
-        out[f"limo.hub.{name}"] = f"{e['revision']} rows={e['rows']}"
+        out[f"limo.hub.{name}"] = e["revision"] + ("" if e["rows"] is None else f" rows={e['rows']}")
     return out

@@ -183,6 +183,9 @@ def resolve(model: ModelConfig, cache_dir: str | Path) -> str:
     """Return what ``from_pretrained`` should read: a local folder or a hub id."""
     cache_dir = Path(cache_dir)
     if model.source == "hub":
+        from limo_exp.data import hub
+
+        hub.record_model(model.hub_id, model.revision)  # the commit read, tagged on the run
         return model.hub_id
     if model.source == "path":
         path = Path(model.path)
@@ -207,6 +210,7 @@ def load_for_training(path_or_id: str, model: ModelConfig, train: TrainConfig):
         dtype=train.master_dtype,
         attn=model.attn_implementation,
         trust_remote_code=model.trust_remote_code,
+        revision=model.revision,
     )
     if train.lora:
         from limo_exp.training import lora
@@ -215,11 +219,12 @@ def load_for_training(path_or_id: str, model: ModelConfig, train: TrainConfig):
     return net, tok
 
 
-def load_tokenizer(path_or_id: str, trust_remote_code: bool = False):
-    """The model's tokenizer, with a pad token (EOS when it has none) and its chat template."""
+def load_tokenizer(path_or_id: str, trust_remote_code: bool = False, revision: str | None = None):
+    """The model's tokenizer (at a hub ``revision``), with a pad token (EOS when it has none) and its
+    chat template."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path_or_id, trust_remote_code=trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(path_or_id, revision=revision, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if tok.chat_template is None:
@@ -229,13 +234,21 @@ def load_tokenizer(path_or_id: str, trust_remote_code: bool = False):
     return tok
 
 
-def load(path_or_id: str, *, dtype: str = "auto", attn: str = "auto", trust_remote_code: bool = False):
-    """Load model and tokenizer (``load_tokenizer``)."""
+def load(
+    path_or_id: str,
+    *,
+    dtype: str = "auto",
+    attn: str = "auto",
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+):
+    """Load model and tokenizer (``load_tokenizer``); ``revision``: a hub commit, branch or tag."""
     from transformers import AutoModelForCausalLM
 
-    tok = load_tokenizer(path_or_id, trust_remote_code)
+    tok = load_tokenizer(path_or_id, trust_remote_code, revision)
     model = AutoModelForCausalLM.from_pretrained(
         path_or_id,
+        revision=revision,
         dtype=torch_dtype(dtype),
         attn_implementation=attn_implementation(attn),
         trust_remote_code=trust_remote_code,
