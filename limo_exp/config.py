@@ -259,6 +259,7 @@ class Config(Section):
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    accelerate: dict[str, Any] | None = None  # conf/accelerate/ (plain Accelerate YAML): hydra/launcher=slurm
     study: str = "default"
     seed: int = 0
     force: bool = False

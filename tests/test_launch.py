@@ -1,0 +1,113 @@
+"""hydra/launcher=slurm: one multi-GPU, multi-node job per sweep point under accelerate launch.
+Rendered and dry-run here (submitit's executor replaced): nothing is submitted."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import CONF_DIR, compose
+from omegaconf import OmegaConf
+
+from limo_exp.training import launch
+
+FSDP = yaml.safe_load((CONF_DIR / "accelerate" / "fsdp.yaml").read_text())
+
+
+def test_command_of_a_two_node_fsdp_point(tmp_path):
+    point = launch.Point(("data.n_samples=400", "seed=1"), str(tmp_path), 3, nodes=2, gpus_per_node=8)
+    assert launch.write_topology(point, FSDP) == str(tmp_path / "3" / "accelerate.yaml")
+    assert yaml.safe_load(Path(point.config_file).read_text()) == FSDP
+    port = launch.port_for("987654_3")
+    assert port == launch.port_for("987654_3") != launch.port_for("987655_3") and 20000 <= port < 40000
+    cmd = launch.accelerate_command(point, node_rank=1, hostnames=["gpu-a01", "gpu-a02"], port=port)
+    assert " ".join(cmd) == (
+        f"accelerate launch --config_file {tmp_path}/3/accelerate.yaml --num_processes 16 --num_machines 2 "
+        f"--machine_rank 1 --main_process_ip gpu-a01 --main_process_port {port} -m limo_exp run --multirun "
+        f"hydra/launcher=basic ~hydra.callbacks.sweep_parent hydra.sweep.dir={tmp_path} hydra.sweep.subdir=3 "
+        "data.n_samples=400 seed=1"
+    )
+    with pytest.raises(ValueError, match="the job has 1 nodes"):
+        launch.accelerate_command(point, node_rank=0, hostnames=["gpu-a01"], port=port)
+    with pytest.raises(ValueError, match="choose its topology, accelerate=ddp|fsdp"):
+        launch.write_topology(point, None)
+
+
+def test_accelerate_is_a_group_outside_the_run_key():
+    from limo_exp.identity import RunSpec
+
+    plain = OmegaConf.to_container(compose([]), resolve=True)
+    fsdp = OmegaConf.to_container(compose(["accelerate=fsdp", "accelerate.mixed_precision=no"]), resolve=True)
+    assert "accelerate" not in plain and fsdp["accelerate"] == FSDP | {"mixed_precision": "no"}
+    assert RunSpec.parse(fsdp).key("p", "b") == RunSpec.parse(plain).key("p", "b")  # where, not what
+    for name in ("single", "ddp", "fsdp", "deepspeed_zero3"):
+        RunSpec.parse(OmegaConf.to_container(compose([f"accelerate={name}"]), resolve=True))
+
+
+def _dry_run(monkeypatch, *overrides: str) -> list[list[str]]:
+    """``limo-exp run --multirun hydra/launcher=slurm ...`` with a fake submitit: each job's two nodes run
+    in this process; returns the commands the nodes would have run."""
+    import submitit
+
+    from hydra_plugins.limo_exp_launcher import accelerate_submitit as plugin
+    from limo_exp.cli import main
+
+    ran: list[list[str]] = []
+
+    class Executor:
+        def __init__(self, cluster, **kw):
+            assert cluster == "slurm"
+
+        def update_parameters(self, **kw):
+            assert kw["slurm_nodes"] if "slurm_nodes" in kw else kw["nodes"] == 2
+
+        def map_array(self, fn, *args):
+            jobs = []
+            for k, call in enumerate(zip(*args)):
+                results = []
+                for node in (0, 1):
+                    env = types.SimpleNamespace(node=node, hostnames=["gpu-a01", "gpu-a02"], job_id=f"77_{k}")
+                    monkeypatch.setattr(submitit, "JobEnvironment", lambda env=env: env)
+                    results.append(fn(*call))
+                jobs.append(types.SimpleNamespace(results=lambda r=results: r))
+            return jobs
+
+    monkeypatch.setattr(submitit, "AutoExecutor", Executor)
+    monkeypatch.setattr(
+        plugin.subprocess, "run", lambda cmd: ran.append(cmd) or types.SimpleNamespace(returncode=0)
+    )
+    main(
+        [
+            "run",
+            "--multirun",
+            "hydra/launcher=slurm",
+            "hydra.launcher.nodes=2",
+            "tracking=disabled",
+            *overrides,
+        ]
+    )
+    return ran
+
+
+def test_a_slurm_sweep_runs_each_point_under_accelerate(tmp_path, monkeypatch):
+    ran = _dry_run(monkeypatch, "accelerate=fsdp", "data.n_samples=8,16", f"paths.output_root={tmp_path}")
+    assert len(ran) == 4  # 2 points x 2 nodes
+    sweep_dir = next(a.split("=", 1)[1] for a in ran[0] if a.startswith("hydra.sweep.dir="))
+    for k, cmd in enumerate(ran):
+        point, node = divmod(k, 2)
+        assert cmd[:4] == ["accelerate", "launch", "--config_file", f"{sweep_dir}/{point}/accelerate.yaml"]
+        assert (
+            cmd[cmd.index("--machine_rank") + 1] == str(node)
+            and cmd[cmd.index("--num_processes") + 1] == "16"
+        )
+        assert f"data.n_samples={(8, 16)[point]}" in cmd and "accelerate=fsdp" in cmd
+        assert not any(a.startswith("hydra/launcher=slurm") for a in cmd)
+        assert yaml.safe_load(Path(cmd[3]).read_text()) == FSDP
+
+
+def test_a_slurm_point_without_a_topology_fails_before_submitting(tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit):
+        _dry_run(monkeypatch, f"paths.output_root={tmp_path}")
+    assert "choose its topology" in capsys.readouterr().err
