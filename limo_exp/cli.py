@@ -6,6 +6,7 @@ Each command is a Hydra app over the same config tree (conf/), so every override
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -35,6 +36,7 @@ USAGE = f"""usage: limo-exp {{{",".join(COMMANDS)}}} [hydra overrides] [--multir
 
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # <org>/<name>
+COMPLETION = ("-sc", "--shell-completion")
 
 
 def checkpoint_overrides(args: list[str]) -> list[str]:
@@ -64,19 +66,49 @@ def compare_overrides(args: list[str]) -> list[str]:
     return [f"report.{k}={hydra_quote(v)}" for k, v in zip("ab", args[:2])] + args[2:]
 
 
+def shell_completion(argv: list[str]) -> list[str] | None:
+    """Hydra's tab completion through the dispatcher. ``limo-exp [<command>] -sc install=bash`` prints
+    Hydra's script, which completes ``limo-exp`` by calling ``limo-exp -sc query=bash`` with the typed
+    line in COMP_LINE: while the command word is being typed the answer is the command names (printed
+    here, None returned); after it, the command's Hydra app answers for the rest of the line.
+    Returns the argv to dispatch."""
+    at = next(i for i, a in enumerate(argv) if a in COMPLETION)
+    action = argv[at + 1] if at + 1 < len(argv) else ""
+    command = argv[0] if argv[0] in COMMANDS else "run"  # install / uninstall: any command's app will do
+    if action.startswith("query"):
+        line = os.environ.get("COMP_LINE", "")
+        words = line.split()
+        if len(words) < 2 or (len(words) == 2 and not line[-1:].isspace()) or words[1] not in COMMANDS:
+            partial = words[1] if len(words) == 2 and not line[-1:].isspace() else ""
+            print(
+                ("\n" if action.endswith("fish") else " ").join(c for c in COMMANDS if c.startswith(partial))
+            )
+            return None
+        command = words[1]
+        os.environ["COMP_LINE"] = re.sub(r"^(\s*\S+\s+)\S+\s*", r"\1", line, count=1)  # drop the command
+    return [command, *argv[at:]]
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+    if any(a in COMPLETION for a in argv):
+        argv = shell_completion(argv)
+        if argv is None:
+            return
+        name, rest = "limo-exp", argv[1:]  # Hydra names the completed program after sys.argv[0]
+    elif not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(USAGE, file=sys.stderr)
         if argv and argv[0] not in ("-h", "--help"):
             print(f"unknown command {argv[0]!r}; valid: {', '.join(COMMANDS)}", file=sys.stderr)
             raise SystemExit(2)
         raise SystemExit(0)
+    else:
+        rest = compare_overrides(argv[1:]) if argv[0] == "compare" else argv[1:]
+        name, rest = f"limo-exp {argv[0]}", checkpoint_overrides(rest)
     module, func = COMMANDS[argv[0]].split(":")
     import importlib
 
-    rest = compare_overrides(argv[1:]) if argv[0] == "compare" else argv[1:]
-    sys.argv = [f"limo-exp {argv[0]}"] + checkpoint_overrides(rest)
+    sys.argv = [name, *rest]
     getattr(importlib.import_module(module), func)()
 
 
