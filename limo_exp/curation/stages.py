@@ -7,6 +7,7 @@ Records are never mutated: a stage that changes a record returns a copy.
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from dataclasses import replace
 from typing import Any
 
@@ -15,6 +16,7 @@ from limo_exp.curation import chain_score as q
 from limo_exp.curation.decontam import find_contamination
 from limo_exp.curation.dedup import exact_duplicates, near_duplicate_groups
 from limo_exp.curation.outputs import CuratedPool
+from limo_exp.data import progress
 from limo_exp.data.fingerprints import pool_fingerprint
 from limo_exp.data.pools import DROPPED
 from limo_exp.data.records import BenchItem, Record, Solution
@@ -30,14 +32,18 @@ def verify_answers(records: list[Record], workers: int = 1) -> tuple[list[Record
     """Keep solutions whose final answer (last \\boxed{}) matches the record's gold answer; drop
     records left with none (a record without a gold answer cannot be verified and is dropped)."""
     pairs = [(s.text, r.answer) for r in records if r.answer for s in r.solutions]
-    if workers > 1 and len(pairs) > 200:
-        from concurrent.futures import ProcessPoolExecutor
+    chunks = [pairs[i : i + 200] for i in range(0, len(pairs), 200)]
+    ok: list[bool] = []
+    with progress.bar("verify", total=len(pairs), unit="solution") as shown, ExitStack() as stack:
+        if workers > 1 and len(pairs) > 200:
+            from concurrent.futures import ProcessPoolExecutor
 
-        chunks = [pairs[i : i + 200] for i in range(0, len(pairs), 200)]
-        with ProcessPoolExecutor(workers) as ex:
-            ok = [v for part in ex.map(_grade_all, chunks) for v in part]
-    else:
-        ok = _grade_all(pairs)
+            parts = stack.enter_context(ProcessPoolExecutor(workers)).map(_grade_all, chunks)
+        else:
+            parts = map(_grade_all, chunks)
+        for part in parts:
+            ok += part
+            shown.update(len(part))
     out, k = [], 0
     for r in records:
         if not r.answer:
@@ -127,9 +133,11 @@ def curate(records: list[Record], cfg: CurationConfig, benchmarks: dict[str, lis
     if any(DROPPED in r.meta for r in records):  # a keep_if filter of the pool (OpenR1's flags)
         funnel[0]["solutions_dropped"] = sum(r.meta.get(DROPPED, 0) for r in records)
     contamination: list[dict] = []
+    marks = progress.StageMarks()  # on a terminal: each stage's records and records/s
 
     def step(stage: str, before: int, after: list[Record], **extra: Any) -> list[Record]:
         funnel.append({"stage": stage, "in": before, "out": len(after), **extra})
+        marks.done(stage, before)
         return after
 
     if cfg.verify.enabled:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from limo_exp.config import TrainConfig
+from limo_exp.data import progress
 from limo_exp.data.records import Example
 from limo_exp.training.batching import best_fit_decreasing, prepare
 from limo_exp.training.sft_data import Tokenized, collate, pack
@@ -187,7 +188,10 @@ def train(
         log.info("resuming from %s (step %d of %d)", path, done.step, steps)
         for i, old in enumerate(done.losses):
             log_metrics({"train/loss": old}, i + 1)
-    start = time.perf_counter()
+    start, real_before = time.perf_counter(), result.real_tokens
+    shown = progress.bar(
+        "train", total=steps, unit="step", initial=result.steps, show=accelerator.is_main_process
+    )
     for step in range(result.steps, steps):
         mine = [data[i] for i in order[step * per_step : (step + 1) * per_step][rank::world]]
         if budget:  # rows of at most `budget` tokens, the fullest first
@@ -229,6 +233,9 @@ def train(
         result.seen_tokens += int(seen_all)
         result.real_tokens += int(real_all)
         log_metrics({"train/loss": loss, "train/lr": sched.get_last_lr()[0]}, step + 1)
+        tokens_s = (result.real_tokens - real_before) / max(time.perf_counter() - start, 1e-9)
+        shown.set_postfix_str(f"loss {loss:.4f}, {tokens_s:,.0f} tokens/s", refresh=False)
+        shown.update(1)
         every = cfg.checkpoint_every if state_dir is not None else None
         if every and result.steps % every == 0 and result.steps < steps:  # the last: the saved model
             r, seconds = result, earlier + time.perf_counter() - start
@@ -236,6 +243,7 @@ def train(
                 run_key, r.steps, r.losses, r.target_tokens, r.seen_tokens, seconds, r.real_tokens
             )
             checkpoints.save(accelerator, state_dir, done, cfg.keep_states)
+    shown.close()
     result.seconds = earlier + time.perf_counter() - start
     return result
 
