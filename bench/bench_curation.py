@@ -2,16 +2,24 @@
 
     python bench/bench_curation.py                 # 10k, 100k, 1M
     python bench/bench_curation.py --sizes 10000   # just one size
+    python bench/bench_curation.py --compare --sizes 100000 1000000   # numpy vs datasketch MinHash LSH
 
 Records are synthetic problems whose numbers are re-drawn per clone (distinct problems, cheap to
 make), with 1% exact and 1% near duplicates planted. Decontamination runs against the real eval
 sets when ../shared/data/eval exists, else the synthetic eval set. Writes results/bench/curation.json.
+
+``--compare`` runs the same curation with limo_exp's vectorised MinHash LSH (numpy) and with
+datasketch's (bench/minhash_datasketch.py) in one process: a warm-up of both, then the engines
+interleaved ``--reps`` times per size; it also measures each engine's recall and precision of
+near-duplicate pairs on MATH train against exact 5-shingle Jaccard. Writes
+results/bench/curation_compare.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import re
@@ -70,13 +78,30 @@ def benchmarks() -> dict:
     return {"synthetic": load_benchmark("synthetic")}
 
 
+def machine() -> dict:
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "load_average_at_start": os.getloadavg()[0],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    ap.add_argument("--out", default=str(REPO / "results" / "bench" / "curation.json"))
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--compare", action="store_true", help="numpy vs datasketch MinHash LSH, interleaved")
+    ap.add_argument("--reps", type=int, default=2, help="--compare: runs of each engine per size")
     args = ap.parse_args()
     cfg = CurationConfig.from_dict({"verify": {"enabled": False}})  # default stages, verification off
     bench = benchmarks()
+    if args.compare:
+        from compare_engines import compare
+
+        out = args.out or str(REPO / "results" / "bench" / "curation_compare.json")
+        return compare(args.sizes, args.reps, cfg, bench, make_records, machine(), out)
+    args.out = args.out or str(REPO / "results" / "bench" / "curation.json")
     rows = []
     for n in args.sizes:
         t0 = time.perf_counter()
@@ -111,11 +136,7 @@ def main() -> None:
             {
                 "config": cfg.to_dict(),
                 "benchmarks": {k: len(v) for k, v in bench.items()},
-                "machine": {
-                    "python": platform.python_version(),
-                    "cpus": __import__("os").cpu_count(),
-                    "processor": platform.processor() or platform.machine(),
-                },
+                "machine": machine(),
                 "results": rows,
             },
             indent=2,

@@ -123,6 +123,22 @@ def test_decontam_real_math_train(real_benchmarks):
     assert gsm.contamination == []  # grade-school word problems share nothing with the competition sets
 
 
+def test_datasketch_engine_passes_the_same_pinned_cases(shared_data, real_benchmarks):
+    """datasketch's MinHash + MinHashLSH (bench/minhash_datasketch.py), the maintained library the
+    vectorised engine is measured against (bench_curation.py --compare), finds the same pinned
+    near-duplicates and benchmark overlaps; the vectorised engine stays for its speed (docs/curation.md)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import minhash_datasketch
+
+    with minhash_datasketch.use():
+        test_planted_duplicates_removed_distinct_kept(shared_data)
+        test_one_number_variants_are_not_duplicates()
+        test_decontam_real_aime_vs_benchmarks(real_benchmarks)
+        test_decontam_real_math_train(real_benchmarks)
+
+
 def test_decontam_report_only_keeps_records():
     item = BenchItem(
         "toy", "q1", "Find the number of positive divisors of 2024 that are perfect squares.", "4"

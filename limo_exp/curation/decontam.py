@@ -91,15 +91,10 @@ def find_contamination(
         ):
             found[(a, b)] = {"method": "ngram", "score": round(min(o, 1.0), 4), "shared_ngrams": s}
     if near:
-        psh, pown = minhash.shingles(pool_tok, shingle)
-        esh, eown = minhash.shingles(eval_tok, shingle)
-        psig = minhash.signatures(psh, pown, len(problems), num_perm)
-        esig = minhash.signatures(esh, eown, len(items), num_perm)
-        pi, ei = minhash.cross_pairs(psig, esig, bands)
-        sim = minhash.estimate_jaccard(psig, pi, ei, other=esig)
+        pi, ei, sim = minhash.pairs_across(
+            pool_tok, eval_tok, shingle=shingle, num_perm=num_perm, bands=bands, threshold=threshold
+        )
         for a, b, s in zip(pi.tolist(), ei.tolist(), sim.tolist(), strict=True):
-            if s < threshold:
-                continue
             row = found.get((a, b))
             if row is None:
                 found[(a, b)] = {"method": "near", "score": round(s, 4), "shared_ngrams": 0}

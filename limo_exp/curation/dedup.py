@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from limo_exp.curation import minhash
 from limo_exp.data.records import normalize_text
@@ -30,21 +32,13 @@ def near_duplicate_groups(
     components of the duplicate pairs.
     """
     n = len(problems)
-    tok = minhash.tokenize(problems)
-    sh, owner = minhash.shingles(tok, shingle)
-    sig = minhash.signatures(sh, owner, n, num_perm)
-    i, j = minhash.candidate_pairs(sig, bands)
-    sim = minhash.estimate_jaccard(sig, i, j)
-    parent = np.arange(n)
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in zip(i[sim >= threshold].tolist(), j[sim >= threshold].tolist(), strict=True):
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)  # the lower index (earlier record) stays the root
-    return np.array([find(x) for x in range(n)], dtype=np.int64)
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    i, j, _ = minhash.pairs_within(
+        minhash.tokenize(problems), shingle=shingle, num_perm=num_perm, bands=bands, threshold=threshold
+    )
+    graph = coo_matrix((np.ones(len(i), dtype=np.int8), (i, j)), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    first = np.full(label.max() + 1, n, dtype=np.int64)
+    np.minimum.at(first, label, np.arange(n))  # the lowest index (earliest record) of each group
+    return first[label]

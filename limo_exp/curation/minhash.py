@@ -6,6 +6,12 @@ Texts are tokenised into lower-case words: runs of letters/digits plus the opera
 signatures are identical across processes and runs. A k-shingle hash mixes k word hashes with
 wrapping uint64 arithmetic; a text shorter than k words gives one shingle of all its words.
 MinHash uses the multiply-shift family h(x) = (a*x + b) >> 32 with fixed odd ``a``.
+
+Curation asks two questions (``pairs_within``: near-duplicates in a pool, ``pairs_across``: pool
+texts near a benchmark item). datasketch's MinHash + MinHashLSH answer the same two in
+bench/minhash_datasketch.py: same pinned cases found and about the same recall against exact Jaccard,
+but several times slower (per-text Python objects), so this vectorised engine stays
+(bench_curation.py --compare, results/bench/curation_compare.json, docs/curation.md).
 """
 
 from __future__ import annotations
@@ -226,3 +232,28 @@ def cross_pairs(sig_a: np.ndarray, sig_b: np.ndarray, bands: int) -> tuple[np.nd
     nb = len(sig_b)
     code = np.unique(np.array(ii, dtype=np.int64) * nb + np.array(jj, dtype=np.int64))
     return code // nb, code % nb
+
+
+# ---------------------------------------------------------------- the two questions curation asks
+def pairs_within(
+    tok: Tokens, *, shingle: int, num_perm: int, bands: int, threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, estimated Jaccard), i < j: the pairs of texts of ``tok`` at or above ``threshold``."""
+    sh, owner = shingles(tok, shingle)
+    sig = signatures(sh, owner, len(tok.lengths), num_perm)
+    i, j = candidate_pairs(sig, bands)
+    sim = estimate_jaccard(sig, i, j)
+    keep = sim >= threshold
+    return i[keep], j[keep], sim[keep]
+
+
+def pairs_across(
+    tok_a: Tokens, tok_b: Tokens, *, shingle: int, num_perm: int, bands: int, threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i in a, j in b, estimated Jaccard) at or above ``threshold``; b is the small side (benchmarks)."""
+    sig_a = signatures(*shingles(tok_a, shingle), len(tok_a.lengths), num_perm)
+    sig_b = signatures(*shingles(tok_b, shingle), len(tok_b.lengths), num_perm)
+    i, j = cross_pairs(sig_a, sig_b, bands)
+    sim = estimate_jaccard(sig_a, i, j, other=sig_b)
+    keep = sim >= threshold
+    return i[keep], j[keep], sim[keep]
