@@ -104,3 +104,10 @@ def test_commit_read_is_recorded_offline(fake_hub, monkeypatch):
     assert hub.model_commit(fake_hub, "v9") == "v9 (unresolved)"  # not in the cache and offline
     hub.record_model(fake_hub, "v1")
     assert hub.as_tags(hub.loaded()) == {"limo.hub.limo/tiny": SHA_V1}
+
+
+def test_evaluation_reads_the_revision_too(fake_hub):
+    from limo_exp.evaluation.backend import model_context_length
+
+    assert model_context_length(fake_hub, revision="v1") == 64
+    assert model_context_length(fake_hub) == 128

@@ -45,12 +45,16 @@ def choose_backend(requested: str) -> str:
     return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "hf"
 
 
-def model_context_length(model_path: str, trust_remote_code: bool = False) -> int | None:
+def model_context_length(
+    model_path: str, trust_remote_code: bool = False, revision: str | None = None
+) -> int | None:
     """The model's maximum positions (config.json), or None when it cannot be read."""
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(
+            model_path, revision=revision, trust_remote_code=trust_remote_code
+        )
     except (OSError, ValueError):
         return None
     return getattr(config, "max_position_embeddings", None)
