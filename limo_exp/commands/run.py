@@ -133,7 +133,7 @@ def _curate_and_select(c, pool, fingerprint, benchmarks, run_dir, tracker, main_
     selection.check_pool(pool, d.n_samples, c.quality.tier, how)  # fields and counts, before curation
     started = time.perf_counter()
     curated = curation.curate_cached(pool, c.curation, benchmarks, Path(c.paths.cache_dir) / "curated")
-    files = curation.write_outputs(curated, run_dir / "curation", copy_pool=False) if main_rank else []
+    files = curation.write_outputs(curated, run_dir / "curation") if main_rank else []
     if main_rank:
         cached = " (from cache)" * curated.from_cache
         log.info("curation funnel%s:\n%s", cached, curation.format_funnel(curated.funnel))
