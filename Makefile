@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # torch first, pinned: the CPU build on machines without CUDA (never a loose `torch` that pulls CUDA wheels).
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv demo test bench bench-gpu lint clean
+.PHONY: venv demo test test-slow bench bench-gpu lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest -q
 
+test-slow: venv  # tests that need minutes of their own (a real MLflow server); .ci/run runs them too
+	$(BIN)/python -m pytest -q -m slow
+
 bench: venv
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python bench/bench_curation.py
@@ -33,9 +36,11 @@ bench: venv
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_loss.py
 	$(BIN)/python bench/bench_trl.py
+	$(BIN)/python bench/bench_eval.py
 
-bench-gpu: venv  # on a CUDA machine: the default full recipe at 1.5B x 16k tokens -> results/bench/gpu_train.json
+bench-gpu: venv  # on a CUDA machine: training at 1.5B x 16k tokens and generation tokens/s -> results/bench/gpu_*.json
 	$(BIN)/python bench/bench_gpu_train.py
+	$(BIN)/python bench/bench_gpu_eval.py
 
 lint: venv
 	$(BIN)/ruff check limo_exp tests bench

@@ -122,6 +122,12 @@ class DataConfig(Section):
     n_samples: int = 16  # N: examples selected for training
     stratify_by: str | None = None  # round-robin across strata of this meta field, still nested
 
+    def __post_init__(self):
+        if self.n_samples < 1:
+            raise ConfigError(
+                f"data.n_samples={self.n_samples}: N must be >= 1 (the untrained model is `limo-exp eval`)"
+            )
+
 
 @dataclass
 class SelectionConfig(Section):
@@ -234,6 +240,14 @@ class TrackingConfig(Section):
     uri: str | None = None
     artifact_root: str | None = None
     experiment: str = "default"
+    system_metrics: float | None = None  # seconds between CPU/GPU/memory samples (system/*); null: off
+    log_model: str | None = (
+        None  # the final checkpoint as an MLflow model: folder | transformers; null: not logged
+    )
+
+    def __post_init__(self):
+        if self.log_model is not None:
+            one_of("tracking.log_model", self.log_model, ("folder", "transformers"))
 
 
 @dataclass

@@ -81,9 +81,24 @@ def test_multirun_makes_one_parent_and_a_relaunch_only_does_what_is_missing(tmp_
         "true",
     ]  # curated once
 
+    parent = parents[0].data
+    assert parents[0].info.run_name == "sweep sweep: data.n_samples=4,8"  # the study and its axes
+    assert parent.tags["limo.swept.data.n_samples"] == "4,8"
+    assert parent.params["pool.seed"] == "123" and "data.n_samples" not in parent.params  # fixed settings
+    assert {v for k, v in parent.tags.items() if k.startswith("limo.child.")} == {
+        r.info.run_id for r in children
+    }
+
     launch("4,8,12")  # relaunch with one more point: only n=12 runs
     children = [r for r in client.search_runs([exp]) if "limo.run_key" in r.data.tags]
     assert sorted(r.data.params["data.n_samples"] for r in children) == ["12", "4", "8"]
+    new_parent = next(
+        r
+        for r in client.search_runs([exp])
+        if r.data.tags.get("limo.kind") == "sweep" and r.info.run_id != parents[0].info.run_id
+    )  # lists every child of the sweep, the two it reused included
+    listed = {v for k, v in new_parent.data.tags.items() if k.startswith("limo.child.")}
+    assert listed == {r.info.run_id for r in children}
 
 
 def test_two_process_run_logs_once_and_relaunch_skips_on_every_rank(tmp_path, cache_dir):

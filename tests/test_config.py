@@ -129,13 +129,21 @@ def test_run_keys_are_pinned():
     and gradient_checkpointing=auto gave new training keys; eval.revision and pool.revision (hub pins)
     new keys for both. (Benchmark fingerprints also changed then: they hash canonical items.) The
     selection group (selection.strategy, default random: the same records as before) gave new
-    training keys (60c9261d4206a6555175, demo 828a2473dcb4ade2328a before it)."""
+    training keys (60c9261d4206a6555175, demo 828a2473dcb4ade2328a before it). The evaluation
+    protocol's new keys (eval.budget, per-task num_samples, batch_size=auto) gave new keys for
+    both (d4b68a37701c44a5fcf2, eval e766f26df7b9fd0c4240, demo fcf52c140da1f3ef5295 before);
+    train.save and eval.store left the key then (keeping a checkpoint or a response changes no
+    result). The demo became the arithmetic study (demo d800a4ae9cb1cf75cbe3 before)."""
     from limo_exp.identity import RunSpec
 
     spec = RunSpec.parse(resolved(["debug=fast"]))
-    assert spec.key("fp", "bench") == "d4b68a37701c44a5fcf2"
-    assert spec.eval_key("bench") == "e766f26df7b9fd0c4240"
-    assert RunSpec.parse(resolved(["experiment=demo"])).key("fp", "bench") == "fcf52c140da1f3ef5295"
+    assert spec.key("fp", "bench") == "9ba4e69708773df3c477"
+    assert spec.eval_key("bench") == "5d286b6c8536fcfe9cc6"
+    assert RunSpec.parse(resolved(["experiment=demo"])).key("fp", "bench") == "f00c19d30e2c3478a3d3"
+    for not_semantic in ("train.save=false", "eval.store=off"):
+        assert RunSpec.parse(resolved(["debug=fast", not_semantic])).key("fp", "bench") == spec.key(
+            "fp", "bench"
+        )
 
 
 @pytest.mark.parametrize("group", GROUPS)

@@ -131,7 +131,7 @@ def test_missing_data_file_fails_before_any_model_loads(tmp_path):
 @needs_eval_data
 def test_every_task_runs_on_two_items(tiny_model, eval_data_dir):
     suite = EvalConfig(
-        tasks=["limo_paper", "limo_synthetic"],
+        tasks=["limo_paper", "limo_synthetic", "limo_arithmetic"],
         data_dir=str(eval_data_dir),
         limit=2,
         max_gen_toks=8,

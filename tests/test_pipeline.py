@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -137,7 +138,11 @@ def test_run_trains_on_a_curated_real_pool(small_cfg, shared_data):
     assert r.data.metrics["curation/quality_out"] <= 300
     assert r.data.params["pool.name"] == "gsm8k" and len(out["selected_ids"]) == 8
     arts = {a.path for a in _client(cfg).list_artifacts(out["run_id"], "curation")}
-    assert arts == {"curation/curated_pool.jsonl", "curation/funnel.json", "curation/contamination.jsonl"}
+    assert arts == {"curation/curated_pool.ref.json", "curation/funnel.json", "curation/contamination.jsonl"}
+    ref = json.loads((Path(out["run_dir"]) / "curation" / "curated_pool.ref.json").read_text())
+    assert (
+        Path(ref["cache"]).is_file() and ref["records"] == r.data.metrics["curation/pool_size"]
+    )  # stored once
 
 
 def test_report_never_averages_different_settings():

@@ -185,8 +185,8 @@ def test_hub_pool_checks_columns(monkeypatch):
 def test_pool_yaml_matches_sources(name):
     cfg = yaml.safe_load((CONF / "pool" / f"{name}.yaml").read_text())
     assert cfg["name"] == name
-    if name == "synthetic":
-        assert cfg == {"name": "synthetic", "n": 2000, "seed": 0}
+    if name in ("synthetic", "arithmetic"):  # generated pools
+        assert cfg == {"name": name, "n": 2000, "seed": 0}
         return
     src = SOURCES[name]
     assert cfg["data_dir"] is None
@@ -259,3 +259,20 @@ def test_openr1_keeps_only_correct_and_complete_traces(monkeypatch):
         PoolFormatError, match="keep_if column 'is_reasoning_complete' must be a list of 3 flags"
     ):
         load_pool("openr1_math")
+
+
+def test_the_arithmetic_family_is_its_own_pool_and_benchmark():
+    """pool=arithmetic and limo_arithmetic: one- and two-step problems, pinned, disjoint splits,
+    and the multistep family unchanged by the second one."""
+    from limo_exp.data.benchmarks import load_benchmark
+    from limo_exp.data.pools import load_pool
+    from limo_exp.data.synthetic import make_pool
+
+    pool = load_pool("arithmetic", n=50)
+    assert [r.answer for r in pool[:4]] == ["2", "8", "30", "49"]
+    assert {r.meta["subject"] for r in pool} == {"addition", "subtraction", "multiplication", "two_step"}
+    assert pool[0].problem == "Liam has 11 cards and gives 9 away. How many cards does Liam have left?"
+    assert [s.text for s in pool[0].solutions[:2]] == ["\\boxed{2}", "11 - 9 = 2.\nThe answer is \\boxed{2}."]
+    items = load_benchmark("arithmetic", synthetic_n=64)
+    assert len(items) == 64 and not {i.canonical_id for i in items} & {r.id for r in load_pool("arithmetic", n=2000)}
+    assert make_pool(1)[0].id == "0360366d645d4f41"  # the multistep pool as before

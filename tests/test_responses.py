@@ -182,9 +182,23 @@ def test_regrade_command_needs_no_model(tmp_path):
     import sys
 
     rows = [
-        {"id": "a", "sample": 0, "gold": ["1/2"], "kind": "math", "response": "\\boxed{0.5}", "correct": False},
+        {
+            "id": "a",
+            "sample": 0,
+            "gold": ["1/2"],
+            "kind": "math",
+            "response": "\\boxed{0.5}",
+            "correct": False,
+        },
         {"id": "b", "sample": 0, "gold": ["B"], "kind": "choice", "response": "Answer: B", "correct": True},
-        {"id": "c", "sample": 0, "gold": ["3"], "kind": "math", "response": "\\boxed{3", "status": "truncated"},
+        {
+            "id": "c",
+            "sample": 0,
+            "gold": ["3"],
+            "kind": "math",
+            "response": "\\boxed{3",
+            "status": "truncated",
+        },
     ]
     (tmp_path / "samples_limo_x.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cmd = [sys.executable, "-m", "limo_exp", "regrade", str(tmp_path), "tracking=disabled"]
@@ -192,4 +206,8 @@ def test_regrade_command_needs_no_model(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "limo_x: 3 samples, accuracy 0.333 -> 0.667, 1 verdict(s) changed" in out.stdout
     bad = subprocess.run(cmd[:4] + [str(tmp_path / "nowhere")], capture_output=True, text=True)
-    assert bad.returncode == 1 and "is neither a folder nor a run id" in bad.stderr and "Traceback" not in bad.stderr
+    assert (
+        bad.returncode == 1
+        and "is neither a folder nor a run id" in bad.stderr
+        and "Traceback" not in bad.stderr
+    )

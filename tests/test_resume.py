@@ -127,6 +127,8 @@ def test_sigterm_then_sigkill_then_relaunch(small_cfg, tmp_path, cache_dir):
     final = client.get_run(out["run_id"])
     assert final.info.status == "FINISHED"
     assert final.data.tags["limo.previous_attempt"] == second[0].info.run_id
+    for earlier in (first[0], second[0]):  # each killed attempt names the run that replaced it
+        assert client.get_run(earlier.info.run_id).data.tags["limo.replaced_by"] == out["run_id"]
     step = int(final.data.tags["limo.resumed_from_state"].rsplit("step-", 1)[1])
     assert 2 <= step < 60
     losses = [
@@ -139,6 +141,17 @@ def test_sigterm_then_sigkill_then_relaunch(small_cfg, tmp_path, cache_dir):
     assert whole["run_key"] == out["run_key"]  # checkpointing settings are not part of the key
     history = client.get_metric_history(whole["run_id"], "train/loss")
     assert losses == pytest.approx([m.value for m in sorted(history, key=lambda m: m.step)], abs=1e-6)
+
+
+def test_ctrl_c_in_a_sweep_ends_the_run_and_its_parent_killed(tmp_path, cache_dir):
+    """SIGINT (Ctrl-C) unwinds like SIGTERM: the child run and the sweep's parent end KILLED."""
+    proc = _launch(tmp_path, cache_dir, "data.n_samples=8", "--multirun")
+    _kill_after_a_new_state(proc, tmp_path, signal.SIGINT)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    runs = client.search_runs([client.get_experiment_by_name("resume").experiment_id])
+    kinds = {r.data.tags.get("limo.kind"): r.info.status for r in runs}
+    assert kinds == {"run": "KILLED", "sweep": "KILLED"}
+    assert list(tmp_path.glob("runs/*/state/step-*/progress.json"))  # the last state is kept
 
 
 def test_a_second_launch_of_a_running_key_fails(tmp_path):

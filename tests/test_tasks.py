@@ -33,7 +33,7 @@ def test_every_task_and_group_registers():
         tuple(f"limo_{b}" for b in ("aime24", "aime25", "amc23", "math500", "olympiadbench", "gpqa_diamond"))
         == PAPER_TASKS
     )
-    assert set(TASKS) == set(PAPER_TASKS) | {"limo_synthetic"}
+    assert set(TASKS) == set(PAPER_TASKS) | {"limo_synthetic", "limo_arithmetic"}
 
 
 @needs_eval_data
@@ -54,6 +54,7 @@ def test_group_runs_the_six_paper_tasks(eval_data_dir):
         ("limo_olympiadbench", 675),
         ("limo_gpqa_diamond", 12),
         ("limo_synthetic", 7),
+        ("limo_arithmetic", 7),
     ],
 )
 def test_task_docs_come_from_metadata(task, count, eval_data_dir):

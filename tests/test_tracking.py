@@ -68,3 +68,50 @@ def test_mfu_needs_a_known_device():
     assert mfu == pytest.approx(0.0910, abs=1e-4)
     assert model_flops_utilisation(1_500_000_000, 100_000, 10.0, 8, "NVIDIA H200") == pytest.approx(mfu / 8)
     assert model_flops_utilisation(1_500_000_000, 100_000, 10.0, 1, "cpu") is None
+
+
+def test_mlflow_conventions_sources_system_metrics_and_model(tmp_path):
+    """Standard mlflow.* tags, dataset sources (hub at a commit, a file, a generator), system
+    metrics sampled while the run lives, and the checkpoint folder logged as the run's model."""
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from limo_exp.tracking.run_log import run_tags
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    t = Tracker(uri, "conv", str(tmp_path / "art"), system_metrics=0.2)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{}")
+    origins = [
+        {"kind": "hub", "hub_id": "GAIR/LIMO", "config": None, "split": "train", "revision": "abc123"},
+        {"kind": "file", "path": str(tmp_path / "pool.jsonl")},
+        {
+            "kind": "generated",
+            "generator": "limo_exp.data.synthetic",
+            "family": "arithmetic",
+            "n": 8,
+            "seed": 0,
+        },
+    ]
+    with t.run("r", run_tags("k" * 20, "run")):
+        for i, origin in enumerate(origins):
+            t.log_dataset([{"id": str(i)}], f"pool/{i}", f"d{i}", "pool", origin)
+        t.log_model(ckpt, "folder")
+        time.sleep(1.0)
+        run_id = t.run_id
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    tags = run.data.tags
+    assert (
+        tags["mlflow.source.git.commit"] == tags["git.commit"]
+        and tags["mlflow.source.name"] == "limo-exp run"
+    )
+    assert tags["mlflow.user"] and tags["mlflow.source.type"] == "LOCAL"
+    sources = {d.dataset.name: (d.dataset.source_type, d.dataset.source) for d in run.inputs.dataset_inputs}
+    assert sources["pool/0"][0] == "hugging_face" and '"revision": "abc123"' in sources["pool/0"][1]
+    assert str(tmp_path / "pool.jsonl") in sources["pool/1"][1]
+    assert sources["pool/2"][0] == "code" and "arithmetic" in sources["pool/2"][1]
+    assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics)
+    assert [a.path for a in client.list_artifacts(run_id, "model")] == ["model/config.json"]

@@ -115,11 +115,12 @@ def eval_options(c: Config) -> dict:
     }
 
 
-def fail_sweep(cfg: DictConfig) -> None:
-    """A configuration of a sweep crashed: mark the sweep's parent run FAILED (if the tracking
-    config itself can be read: a config error never reached the sweep's store)."""
+def fail_sweep(cfg: DictConfig, killed: bool = False) -> None:
+    """A configuration of a sweep crashed (or was stopped: ``killed``): mark the sweep's parent
+    run FAILED (KILLED), if the tracking config itself can be read (a config error never reached
+    the sweep's store)."""
     try:
         tracking = TrackingConfig.from_dict(OmegaConf.to_container(cfg.tracking, resolve=True), "tracking")
     except Exception:  # the original error is what the user must see
         return
-    fail_parent(tracking, sweep_dir())
+    fail_parent(tracking, sweep_dir(), "KILLED" if killed else "FAILED")

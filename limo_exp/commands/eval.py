@@ -25,6 +25,7 @@ def run_eval(cfg: DictConfig) -> dict:
 
     spec = parse(cfg)
     c = spec.config
+    registry.require_evaluable(c.eval.tasks, c.eval.data_dir)  # before any curation or model load
     base = training.resolve(c.model, c.paths.cache_dir)
     key = spec.eval_key(registry.benchmarks_fingerprint(registry.benchmarks_for(c.eval)))
     tracker = make_tracker(c.tracking)

@@ -11,6 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from limo_exp.commands.common import command, parse
+from limo_exp.tracking.names import mask
 
 
 def run_report(cfg: DictConfig) -> dict:
@@ -21,7 +22,7 @@ def run_report(cfg: DictConfig) -> dict:
     uri = c.tracking.uri
     print(f"\n{out['runs']} runs of study {c.tracking.experiment!r}")
     print(Path(out["table"]).read_text())
-    print(f"MLflow store : {uri}")
+    print(f"MLflow store : {mask(uri)}")
     print("\n".join(out["findings"]))
     print(f"\nreport       : {out['report']}")
     print(f"curve        : {out['curve']} (and .pdf)")
@@ -30,7 +31,7 @@ def run_report(cfg: DictConfig) -> dict:
         store = Path(uri.removeprefix("sqlite:///")).resolve()
         print(f"open the UI  : mlflow ui --backend-store-uri sqlite:///{store} --host 127.0.0.1 --port 5000")
     else:
-        print(f"open the UI  : {uri}")
+        print(f"open the UI  : {mask(uri)}")
     return out
 
 

@@ -30,6 +30,7 @@ from limo_exp.commands.common import (
     sweep_dir,
 )
 from limo_exp.tracking import run_log
+from limo_exp.tracking.names import mask_tree
 from limo_exp.tracking.tracker import NullTracker, make_tracker, parent_run_id
 
 
@@ -49,6 +50,7 @@ def run(cfg: DictConfig) -> dict:
 
     spec = parse(cfg)
     c = spec.config
+    registry.require_evaluable(c.eval.tasks, c.eval.data_dir)  # before any curation or model load
     gpu = torch.cuda.is_available()
     accelerator = Accelerator(cpu=not gpu, mixed_precision="bf16" if gpu else "no")
     main_rank, distributed = accelerator.is_main_process, accelerator.num_processes > 1
@@ -65,6 +67,7 @@ def run(cfg: DictConfig) -> dict:
     if distributed:  # rank 0 decides for all, or the others would wait in training
         done = broadcast_object_list([done])[0]
     if done is not None:
+        run_log.link_child(tracker, parent_run_id(sweep_dir()), key, done["run_id"])  # reused in this sweep
         return done
 
     name = f"{c.model.name}-{c.pool.name}-{c.quality.name}-n{c.data.n_samples}-s{c.seed}"
@@ -75,10 +78,15 @@ def run(cfg: DictConfig) -> dict:
     with run_lock(run_dir if main_rank else None):
         earlier = tracker.close_unfinished(key)  # attempts that died: the lock says none is alive
         tags |= {"limo.previous_attempt": earlier[0]} if earlier else {}
-        with tracker.run(name, run_log.run_tags(key, "run", **tags), parent_run_id(sweep_dir())):
+        parent = parent_run_id(sweep_dir())
+        with tracker.run(name, run_log.run_tags(key, "run", **tags), parent):
+            for old in earlier:  # the killed attempts say which run replaced them
+                tracker.set_tags({"limo.replaced_by": tracker.run_id}, run_id=old)
+            run_log.link_child(tracker, parent, key, tracker.run_id)
             tracker.log_params(spec.params())
             if main_rank:  # files are written by rank 0 only
-                (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+                resolved = OmegaConf.to_container(cfg, resolve=True)  # secrets masked, as in params
+                (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(mask_tree(resolved)))
                 tracker.log_artifact(run_dir / "config.yaml")
 
             examples = _curate_and_select(c, pool, fingerprint, benchmarks, run_dir, tracker, main_rank)
@@ -119,6 +127,8 @@ def run(cfg: DictConfig) -> dict:
             ev = evaluate(str(ckpt), c.eval, run_dir / "eval", **eval_options(c))
             metrics |= ev.metrics
             run_log.log_evaluation(tracker, ev.metrics, ev.settings, ev.artifacts)
+            if c.tracking.log_model:
+                tracker.log_model(ckpt, c.tracking.log_model)
             if not c.train.save:
                 shutil.rmtree(ckpt, ignore_errors=True)
             out = {"run_key": key, "run_id": tracker.run_id, "skipped": False, "metrics": metrics}
@@ -128,12 +138,13 @@ def run(cfg: DictConfig) -> dict:
 def _curate_and_select(c, pool, fingerprint, benchmarks, run_dir, tracker, main_rank) -> list:
     """Curate (cached by content: the runs of a sweep curate once), log the funnel, select N."""
     from limo_exp import curation, selection
+    from limo_exp.data import pools
 
     d, how = c.data, c.selection
     selection.check_pool(pool, d.n_samples, c.quality.tier, how)  # fields and counts, before curation
     started = time.perf_counter()
     curated = curation.curate_cached(pool, c.curation, benchmarks, Path(c.paths.cache_dir) / "curated")
-    files = curation.write_outputs(curated, run_dir / "curation") if main_rank else []
+    files = curation.write_outputs(curated, run_dir / "curation", copy_pool=False) if main_rank else []
     if main_rank:
         cached = " (from cache)" * curated.from_cache
         log.info("curation funnel%s:\n%s", cached, curation.format_funnel(curated.funnel))
@@ -146,7 +157,8 @@ def _curate_and_select(c, pool, fingerprint, benchmarks, run_dir, tracker, main_
         tracker.log_artifact(run_dir / "selected_ids.json")
     strategy = "" if how.strategy == "random" else f"/{how.strategy}"
     subset = f"train/{c.pool.name}/{c.quality.name}{strategy}/n{len(examples)}"
-    run_log.log_datasets(tracker, pool, c.pool.name, fingerprint, examples, curated.records, subset)
+    origin = pools.pool_origin(c.pool)
+    run_log.log_datasets(tracker, pool, c.pool.name, fingerprint, examples, curated.records, subset, origin)
     return examples
 
 
@@ -158,6 +170,11 @@ def _run_and_print(cfg: DictConfig) -> float | None:
     signal.signal(signal.SIGTERM, _terminated)  # the MLflow run ends KILLED, the state stays for a relaunch
     try:
         out = run(cfg)
+    except (KeyboardInterrupt, SystemExit) as e:
+        fail_sweep(
+            cfg, killed=isinstance(e, KeyboardInterrupt) or (isinstance(e.code, int) and e.code >= 128)
+        )
+        raise
     except BaseException:
         fail_sweep(cfg)
         raise

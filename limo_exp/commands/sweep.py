@@ -1,11 +1,15 @@
 """The Hydra callback of every multirun: one parent MLflow run per sweep launch.
 
-Created before the first job, closed after the last (FAILED if a child failed). Jobs (in this
-process, joblib workers or SLURM tasks) find its id in the sweep folder.
+Created before the first job, closed after the last (FAILED if a child failed, KILLED if one
+was stopped). Named after the study and its swept axes; its params are the sweep's fixed
+settings, its ``limo.swept.*`` tags the axes, its ``limo.child.<run key>`` tags every child run,
+reused FINISHED ones included. Jobs (in this process, joblib workers or SLURM tasks) find its
+id in the sweep folder.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -15,6 +19,20 @@ from limo_exp.config import TrackingConfig
 from limo_exp.tracking.names import KIND_TAG
 from limo_exp.tracking.run_log import git_info
 from limo_exp.tracking.tracker import PARENT_FILE, Tracker, make_tracker
+from limo_exp.typed import flatten
+
+log = logging.getLogger(__name__)
+
+
+def swept_axes(config: DictConfig) -> dict[str, str]:
+    """The axes a multirun sweeps: the sweeper's params (a sweep file) and comma lists on the
+    command line (``data.n_samples=8,16,32``)."""
+    axes = {str(k): str(v) for k, v in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()}
+    for o in OmegaConf.select(config, "hydra.overrides.task") or []:
+        key, _, value = str(o).partition("=")
+        if "," in value and not value.startswith(("[", "{", "'", '"')):
+            axes[key.lstrip("+~")] = value
+    return axes
 
 
 class SweepCallback(Callback):
@@ -26,8 +44,18 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         overrides = " ".join(config.hydra.overrides.task)
+        axes = swept_axes(config)
         tags = {KIND_TAG: "sweep", "limo.sweep_dir": str(sweep_dir), "limo.overrides": overrides}
-        run_id = tracker.start(f"sweep {sweep_dir.name}", tags | git_info())
+        tags |= {f"limo.swept.{k}": v for k, v in axes.items()}
+        name = f"sweep {config.study}: " + ("; ".join(f"{k}={v}" for k, v in axes.items()) or sweep_dir.name)
+        run_id = tracker.start(name[:250], tags | git_info())
+        try:  # the sweep's fixed settings as params: everything but the swept axes and Hydra's own
+            fixed = OmegaConf.to_container(
+                OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]), resolve=True
+            )
+            tracker.log_params({k: v for k, v in flatten(fixed).items() if k not in axes})
+        except Exception as e:  # an interpolation only a job can resolve: the tags still say what was swept
+            log.warning("sweep parent: fixed params not logged (%s)", e)
         (sweep_dir / PARENT_FILE).write_text(run_id)
         self._tracker = tracker
 

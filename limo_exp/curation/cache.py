@@ -88,11 +88,16 @@ def curate_cached(
     key = cache_key(records, cfg, benchmarks)
     path = cache_dir / f"curated-{key}.json"
     if path.exists():
-        return load_curated(path)
+        return _at(load_curated(path), path)
     with open(cache_dir / f"curated-{key}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if path.exists():  # another process curated while we waited
-            return load_curated(path)
+            return _at(load_curated(path), path)
         curated = curate(records, cfg, benchmarks)
         save_curated(curated, path)
-        return curated
+        return _at(curated, path)
+
+
+def _at(curated: CuratedPool, path: Path) -> CuratedPool:
+    curated.cache_path = str(path.resolve())
+    return curated

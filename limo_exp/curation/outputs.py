@@ -19,16 +19,28 @@ class CuratedPool:
     contamination: list[dict[str, Any]]  # one row per flagged (pool record, benchmark item)
     fingerprint: str  # content hash of the curated records
     from_cache: bool = False  # set by curate_cached; not part of the content
+    cache_path: str | None = None  # where curate_cached keeps it (one file per content key)
 
 
-def write_outputs(curated: CuratedPool, out_dir: str | Path) -> list[Path]:
-    """Write curated_pool.jsonl, funnel.json and contamination.jsonl; returns their paths."""
+def write_outputs(curated: CuratedPool, out_dir: str | Path, copy_pool: bool = True) -> list[Path]:
+    """Write curated_pool.jsonl, funnel.json and contamination.jsonl; returns their paths. With
+    ``copy_pool=False`` (a run: the cache holds the pool once) curated_pool.ref.json names the
+    cached file, its fingerprint and size instead of a copy of the records."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f for f in OUTPUT_FILES]
-    with paths[0].open("w", encoding="utf-8") as f:
-        for r in curated.records:
-            f.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+    if copy_pool or not curated.cache_path:
+        with paths[0].open("w", encoding="utf-8") as f:
+            for r in curated.records:
+                f.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+    else:
+        paths[0] = out / "curated_pool.ref.json"
+        ref = {
+            "cache": curated.cache_path,
+            "fingerprint": curated.fingerprint,
+            "records": len(curated.records),
+        }
+        paths[0].write_text(json.dumps(ref, indent=2) + "\n")
     paths[1].write_text(
         json.dumps({"fingerprint": curated.fingerprint, "funnel": curated.funnel}, indent=2) + "\n"
     )

@@ -40,6 +40,7 @@ SOURCES: dict[str, tuple[str | None, list[tuple[str | None, str]], list[str]]] =
         ["gpqa_diamond.jsonl", "gpqa_diamond.csv"],
     ),
     "synthetic": (None, [], []),
+    "arithmetic": (None, [], []),  # generated: the embedded demo's one- and two-step problems
 }
 BENCHMARKS = tuple(SOURCES)
 LETTERS = "ABCD"
@@ -79,8 +80,16 @@ def _read_local(path: Path) -> list[dict]:
     if path.suffix == ".csv":
         with path.open(newline="", encoding="utf-8") as f:
             return list(csv.DictReader(f))
+    rows = []
     with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{i}: not a JSON line ({e.msg} at column {e.colno})") from None
+    return rows
 
 
 def local_files(name: str, data_dir: str | Path) -> list[Path]:
@@ -191,12 +200,13 @@ def load_benchmark(
 ) -> list[BenchItem]:
     """Load a benchmark by name (hub id by default, at ``revision`` when given; ``data_dir``: local files)."""
     _check(name)
-    if name == "synthetic":
+    if name in ("synthetic", "arithmetic"):
         from limo_exp.data.synthetic import make_eval_set
 
+        family = "multistep" if name == "synthetic" else name
         return [
-            _math_item("synthetic", d["id"], d["problem"], d["answer"])
-            for d in make_eval_set(synthetic_n, synthetic_seed)
+            _math_item(name, d["id"], d["problem"], d["answer"])
+            for d in make_eval_set(synthetic_n, synthetic_seed, family)
         ]
     items: list[BenchItem] = []
     for part, rows in _rows(name, data_dir, revision):

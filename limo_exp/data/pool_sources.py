@@ -93,4 +93,5 @@ SOURCES: dict[str, PoolSource] = {
         None, fields={"problem": "problem", "answer": "answer", "solutions": {"long": "solution"}, "meta": {}}
     ),
     "synthetic": PoolSource(None),
+    "arithmetic": PoolSource(None),  # generated: one- and two-step problems (the embedded demo)
 }

@@ -57,10 +57,10 @@ def load_pool(
     if name not in SOURCES:
         raise ValueError(f"unknown pool {name!r}; valid pools: {', '.join(POOL_NAMES)}")
     src = SOURCES[name]
-    if name == "synthetic":
+    if name in ("synthetic", "arithmetic"):
         from limo_exp.data.synthetic import make_pool
 
-        return make_pool(2000 if n is None else int(n), seed)
+        return make_pool(2000 if n is None else int(n), seed, "multistep" if name == "synthetic" else name)
     fmap = _check_fields(dict(src.fields) if fields is None else dict(fields), name)
     hub = hub_id or src.hub_id
     path = _local_path(src, data_dir, file, hub)
@@ -82,6 +82,25 @@ def load_pool_from_config(pool: PoolConfig) -> list[Record]:
     """``load_pool`` from the ``pool`` config group; unset keys take the source's defaults."""
     kw = {k: v for k, v in pool.to_dict().items() if k != "name" and v is not None}
     return load_pool(pool.name, **kw)
+
+
+def pool_origin(pool: PoolConfig) -> dict[str, Any]:
+    """Where a pool's records came from, for the run's dataset entry: a generator with its
+    settings, a local file (absolute path), or a hub data set with the commit read."""
+    src = SOURCES[pool.name]
+    if pool.name in ("synthetic", "arithmetic"):
+        return {"kind": "generated", "generator": "limo_exp.data.synthetic", "family": pool.name,
+                "n": pool.n or 2000, "seed": pool.seed}  # fmt: skip
+    hub_id = pool.hub_id or src.hub_id
+    path = _local_path(src, pool.data_dir, pool.file, hub_id)
+    if path:
+        return {"kind": "file", "path": os.path.abspath(path)}
+    from limo_exp.data import hub
+
+    read = next((e["revision"] for e in hub.loaded() if e["repo"] == hub_id), None)
+    split = pool.split or src.split
+    return {"kind": "hub", "hub_id": hub_id, "config": pool.hub_config or src.hub_config, "split": split,
+            "revision": read or pool.revision}  # fmt: skip
 
 
 # -- rows -------------------------------------------------------------------------------------

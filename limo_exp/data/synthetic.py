@@ -1,4 +1,7 @@
-"""Procedurally generated multi-step math word problems: the offline pool and eval set.
+"""Procedurally generated math word problems: the offline pools and eval sets. Two families:
+``multistep`` (pool=synthetic, task limo_synthetic: three- and four-step problems) and
+``arithmetic`` (pool=arithmetic, task limo_arithmetic: one- and two-step problems with small
+numbers, the embedded demo's).
 
 Every problem comes with an exact integer answer and three solutions:
 ``answer_only`` (just the boxed answer), ``short`` (the computation steps) and
@@ -147,6 +150,50 @@ TEMPLATES: list[Template] = [_shopping, _tank, _ages, _rectangle, _savings, _seq
 SUBJECTS = ["arithmetic", "rates", "ages", "geometry", "fractions", "sequences"]
 
 
+# ---- the "arithmetic" family: one- and two-step problems a small instruct model can do in its
+# head, used by the embedded demo (pool=arithmetic, task limo_arithmetic) to show format learning.
+ITEMS = ["apples", "stickers", "marbles", "books", "pencils", "cards", "shells", "coins"]
+
+
+def _add(rng: random.Random):
+    name, item, a, b = rng.choice(NAMES), rng.choice(ITEMS), rng.randint(2, 20), rng.randint(2, 20)
+    problem = f"{name} has {a} {item} and gets {b} more. How many {item} does {name} have now?"
+    return (
+        ("add", name, item, a, b),
+        problem,
+        a + b,
+        [f"{a} + {b} = {a + b}."],
+        f"Check: {a + b} - {b} = {a}.",
+    )
+
+
+def _sub(rng: random.Random):
+    name, item, b, c = rng.choice(NAMES), rng.choice(ITEMS), rng.randint(2, 15), rng.randint(1, 15)
+    a = b + c
+    problem = f"{name} has {a} {item} and gives {b} away. How many {item} does {name} have left?"
+    return ("sub", name, item, a, b), problem, c, [f"{a} - {b} = {c}."], f"Check: {c} + {b} = {a}."
+
+
+def _mul(rng: random.Random):
+    item, a, b = rng.choice(ITEMS), rng.randint(2, 9), rng.randint(2, 9)
+    problem = f"A box holds {a} {item}. How many {item} are in {b} boxes?"
+    return ("mul", item, a, b), problem, a * b, [f"{b} x {a} = {a * b}."], f"Check: {a * b} / {b} = {a}."
+
+
+def _two_step(rng: random.Random):
+    name, item, a, b = rng.choice(NAMES), rng.choice(ITEMS), rng.randint(2, 12), rng.randint(2, 12)
+    c = rng.randint(1, a + b - 1)
+    problem = f"{name} has {a} {item}, gets {b} more and then gives {c} away. How many {item} are left?"
+    steps = [f"{a} + {b} = {a + b}.", f"{a + b} - {c} = {a + b - c}."]
+    return ("two", name, item, a, b, c), problem, a + b - c, steps, f"Check: {a + b - c} + {c} - {b} = {a}."
+
+
+FAMILIES = {  # family -> (templates, their subjects)
+    "multistep": (TEMPLATES, SUBJECTS),
+    "arithmetic": ([_add, _sub, _mul, _two_step], ["addition", "subtraction", "multiplication", "two_step"]),
+}
+
+
 def _split_of(key: tuple) -> str:
     h = int(hashlib.sha256(repr(key).encode()).hexdigest()[:8], 16)
     return "eval" if h % EVAL_SHARE == 0 else "pool"
@@ -168,12 +215,16 @@ def _solutions(steps: list[str], check: str, answer: int) -> list[Solution]:
     ]
 
 
-def _generate(split: str, seed: int) -> Iterator[Record]:
-    rng = random.Random(f"limo-synthetic-{split}-{seed}")
+def _generate(split: str, seed: int, family: str = "multistep") -> Iterator[Record]:
+    if family not in FAMILIES:
+        raise ValueError(f"unknown synthetic family {family!r}; valid: {sorted(FAMILIES)}")
+    templates, subjects = FAMILIES[family]
+    prefix = "limo-synthetic" if family == "multistep" else f"limo-{family}"
+    rng = random.Random(f"{prefix}-{split}-{seed}")
     seen: set[str] = set()
     while True:
-        i = rng.randrange(len(TEMPLATES))
-        key, problem, answer, steps, check = TEMPLATES[i](rng)
+        i = rng.randrange(len(templates))
+        key, problem, answer, steps, check = templates[i](rng)
         if _split_of(key) != split:
             continue
         rec = Record.new(
@@ -181,7 +232,7 @@ def _generate(split: str, seed: int) -> Iterator[Record]:
             str(answer),
             _solutions(steps, check, answer),
             source="synthetic",
-            subject=SUBJECTS[i],
+            subject=subjects[i],
             difficulty=len(steps),
         )
         if rec.id in seen:
@@ -190,13 +241,13 @@ def _generate(split: str, seed: int) -> Iterator[Record]:
         yield rec
 
 
-def make_pool(n: int, seed: int = 0) -> list[Record]:
+def make_pool(n: int, seed: int = 0, family: str = "multistep") -> list[Record]:
     """``n`` distinct pool problems; the first k of make_pool(n) are make_pool(k) for any k <= n."""
-    gen = _generate("pool", seed)
+    gen = _generate("pool", seed, family)
     return [next(gen) for _ in range(n)]
 
 
-def make_eval_set(n: int, seed: int = 0) -> list[dict]:
+def make_eval_set(n: int, seed: int = 0, family: str = "multistep") -> list[dict]:
     """``n`` eval items ``{"id", "problem", "answer"}``, disjoint from every pool by construction."""
-    gen = _generate("eval", seed)
+    gen = _generate("eval", seed, family)
     return [{"id": r.id, "problem": r.problem, "answer": r.answer} for r in (next(gen) for _ in range(n))]

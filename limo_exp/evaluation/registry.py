@@ -68,6 +68,25 @@ def check_tasks(names: list[str], index: dict | None = None) -> None:
         raise ValueError(f"unknown task(s) {unknown or names}; valid: {', '.join(sorted(valid))}")
 
 
+def require_evaluable(tasks: list[str], data_dir: str | Path | None) -> list[str]:
+    """The tasks a suite can run, or a ConfigError before any curation or model load: a local
+    ``eval.data_dir`` that does not exist, or a suite whose every task lacks its file."""
+    from limo_exp.config import ConfigError
+
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise ConfigError(
+            f"eval.data_dir={data_dir} is not a folder (null reads the benchmarks from the hub)"
+        )
+    try:
+        kept, skipped = resolve_tasks(tasks, data_dir)
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from None
+    if not kept:
+        why = "; ".join(f"{t}: {w}" for t, w in skipped.items())
+        raise ConfigError(f"eval.tasks={tasks}: no task can run from eval.data_dir={data_dir} ({why})")
+    return kept
+
+
 def resolve_tasks(names: list[str], data_dir: str | Path | None) -> tuple[list[str], dict[str, str]]:
     """Expand groups into leaf tasks and keep those whose data can be read.
 

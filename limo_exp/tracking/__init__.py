@@ -1,6 +1,7 @@
 """Tracking: the one door to MLflow.
 
-tracker.py (Tracker, its no-op twin NullTracker; the only module that imports mlflow),
-names.py (tags and MLflow-safe metric names), run_log.py (what a run logs), runs.py (runs read
-back as a DataFrame for the report).
+tracker.py (Tracker, its no-op twin NullTracker) and store.py (opening a store under a lock,
+dataset sources) are the only modules that import mlflow; names.py (tags, MLflow-safe metric
+names, secret masking), run_log.py (what a run logs), runs.py (runs and graded samples read back
+for the report).
 """

@@ -58,7 +58,30 @@ def run_tags(key: str, kind: str, **extra: str) -> dict[str, str]:
     """The tags every run starts with: its key, its kind (run | eval | sweep), the environment."""
     if kind not in KINDS:
         raise ValueError(f"unknown run kind {kind!r}; valid: {KINDS}")
-    return {RUN_KEY_TAG: key, KIND_TAG: kind, **extra} | environment_tags()
+    env = environment_tags()
+    standard = {  # MLflow's own: the UI shows the source, the user and the commit
+        "mlflow.source.name": f"limo-exp {kind}",
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.git.commit": env["git.commit"],
+        "mlflow.user": _user(),
+    }
+    return {RUN_KEY_TAG: key, KIND_TAG: kind, **extra} | env | standard
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def link_child(tracker: NullTracker, parent: str | None, key: str, run_id: str | None) -> None:
+    """A sweep's parent lists every configuration of the sweep as a tag ``limo.child.<run key>``:
+    the ones it ran and the ones it found FINISHED by an earlier launch and reused."""
+    if parent and run_id:
+        tracker.set_tags({f"limo.child.{key}": run_id}, run_id=parent)
 
 
 def log_curation(
@@ -83,10 +106,12 @@ def log_datasets(
     examples: list[Example],
     curated: list[Record],
     train_name: str,
+    origin: dict | None = None,
 ) -> None:
-    """``mlflow.log_input`` of the pool and of the training subset (digest of its curated records)."""
+    """``mlflow.log_input`` of the pool and of the training subset (digest of its curated
+    records), both with the pool's source (``origin``)."""
     tracker.log_dataset(
-        [{"id": r.id, "problem": r.problem} for r in pool], f"pool/{pool_name}", pool_digest, "pool"
+        [{"id": r.id, "problem": r.problem} for r in pool], f"pool/{pool_name}", pool_digest, "pool", origin
     )
     ids = {e.id for e in examples}
     tracker.log_dataset(
@@ -94,6 +119,7 @@ def log_datasets(
         train_name,
         pool_fingerprint([r for r in curated if r.id in ids]),
         "training",
+        origin,
     )
 
 

@@ -1,4 +1,5 @@
-"""The one module that imports MLflow. The rest of the code calls a ``Tracker``.
+"""The module that talks to MLflow (with ``store.py``: opening a store, dataset sources). The
+rest of the code calls a ``Tracker``.
 
 Layout (shared/DESIGN.md): experiment = the study; one parent run per sweep launch, one
 child run per configuration; params = the flattened resolved config; tags = run key, run kind,
@@ -17,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from limo_exp.config import TrackingConfig
-from limo_exp.tracking.names import RUN_KEY_TAG, metric_name
+from limo_exp.tracking.names import RUN_KEY_TAG, mask, metric_name
+from limo_exp.tracking.store import dataset_source, open_checked, store_lock
 
 log = logging.getLogger(__name__)
 
@@ -68,30 +70,33 @@ class NullTracker:
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
-    def log_dataset(self, rows: list[dict], name: str, digest: str, context: str) -> None: ...
+    def log_dataset(self, rows: list[dict], name: str, digest: str, context: str, origin=None) -> None: ...
+    def log_model(self, checkpoint: str | Path, how: str) -> None: ...
 
 
 class Tracker(NullTracker):
-    def __init__(self, uri: str, experiment: str, artifact_root: str | None = None, create: bool = True):
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        artifact_root: str | None = None,
+        create: bool = True,
+        system_metrics: float | None = None,
+    ):
         from mlflow.tracking import MlflowClient
 
-        if uri.startswith("sqlite:///"):
-            Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
-        exp = self.client.get_experiment_by_name(experiment)
-        if exp is None and not create:
-            raise SystemExit(f"no MLflow experiment {experiment!r} in {uri}: run the study first")
-        if exp is None:
-            location = Path(artifact_root).resolve().as_uri() if artifact_root else None
-            from mlflow.exceptions import MlflowException
-
-            try:
+        self.system_metrics = system_metrics  # seconds between samples of system/* metrics; None: off
+        with store_lock(uri):  # a new SQLite store is set up by one process; the others wait
+            self.client = open_checked(lambda: MlflowClient(tracking_uri=uri), uri)
+            exp = open_checked(lambda: self.client.get_experiment_by_name(experiment), uri)
+            if exp is None and not create:
+                raise SystemExit(f"no MLflow experiment {experiment!r} in {mask(uri)}: run the study first")
+            if exp is None:
+                location = Path(artifact_root).resolve().as_uri() if artifact_root else None
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-            except MlflowException:  # created meanwhile by a parallel run of the same sweep
-                self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
-        else:
-            self.experiment_id = exp.experiment_id
+            else:
+                self.experiment_id = exp.experiment_id
         self.run_id = None
 
     def search(self, filter_string: str = "", max_results: int = 50000) -> list[TrackedRun]:
@@ -110,7 +115,7 @@ class Tracker(NullTracker):
         return found[0] if found else None
 
     def start(self, name: str, tags: dict[str, str] | None = None, parent_run_id: str | None = None) -> str:
-        tags = dict(tags or {})
+        tags = {k: mask(str(v), k) for k, v in (tags or {}).items()}
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
@@ -125,6 +130,7 @@ class Tracker(NullTracker):
         """A run that ends FINISHED, FAILED on an error, or KILLED when the process is stopped
         (SIGTERM turned into SystemExit, Ctrl-C): never left RUNNING by anything but SIGKILL."""
         self.start(name, tags, parent_run_id)
+        monitor = self._monitor()
         try:
             yield self
         except (KeyboardInterrupt, SystemExit):
@@ -133,7 +139,36 @@ class Tracker(NullTracker):
         except BaseException:
             self.end("FAILED")
             raise
+        finally:
+            if monitor is not None:
+                monitor.finish()
         self.end("FINISHED")
+
+    def _monitor(self):
+        """MLflow's system metrics (system/cpu_utilization_percentage, memory, GPU) for this run."""
+        if not self.system_metrics:
+            return None
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(
+            self.run_id, sampling_interval=self.system_metrics, tracking_uri=self.uri
+        )
+        monitor.start()
+        return monitor
+
+    def log_model(self, checkpoint: str | Path, how: str) -> None:
+        """The final checkpoint as an MLflow model under ``model/``: its files (``folder``) or
+        MLflow's transformers flavour read from the checkpoint folder, without loading it."""
+        if how == "folder":
+            self.log_artifact(checkpoint, "model")
+            return
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri)  # the fluent API below reads the global store
+        with mlflow.start_run(run_id=self.run_id):
+            mlflow.transformers.log_model(
+                transformers_model=str(checkpoint), name="model", task="text-generation"
+            )
 
     def close_unfinished(self, run_key: str) -> list[str]:
         """Mark the RUNNING runs of ``run_key`` KILLED (their process died: SIGKILL, a lost node)
@@ -148,7 +183,7 @@ class Tracker(NullTracker):
     def log_params(self, params: dict[str, str]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        items = [Param(k, mask(str(v), k)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
@@ -162,10 +197,12 @@ class Tracker(NullTracker):
         for i in range(0, len(items), 500):
             self.client.log_batch(self.run_id, metrics=items[i : i + 500])
 
-    def set_tags(self, tags: dict[str, str]) -> None:
+    def set_tags(self, tags: dict[str, str], run_id: str | None = None) -> None:
+        """Tags on this run (or on ``run_id``); secret-looking values are masked."""
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+        items = [RunTag(k, mask(str(v), k)[:5000]) for k, v in tags.items()]
+        self.client.log_batch(run_id or self.run_id, tags=items)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         path = Path(path)
@@ -174,13 +211,16 @@ class Tracker(NullTracker):
         else:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
-    def log_dataset(self, rows: list[dict], name: str, digest: str, context: str) -> None:
-        """``mlflow.log_input``: the pool and the selected subset, with their digests."""
+    def log_dataset(self, rows: list[dict], name: str, digest: str, context: str, origin=None) -> None:
+        """``mlflow.log_input``: the pool and the selected subset, with their digests and their
+        source (``origin``: ``pools.pool_origin``: a hub data set at a commit, a file, a generator)."""
         import mlflow.data
         import pandas as pd
         from mlflow.entities import DatasetInput, InputTag
 
-        ds = mlflow.data.from_pandas(pd.DataFrame(rows), name=name, digest=digest[:36])
+        ds = mlflow.data.from_pandas(
+            pd.DataFrame(rows), source=dataset_source(origin), name=name, digest=digest[:36]
+        )
         entity = ds._to_mlflow_entity()
         self.client.log_inputs(
             self.run_id, [DatasetInput(entity, [InputTag("mlflow.data.context", context)])]
@@ -212,7 +252,9 @@ def make_tracker(tracking: TrackingConfig) -> NullTracker:
         return NullTracker()
     if not tracking.uri:
         raise ValueError("tracking.enabled is true but tracking.uri is not set")
-    return Tracker(tracking.uri, tracking.experiment, tracking.artifact_root)
+    return Tracker(
+        tracking.uri, tracking.experiment, tracking.artifact_root, system_metrics=tracking.system_metrics
+    )
 
 
 def parent_run_id(sweep_dir: str | Path | None) -> str | None:
@@ -222,10 +264,11 @@ def parent_run_id(sweep_dir: str | Path | None) -> str | None:
     return p.read_text().strip() if p.exists() else None
 
 
-def fail_parent(tracking: TrackingConfig, sweep_dir: str | Path | None) -> None:
-    """A configuration of a sweep crashed: the sweep's parent run is FAILED too (Hydra stops there)."""
+def fail_parent(tracking: TrackingConfig, sweep_dir: str | Path | None, status: str = "FAILED") -> None:
+    """A configuration of a sweep crashed (FAILED) or was stopped (KILLED: SIGTERM, Ctrl-C): the
+    sweep's parent run ends the same way (Hydra stops there)."""
     run_id = parent_run_id(sweep_dir)
     if run_id and tracking.enabled:
         from mlflow.tracking import MlflowClient
 
-        MlflowClient(tracking_uri=tracking.uri).set_terminated(run_id, status="FAILED")
+        MlflowClient(tracking_uri=tracking.uri).set_terminated(run_id, status=status)

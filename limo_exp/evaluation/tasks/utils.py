@@ -84,6 +84,10 @@ def synthetic(**metadata):
     return _dataset("synthetic", **metadata)
 
 
+def arithmetic(**metadata):
+    return _dataset("arithmetic", **metadata)
+
+
 def grade_one(response: str, doc: dict) -> dict:
     """One response's verdict as plain data (kept per sample in lm-eval's logged samples)."""
     response, truncated = split_truncated(response)
