@@ -274,5 +274,7 @@ def test_the_arithmetic_family_is_its_own_pool_and_benchmark():
     assert pool[0].problem == "Liam has 11 cards and gives 9 away. How many cards does Liam have left?"
     assert [s.text for s in pool[0].solutions[:2]] == ["\\boxed{2}", "11 - 9 = 2.\nThe answer is \\boxed{2}."]
     items = load_benchmark("arithmetic", synthetic_n=64)
-    assert len(items) == 64 and not {i.canonical_id for i in items} & {r.id for r in load_pool("arithmetic", n=2000)}
+    assert len(items) == 64 and not {i.canonical_id for i in items} & {
+        r.id for r in load_pool("arithmetic", n=2000)
+    }
     assert make_pool(1)[0].id == "0360366d645d4f41"  # the multistep pool as before
