@@ -111,3 +111,20 @@ def test_evaluation_reads_the_revision_too(fake_hub):
 
     assert model_context_length(fake_hub, revision="v1") == 64
     assert model_context_length(fake_hub) == 128
+
+
+def test_limo_exp_eval_evaluates_the_pinned_revision(fake_hub, tmp_path, monkeypatch):
+    """An untrained hub model at a pinned revision: the evaluation reads that snapshot (its 64
+    positions, not main's 128) and its fingerprint names the revision."""
+    from conftest import compose
+
+    from limo_exp.commands.eval import run_eval
+
+    cfg = compose(
+        ["model=hub", f"model.hub_id={fake_hub}", "model.revision=v1", f"paths.output_root={tmp_path}",
+         "tracking=disabled", "eval.limit=1", "eval.max_gen_toks=4"]
+    )  # fmt: skip
+    out = run_eval(cfg)
+    settings = json.loads(next(tmp_path.glob("evals/*/settings.json")).read_text())
+    assert settings["model_context_length"] == "64"
+    assert "eval/limo_synthetic/exact_match" in out["metrics"]

@@ -36,7 +36,7 @@ def run_eval(cfg: DictConfig) -> dict:
     tags = {"limo.base_model": base} | hub.as_tags(hub.loaded())  # hub benchmarks: commit, rows
     with tracker.run(f"eval-{c.model.name}", run_log.run_tags(key, "eval", **tags)):
         tracker.log_params(spec.params(EVAL_ONLY_GROUPS))
-        ev = evaluate_to_dir(base, c.eval, out_dir, **eval_options(c))
+        ev = evaluate_to_dir(base, c.eval, out_dir, **eval_options(c), revision=c.model.revision)
         run_log.log_evaluation(tracker, ev.metrics, ev.settings, ev.artifacts)
     print_metrics(ev.metrics, width=60)
     return {"run_key": key, "run_id": tracker.run_id, "skipped": False, "metrics": ev.metrics}

@@ -86,7 +86,7 @@ def evaluate(
         task_obj.set_config(key="repeats", value=suite.samples_for(name))
     top_level = [loaded["groups"].get(t) or loaded["tasks"][t] for t in tasks]
 
-    context = be.model_context_length(model_path, trust_remote_code)
+    context = be.model_context_length(model_path, trust_remote_code, revision=revision)
     max_gen_toks = be.fit_generation_budget(suite.max_gen_toks, context)
     budget = Budget(**suite.budget.to_dict()) if suite.budget else None
     if budget and context and budget.think_max + budget.answer_max + 256 > context:
