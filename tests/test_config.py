@@ -133,13 +133,14 @@ def test_run_keys_are_pinned():
     protocol's new keys (eval.budget, per-task num_samples, batch_size=auto) gave new keys for
     both (d4b68a37701c44a5fcf2, eval e766f26df7b9fd0c4240, demo fcf52c140da1f3ef5295 before);
     train.save and eval.store left the key then (keeping a checkpoint or a response changes no
-    result). The demo became the arithmetic study (demo d800a4ae9cb1cf75cbe3 before)."""
+    result). The demo became the arithmetic study (demo d800a4ae9cb1cf75cbe3 before; then
+    f00c19d30e2c3478a3d3 with eval batch 16)."""
     from limo_exp.identity import RunSpec
 
     spec = RunSpec.parse(resolved(["debug=fast"]))
     assert spec.key("fp", "bench") == "9ba4e69708773df3c477"
     assert spec.eval_key("bench") == "5d286b6c8536fcfe9cc6"
-    assert RunSpec.parse(resolved(["experiment=demo"])).key("fp", "bench") == "f00c19d30e2c3478a3d3"
+    assert RunSpec.parse(resolved(["experiment=demo"])).key("fp", "bench") == "422a92b3798513d66ae8"
     for not_semantic in ("train.save=false", "eval.store=off"):
         assert RunSpec.parse(resolved(["debug=fast", not_semantic])).key("fp", "bench") == spec.key(
             "fp", "bench"

@@ -32,7 +32,8 @@ class Point:
     kind: str  # run | eval (an untrained baseline, N = 0)
 
     def label(self) -> str:
-        return " / ".join(self.setting) or "all runs"
+        parts = list(dict.fromkeys(self.setting))  # quality.name and quality.tier often agree: once
+        return " / ".join(parts) or "all runs"
 
 
 @dataclass
