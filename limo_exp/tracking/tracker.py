@@ -134,6 +134,9 @@ class Tracker(NullTracker):
         try:
             yield self
         except (KeyboardInterrupt, SystemExit):
+            if monitor is not None:  # stop sampling, but never wait for its thread on the way out
+                monitor._shutdown_event.set()
+                monitor = None
             self.end("KILLED")
             raise
         except BaseException:
