@@ -22,23 +22,10 @@ import platform
 import tempfile
 from pathlib import Path
 
+from bench_gpu_train import SHAPES as TRAIN_SHAPES  # the same shapes as the training bench
+
 REPO = Path(__file__).resolve().parents[1]
-SHAPES = {
-    "1.5b": {
-        "hidden_size": 1536,
-        "intermediate_size": 8960,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 12,
-        "num_key_value_heads": 2,
-    },
-    "tiny": {
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-    },
-}
+SHAPES = {name: {k: v for k, v in shape.items() if k != "vocab_size"} for name, shape in TRAIN_SHAPES.items()}
 
 
 def build(shape: str, out: Path, dtype) -> Path:
