@@ -14,6 +14,7 @@ from pathlib import Path
 
 from limo_exp.analysis import stats
 from limo_exp.analysis.study import AXES, Study
+from limo_exp.identity import is_semantic
 
 # eval settings (run tags eval.<name>) that change what a score means: compared runs must agree
 PROTOCOL = (
@@ -65,19 +66,13 @@ def resolve(study: Study, selector: str) -> list[str]:
         and c not in AXES[:1]
         and not c.startswith(("eval/", "train/", "cost/", "curation/"))
         and rows[c].astype(str).nunique() > 1
-        and _semantic(c)
+        and is_semantic(c)
     ]
     if varying:
         raise CompareError(
             f"{selector!r} matches runs that differ in more than the seed: {varying}; narrow it"
         )
     return list(rows.sort_values("seed")["run_id"])
-
-
-def _semantic(col: str) -> bool:
-    from limo_exp.identity import is_semantic
-
-    return is_semantic(col)
 
 
 def protocol_differences(study: Study, a: list[str], b: list[str]) -> dict[str, tuple]:
