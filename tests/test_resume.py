@@ -143,17 +143,6 @@ def test_sigterm_then_sigkill_then_relaunch(small_cfg, tmp_path, cache_dir):
     assert losses == pytest.approx([m.value for m in sorted(history, key=lambda m: m.step)], abs=1e-6)
 
 
-def test_ctrl_c_in_a_sweep_ends_the_run_and_its_parent_killed(tmp_path, cache_dir):
-    """SIGINT (Ctrl-C) unwinds like SIGTERM: the child run and the sweep's parent end KILLED."""
-    proc = _launch(tmp_path, cache_dir, "data.n_samples=8", "--multirun")
-    _kill_after_a_new_state(proc, tmp_path, signal.SIGINT)
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
-    runs = client.search_runs([client.get_experiment_by_name("resume").experiment_id])
-    kinds = {r.data.tags.get("limo.kind"): r.info.status for r in runs}
-    assert kinds == {"run": "KILLED", "sweep": "KILLED"}
-    assert list(tmp_path.glob("runs/*/state/step-*/progress.json"))  # the last state is kept
-
-
 def test_a_second_launch_of_a_running_key_fails(tmp_path):
     from limo_exp.commands.common import run_lock
 
