@@ -70,14 +70,7 @@ def report(
 
 
 def _pair(study: Study, a: Row, b: Row, task: str, opts) -> dict | None:
-    _, ia = study.per_problem(a.run_ids, task)
-    _, ib = study.per_problem(b.run_ids, task)
-    both = sorted(set(ia) & set(ib))
-    if not both:
-        return None
-    pa, _ = study.per_problem(a.run_ids, task, both)
-    pb, _ = study.per_problem(b.run_ids, task, both)
-    return stats.paired(pa, pb, n_boot=opts.n_boot, level=opts.level, seed=opts.seed)
+    return study.paired(a.run_ids, b.run_ids, task, opts)
 
 
 def _sentence(a: Row, b: Row, task: str, res: dict, opts) -> str:

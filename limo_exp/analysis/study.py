@@ -86,6 +86,16 @@ class Study:
         a, items = self.array(run_ids, task, items)
         return a.mean(axis=(0, 2)), items
 
+    def paired(self, a, b, task: str, opts) -> dict | None:
+        """``stats.paired`` of two sets of runs on the problems both evaluated (None: none shared)."""
+        from limo_exp.analysis import stats
+
+        both = sorted(set(self.per_problem(a, task)[1]) & set(self.per_problem(b, task)[1]))
+        if not both:
+            return None
+        pa, pb = self.per_problem(a, task, both)[0], self.per_problem(b, task, both)[0]
+        return stats.paired(pa, pb, n_boot=opts.n_boot, level=opts.level, seed=opts.seed)
+
     def source_ids(self, run_id: str, task: str) -> dict[str, str]:
         return self.scores[run_id].source_ids.get(task, {})
 

@@ -63,14 +63,9 @@ def mark_significant_best(study: Study, rows: list[Row], opts) -> dict[str, dict
         if len(ranked) < 2:
             continue
         best, second = ranked[0], ranked[1]
-        xa, items = study.per_problem(best.run_ids, task)
-        xb, items_b = study.per_problem(second.run_ids, task)
-        both = sorted(set(items) & set(items_b))
-        if not both:
+        res = study.paired(best.run_ids, second.run_ids, task, opts)
+        if res is None:
             continue
-        pa, _ = study.per_problem(best.run_ids, task, both)
-        pb, _ = study.per_problem(second.run_ids, task, both)
-        res = stats.paired(pa, pb, n_boot=opts.n_boot, level=opts.level, seed=opts.seed)
         tests[task] = res | {
             "best": best.label,
             "best_n": best.n,
