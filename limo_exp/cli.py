@@ -1,4 +1,4 @@
-"""``limo-exp <command> [hydra overrides]``: run, curate, eval, report.
+"""``limo-exp <command> [hydra overrides]``: run, curate, distill, eval, report, compare, regrade.
 
 Each command is a Hydra app over the same config tree (conf/), so every override and
 ``--multirun`` works the same way for all of them.
@@ -16,6 +16,7 @@ from limo_exp.typed import hydra_quote
 COMMANDS = {
     "run": "limo_exp.commands.run:main",
     "curate": "limo_exp.commands.curate:main",
+    "distill": "limo_exp.commands.distill:main",
     "eval": "limo_exp.commands.eval:main",
     "report": "limo_exp.commands.report:main",
     "compare": "limo_exp.commands.compare:main",
@@ -27,6 +28,7 @@ USAGE = f"""usage: limo-exp {{{",".join(COMMANDS)}}} [hydra overrides] [--multir
   limo-exp run model=tiny_random data.n_samples=8 train.max_steps=2
   limo-exp run --multirun experiment=demo data.n_samples=8,16,32
   limo-exp curate pool=math_train pool.data_dir=../shared/data/pools eval=limo_paper eval.data_dir=../shared/data/eval
+  limo-exp distill pool=arithmetic pool.n=64 model=smollm2_135m_instruct distill.mode=rationalize
   limo-exp eval model=tiny_random eval=limo_paper eval.data_dir=../shared/data/eval eval.limit=2
   limo-exp eval model=outputs/runs/<run_key>/checkpoint eval=limo_paper
   limo-exp report experiment=demo

@@ -17,6 +17,7 @@ from limo_exp.config_eval import (  # noqa: F401  (re-exported: the whole schema
     BACKENDS,
     LIMO_INSTRUCTION,
     BudgetConfig,
+    DistillConfig,
     EvalConfig,
     ReportConfig,
     SyntheticConfig,
@@ -268,6 +269,7 @@ class Config(Section):
     curation: CurationConfig = field(default_factory=CurationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)

@@ -1,5 +1,6 @@
-"""The evaluation and report sections of the config (``eval/``, ``report``): the protocol an
-evaluation runs and the statistics the report draws; re-exported by ``limo_exp.config``."""
+"""The generation sections of the config (``eval/``, ``distill``) and ``report``: the protocol an
+evaluation runs, how a teacher writes solutions, and the statistics the report draws; re-exported
+by ``limo_exp.config``."""
 
 from __future__ import annotations
 
@@ -92,6 +93,58 @@ class EvalConfig(Section):
         if "default" in self.num_samples:
             return self.num_samples["default"]
         raise ConfigError(f"eval.num_samples has no entry for {task} and no default: {self.num_samples}")
+
+
+DISTILL_MODES = ("cot", "rationalize")
+RATIONALIZE_TEMPLATE = (
+    "{problem}\n\nThe correct final answer is {answer}. Explain step by step why it is correct, "
+    "and put the final answer within \\boxed{}."
+)
+
+
+@dataclass
+class DistillConfig(Section):
+    """``distill``: a teacher model (the ``model`` group) writes solutions for a pool's problems
+    (``limo-exp distill``; limo_exp.distill). Not part of any run key: a run trained on a distilled
+    pool has the pool's content in its key."""
+
+    mode: str = "cot"  # cot: solve it; rationalize: the gold answer is given, explain why
+    k: int = 4  # samples per problem
+    temperature: float = 0.7  # k > 1 needs sampling (temperature > 0)
+    top_p: float = 0.95
+    max_gen_toks: int = 2048
+    backend: str = "auto"  # auto: vLLM when CUDA and vllm are present, else hf
+    batch_size: int | str = "auto"
+    tensor_parallel_size: int = 1
+    limit: int | None = None  # the first n problems of the pool
+    instruction: str = LIMO_INSTRUCTION  # cot: the user turn is the problem and this instruction
+    rationalize_template: str = RATIONALIZE_TEMPLATE  # {problem} and {answer} are replaced
+    system_prompt: str | None = None
+    max_per_problem: int | None = None  # correct solutions kept per problem (distinct texts); null: all
+    store: str = "auto"  # response store: auto (<paths.cache_dir>/responses), off, or a folder
+    output: str | None = None  # folder of pool.jsonl; null: <paths.output_root>/distill/<key>
+
+    def __post_init__(self):
+        one_of("distill.mode", self.mode, DISTILL_MODES)
+        one_of("distill.backend", self.backend, BACKENDS)
+        if isinstance(self.batch_size, str):
+            one_of("distill.batch_size", self.batch_size, ("auto",))
+        for key in ("k", "max_gen_toks", "batch_size", "limit", "max_per_problem", "tensor_parallel_size"):
+            v = getattr(self, key)
+            if isinstance(v, int) and v < 1:
+                raise ConfigError(f"distill.{key} must be >= 1, got {v}")
+        if self.k > 1 and self.temperature <= 0:
+            raise ConfigError(
+                f"distill.k={self.k} with distill.temperature={self.temperature} (greedy) writes one solution "
+                "k times: set distill.temperature > 0 or distill.k=1"
+            )
+        if self.mode == "rationalize":
+            missing = [p for p in ("{problem}", "{answer}") if p not in self.rationalize_template]
+            if missing:
+                raise ConfigError(
+                    f"distill.rationalize_template lacks the placeholder(s) {', '.join(missing)}: a "
+                    "rationalization is written given the problem and its gold answer"
+                )
 
 
 @dataclass

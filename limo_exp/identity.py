@@ -16,6 +16,7 @@ from limo_exp.config import Config
 from limo_exp.typed import flatten
 
 NON_SEMANTIC = ("paths", "tracking", "hydra", "force", "study", "debug", "experiment", "report", "accelerate")
+NON_SEMANTIC += ("distill",)  # limo-exp distill's own settings: a distilled pool's content is in the key
 # nor where the pool and benchmarks are read from (their content is in the key), nor when states are saved
 NON_SEMANTIC_LEAVES = ("eval.data_dir", "pool.data_dir", "train.checkpoint_every", "train.keep_states")
 NON_SEMANTIC_LEAVES += ("train.keep_states_at_end", "train.save", "eval.store")  # neither changes a result

@@ -25,7 +25,7 @@ def options(group: str) -> list[str]:
 
 
 # options with a mandatory value (???) of their own, composed with one
-NEEDS = {"local_path": ["model.path=/x"], "hub": ["model.hub_id=org/name"]}
+NEEDS = {"local_path": ["model.path=/x"], "hub": ["model.hub_id=org/name"], "distilled": ["pool.file=/x"]}
 
 
 @pytest.mark.parametrize("group", GROUPS)

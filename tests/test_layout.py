@@ -23,6 +23,7 @@ LAYERS = {
     "evaluation": 1,
     "tracking": 1,
     "analysis": 1,
+    "distill": 1,
     "commands": 2,
     "cli": 3,
     "__main__": 3,

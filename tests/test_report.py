@@ -85,6 +85,22 @@ def test_report_states_significance_in_words_with_run_ids(reported, store):
     assert re.search(r"\| short \| math500 \| power: .* \| \d+ \[\d+, \d+\] \|", text)
 
 
+def test_report_names_what_every_run_shares_and_a_missing_random_control(reported):
+    import pandas as pd
+
+    from limo_exp.analysis.study import held_fixed, missing_control
+
+    assert "Every fine-tuned run: `model.name=base`, `pool.name=pool`\n" in reported["report"].read_text()
+    assert "Warning" not in reported["report"].read_text()  # no strategy param: nothing to warn about
+    df = pd.DataFrame(
+        {"kind": ["eval", "run", "run"], "selection.strategy": [None, "longest", "diverse"], "pool.name": "p"}
+    )
+    assert held_fixed(df) == {"pool.name": "p"}  # the strategy differs: a column, not held fixed
+    assert missing_control(df).startswith("no run uses selection.strategy=random: diverse, longest cannot")
+    df.loc[2, "selection.strategy"] = "random"
+    assert missing_control(df) is None and held_fixed(df) == {"pool.name": "p"}
+
+
 def test_cost_and_selection_information(reported):
     cost = (Path(reported["report"]).parent / "cost.md").read_text()
     # log2 C(400, 8) = 53.8 bits; 8 examples x 300 tokens; the baseline costs its evaluation only

@@ -10,7 +10,7 @@ import pytest
 
 from limo_exp.config import BudgetConfig, ConfigError, EvalConfig, SyntheticConfig
 from limo_exp.evaluation import evaluate as ev_mod
-from limo_exp.evaluation.engines import Gen, Out
+from limo_exp.evaluation.engines import Gen, Out, sample_seed
 from limo_exp.evaluation.evaluate import evaluate, evaluate_to_dir
 from limo_exp.evaluation.regrade import regrade_dir
 from limo_exp.evaluation.store import ResponseStore, Stored, StoreMismatch, model_fingerprint
@@ -146,6 +146,7 @@ def test_budget_forcing_appends_wait_until_the_minimum():
     # each thinking round asks only for what is left of the budget and stops at the delimiter
     assert [c[0].max_new for c in eng.calls[:3]] == [100, 98, 96] and eng.calls[0][0].stop == ("</think>",)
     assert eng.calls[3][0].max_new == 3
+    assert {g.seed for c in eng.calls for g in c} == {sample_seed("k")}  # every round: the sample's own seed
 
 
 def test_bad_protocols_fail_before_the_model_loads(tiny_model, tmp_path, count_engines):

@@ -12,7 +12,7 @@ from pathlib import Path
 from limo_exp.analysis import stats
 from limo_exp.analysis.cost import cost_markdown, cost_rows
 from limo_exp.analysis.curves import line_fits, plot_bars, plot_curves
-from limo_exp.analysis.study import Study, load_study
+from limo_exp.analysis.study import Study, held_fixed, load_study, missing_control
 from limo_exp.analysis.tables import (
     Row,
     latex,
@@ -132,6 +132,10 @@ def _document(study, rows, tasks, fits, best, words, costs, figures, caption, op
         "",
         f"{n_runs} FINISHED runs read from MLflow; benchmarks: {', '.join(tasks)}. {caption}.",
         "",
+        "Every fine-tuned run: "
+        + (", ".join(f"`{k}={v}`" for k, v in held_fixed(study.frame).items()) or "-"),
+        "",
+        *([f"**Warning**: {w}.", ""] if (w := missing_control(study.frame)) else []),
         "## What is and is not significant",
         "",
         *(words or ["- no pair of settings shares problems: nothing to test"]),

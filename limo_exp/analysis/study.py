@@ -108,6 +108,35 @@ def setting_columns(df) -> list[str]:
     return [c for c in params if is_semantic(c) and c not in AXES and tuned[c].astype(str).nunique() > 1]
 
 
+HELD = ("model.name", "pool.name", "quality.name", "selection.strategy", "train.name", "eval.tasks")
+
+
+def held_fixed(df) -> dict[str, str]:
+    """The study's defining settings that every fine-tuned run shares (model, pool, solution tier,
+    selection strategy, recipe, benchmarks): what a reader must know that no column shows."""
+    tuned = df[df["kind"] == "run"]
+    return {
+        c: str(tuned[c].iloc[0])
+        for c in HELD
+        if c in tuned.columns and len(tuned) and tuned[c].nunique() == 1
+    }
+
+
+def missing_control(df) -> str | None:
+    """Strategies compared without ``random`` (the control every less-is-more claim needs): a
+    sentence saying so, else None."""
+    tuned = df[df["kind"] == "run"]
+    if "selection.strategy" not in tuned.columns:
+        return None
+    used = set(tuned["selection.strategy"].dropna().astype(str))
+    if used and "random" not in used:
+        return (
+            f"no run uses selection.strategy=random: {', '.join(sorted(used))} cannot be told apart from "
+            "what N alone does; add the random control from the same pool (sweeps/selection_strategies.yaml)"
+        )
+    return None
+
+
 def load_study(tracking: TrackingConfig, cache_dir: str | Path) -> Study:
     """Every FINISHED run of the study and its graded samples (downloaded once into ``cache_dir``)."""
     df = runs_frame(tracking)

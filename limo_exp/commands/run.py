@@ -149,6 +149,7 @@ def _curate_and_select(c, pool, fingerprint, benchmarks, run_dir, tracker, main_
         cached = " (from cache)" * curated.from_cache
         log.info("curation funnel%s:\n%s", cached, curation.format_funnel(curated.funnel))
     run_log.log_curation(tracker, curated.funnel, curated.from_cache, time.perf_counter() - started, files)
+    run_log.log_teacher_cost(tracker, pool)  # a distilled pool's generation is part of its cost
     examples = selection.select(
         curated.records, d.n_samples, c.quality.tier, c.seed, d.stratify_by, curated.funnel, how
     )

@@ -92,6 +92,7 @@ SOURCES: dict[str, PoolSource] = {
     "local_jsonl": PoolSource(
         None, fields={"problem": "problem", "answer": "answer", "solutions": {"long": "solution"}, "meta": {}}
     ),
+    "distilled": PoolSource(None),  # limo-exp distill's pool.jsonl: records in limo-exp's own schema
     "synthetic": PoolSource(None),
     "arithmetic": PoolSource(None),  # generated: one- and two-step problems (the embedded demo)
 }

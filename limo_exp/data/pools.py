@@ -61,6 +61,8 @@ def load_pool(
         from limo_exp.data.synthetic import make_pool
 
         return make_pool(2000 if n is None else int(n), seed, "multistep" if name == "synthetic" else name)
+    if name == "distilled":
+        return read_records(file or "", n)
     fmap = _check_fields(dict(src.fields) if fields is None else dict(fields), name)
     hub = hub_id or src.hub_id
     path = _local_path(src, data_dir, file, hub)
@@ -75,6 +77,25 @@ def load_pool(
         if n is not None and len(out) >= n:
             break
         out.append(_to_record(row, fmap, loc, name))
+    return out
+
+
+def read_records(path: str, n: int | None = None) -> list[Record]:
+    """Records written in limo-exp's own schema (``Record.to_dict`` per line: ``limo-exp distill``'s
+    pool.jsonl), the first ``n`` of them."""
+    if not path:
+        raise ValueError("pool=distilled needs pool.file: the pool.jsonl that limo-exp distill wrote")
+    out = []
+    for loc, row in _iter_local(path):
+        if n is not None and len(out) >= n:
+            break
+        try:
+            rec = Record.from_dict(row)
+        except (KeyError, TypeError) as e:
+            raise PoolFormatError(f"{loc}: not a limo-exp record ({type(e).__name__}: {e})") from None
+        if not isinstance(rec.problem, str) or not rec.problem.strip():
+            raise PoolFormatError(f"{loc}: problem must be a non-empty string")
+        out.append(rec)
     return out
 
 

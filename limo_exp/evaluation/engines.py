@@ -24,6 +24,16 @@ class Gen:
     stop: tuple[str, ...] = ()
     temperature: float = 0.0
     top_p: float = 1.0
+    seed: int | None = None  # the sample's own seed (from its store key): vLLM draws it from this
+    # seed alone, whatever it is batched with; hf seeds each batch (sampled runs: reproducible, but
+    # a sample depends on its batch)
+
+
+def sample_seed(key: str) -> int:
+    """A request's sampling seed, from its response-store key (model, prompt, settings, sample)."""
+    import hashlib
+
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
 
 
 @dataclass
@@ -171,6 +181,7 @@ class VLLMEngine:
         self.tok = AutoTokenizer.from_pretrained(
             model_path, revision=revision, trust_remote_code=trust_remote_code
         )
+        self.seed = seed
         self.llm = LLM(
             model=model_path,
             dtype=dtype,
@@ -189,7 +200,11 @@ class VLLMEngine:
         ]
         params = [
             SamplingParams(
-                temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new, stop=list(r.stop) or None
+                temperature=r.temperature,
+                top_p=r.top_p,
+                max_tokens=r.max_new,
+                stop=list(r.stop) or None,
+                seed=None if r.seed is None else (self.seed * 1_000_003 + r.seed) % 2**31,
             )
             for r in reqs
         ]

@@ -66,6 +66,7 @@ class Stored:
     think_tokens: int | None = None
     waits: int = 0
     forced: bool = False  # budget forcing cut the thinking at its budget
+    seconds: float | None = None  # generation time (its share of the batch's, by tokens): the cost
 
 
 class ResponseStore:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from lm_eval.api.model import LM
 
-from limo_exp.evaluation.engines import Gen, Out, Timing
+from limo_exp.evaluation.engines import Gen, Out, Timing, sample_seed
 from limo_exp.evaluation.grading import TRUNCATED
 from limo_exp.evaluation.store import ResponseStore, Stored, request_key
 
@@ -155,11 +155,12 @@ class StoredLM(LM):
                 tokens / max(seconds, 1e-9),
             )
 
-    def _gen(self, ctx: str, s: dict, max_new: int, stop=()) -> Gen:
-        return Gen(ctx, max_new, tuple(stop) + tuple(s["until"]), s["temperature"], s["top_p"])
+    def _gen(self, key: str, ctx: str, s: dict, max_new: int, stop=()) -> Gen:
+        stops = tuple(stop) + tuple(s["until"])
+        return Gen(ctx, max_new, stops, s["temperature"], s["top_p"], sample_seed(key))
 
     def _plain(self, part: list) -> list[Stored]:
-        outs = self.engine.generate([self._gen(ctx, s, s["max_gen_toks"]) for _, _, _, _, ctx, s in part])
+        outs = self.engine.generate([self._gen(k, ctx, s, s["max_gen_toks"]) for k, _, _, _, ctx, s in part])
         done = []
         for o in outs:
             d = _plain(o)
@@ -177,7 +178,11 @@ class StoredLM(LM):
         while active:  # thinking rounds: to the budget, or to the model's own end of thinking
             reqs = [
                 self._gen(
-                    part[i][4] + state[i]["text"], part[i][5], b.think_max - state[i]["think"], (b.end_think,)
+                    part[i][0],
+                    part[i][4] + state[i]["text"],
+                    part[i][5],
+                    b.think_max - state[i]["think"],
+                    (b.end_think,),
                 )
                 for i in active
             ]
@@ -196,7 +201,7 @@ class StoredLM(LM):
         for st in state:
             st["text"] += f"{b.end_think}\n{b.answer_prefix}"
         answers = self.engine.generate(
-            [self._gen(p[4] + st["text"], p[5], b.answer_max) for p, st in zip(part, state)]
+            [self._gen(p[0], p[4] + st["text"], p[5], b.answer_max) for p, st in zip(part, state)]
         )
         return [
             Stored(

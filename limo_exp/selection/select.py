@@ -1,8 +1,9 @@
 """Select N training examples: the records of a quality tier, in the order of a strategy, first N.
 
 Eligible records are those with a solution of the tier. A tier is a solution kind ("answer_only",
-"short", "long", "human", ...), a quality level "L1".."L5", a range "L2-L4", or "L4+" (L4 and
-above). When a record has several solutions of the tier, the one with the highest quality score
+"short", "long", "human", ...) or a kind's prefix up to a colon ("teacher" takes every
+"teacher:<model>:<mode>", "teacher:<model>" one teacher's), a quality level "L1".."L5", a range
+"L2-L4", or "L4+" (L4 and above). When a record has several solutions of the tier, the one with the highest quality score
 is used (ties: the first). The strategy (``selection.strategy``, see ``selection.strategies``) puts
 the eligible records in a total order, seeded, that depends neither on N nor on the input order;
 the selection is its first N, so the N=100 subset is contained in the N=200 subset. The default,
@@ -38,7 +39,7 @@ def tier_filter(tier: str) -> Callable[[Solution], bool]:
     """Predicate: does a solution belong to ``tier``?"""
     m = _LEVEL.match(tier)
     if not m:
-        return lambda s: s.kind == tier
+        return lambda s: s.kind == tier or s.kind.startswith(tier + ":")
     lo = int(m.group(1))
     hi = 99 if m.group(2) else int(m.group(3) or lo)
     levels = {f"L{i}" for i in range(lo, hi + 1)}

@@ -11,7 +11,7 @@ RUN_KEY_TAG = "limo.run_key"
 KIND_TAG = "limo.kind"
 # what a tracked run is: a configuration trained and evaluated (limo-exp run), a model evaluated
 # without training (limo-exp eval: the N = 0 baseline), or the parent of a sweep's runs
-KINDS = ("run", "eval", "sweep")
+KINDS = ("run", "eval", "sweep", "distill")  # distill: a teacher wrote a pool's solutions
 LEGACY_KINDS = {"eval_only": "eval"}  # stores written before the kind tag was renamed
 
 _BAD = re.compile(r"[^0-9A-Za-z_\-./ ]")

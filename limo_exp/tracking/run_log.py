@@ -98,6 +98,22 @@ def log_curation(
         )
 
 
+def log_teacher_cost(tracker: NullTracker, pool: list[Record]) -> None:
+    """A pool written by a teacher (limo-exp distill) carries its generation cost per record:
+    logged as the cost of the run trained on it (``cost/teacher_tokens``, ``cost/teacher_seconds``)
+    with the teacher(s) as the tag ``limo.teacher``."""
+    written = [r.meta for r in pool if "teacher_tokens" in r.meta]
+    if not written:
+        return
+    tracker.log_metrics(
+        {
+            "cost/teacher_tokens": float(sum(m["teacher_tokens"] for m in written)),
+            "cost/teacher_seconds": float(sum(m.get("teacher_seconds") or 0 for m in written)),
+        }
+    )
+    tracker.set_tags({"limo.teacher": ",".join(sorted({str(m.get("teacher")) for m in written}))})
+
+
 def log_datasets(
     tracker: NullTracker,
     pool: list[Record],
