@@ -21,6 +21,10 @@ NON_SEMANTIC += ("distill",)  # limo-exp distill's own settings: a distilled poo
 NON_SEMANTIC_LEAVES = ("eval.data_dir", "pool.data_dir", "train.checkpoint_every", "train.keep_states")
 NON_SEMANTIC_LEAVES += ("train.keep_states_at_end", "train.save", "eval.store")  # neither changes a result
 EVAL_ONLY_GROUPS = ("model", "eval", "seed")  # what an evaluation without training depends on
+# Leaves added after runs existed, with the value that computes what those runs did: at that value
+# the leaf, and the leaves read only at other values of it, stay out of the key, so the runs made
+# before the leaf existed keep their keys (and are skipped by a relaunch). Any other value is keyed.
+NEUTRAL_LEAVES = {"train.format": ("plain", ("train.answer_prefix", "train.explain_prefix"))}
 
 
 def is_semantic(flat_key: str) -> bool:
@@ -36,7 +40,27 @@ def semantic_config(resolved: Mapping[str, Any]) -> dict:
         group, key = leaf.split(".")
         if isinstance(d.get(group), dict):
             d[group].pop(key, None)
+    for leaf, (neutral, companions) in NEUTRAL_LEAVES.items():
+        group, key = leaf.split(".")
+        if isinstance(d.get(group), dict) and d[group].get(key, neutral) == neutral:
+            for gone in (leaf, *companions):
+                g, k = gone.split(".")
+                if isinstance(d.get(g), dict):
+                    d[g].pop(k, None)
     return d
+
+
+def with_neutral_leaves(params: Mapping[str, str]) -> dict[str, str]:
+    """MLflow params as if every run had been logged today: a neutral leaf a run predates gets its
+    neutral value, and at that value its companions are dropped, so a run from before the leaf and
+    one logged with it at the neutral value show the same setting (one curve in a report)."""
+    out = dict(params)
+    for leaf, (neutral, companions) in NEUTRAL_LEAVES.items():
+        out.setdefault(leaf, neutral)
+        if out[leaf] == str(neutral):
+            for gone in companions:
+                out.pop(gone, None)
+    return out
 
 
 def run_key(resolved: Mapping[str, Any], pool_fingerprint: str, benchmarks_fingerprint: str = "") -> str:

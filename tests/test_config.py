@@ -134,7 +134,8 @@ def test_run_keys_are_pinned():
     both (d4b68a37701c44a5fcf2, eval e766f26df7b9fd0c4240, demo fcf52c140da1f3ef5295 before);
     train.save and eval.store left the key then (keeping a checkpoint or a response changes no
     result). The demo became the arithmetic study (demo d800a4ae9cb1cf75cbe3 before; then
-    f00c19d30e2c3478a3d3 with eval batch 16)."""
+    f00c19d30e2c3478a3d3 with eval batch 16). train.format (and its prefixes) left every key as it
+    was: at format=plain they stay out of the key (identity.NEUTRAL_LEAVES; tests/test_multitask.py)."""
     from limo_exp.identity import RunSpec
 
     spec = RunSpec.parse(resolved(["debug=fast"]))

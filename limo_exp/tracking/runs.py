@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from limo_exp.config import TrackingConfig
+from limo_exp.identity import with_neutral_leaves
 from limo_exp.tracking.names import KIND_TAG, LEGACY_KINDS, RUN_KEY_TAG
 from limo_exp.tracking.tracker import Tracker
 
@@ -34,7 +35,7 @@ def runs_frame(tracking: TrackingConfig):
             continue
         row = {"run_id": r.run_id, "run_name": r.name, "run_key": r.tags[RUN_KEY_TAG], "kind": kind}
         row["start_time"] = r.start_time
-        row |= r.params
+        row |= with_neutral_leaves(r.params) if kind == "run" else r.params  # older runs: train.format=plain
         row |= {k: v for k, v in r.metrics.items() if k.startswith(METRIC_PREFIXES)}
         if kind == "eval":
             row["data.n_samples"] = 0
