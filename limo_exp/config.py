@@ -30,6 +30,7 @@ MODEL_SOURCES = tuple(MODEL_NEEDS)
 MASTER_DTYPES = ("float32", "bfloat16")  # the dtype training keeps the weights in
 OPTIMIZERS = ("adamw", "adamw_kahan")
 LOSS_IMPLS = ("auto", "target_only", "hf")  # auto: target_only where the architecture is known
+FORMATS = ("plain", "multitask")  # the sequences of one example: limo_exp.training.sft_data.tasks
 STRATEGIES = ("random", "tier", "longest", "difficult", "diverse", "s1")  # limo_exp.selection.strategies
 _RANKS = ("difficulty_field", "pass_rates", "drop_unsolved")  # the options a strategy reads: below
 STRATEGY_READS = {"difficult": _RANKS, "diverse": ("clusters",), "s1": ("min_level", "domain_field", *_RANKS)}
@@ -213,6 +214,9 @@ class TrainConfig(Section):
     gradient_checkpointing: bool | str = False  # "auto": on when max_length > 8192
     instruction: str = ""
     system_prompt: str | None = None
+    format: str = "plain"  # plain: (problem, solution); multitask: an answer task and an explain task
+    answer_prefix: str = "Answer directly."  # multitask: before the problem; the target is \boxed{answer}
+    explain_prefix: str = "Explain step by step."  # multitask: before the problem; the target is the solution
     save: bool = True  # keep the fine-tuned checkpoint in the run folder
     lora: LoraConfig | None = None  # adapters instead of full fine-tuning
     master_dtype: str = "float32"  # weights + optimizer state; compute is bf16 under autocast on GPU
@@ -226,6 +230,11 @@ class TrainConfig(Section):
         one_of("train.master_dtype", self.master_dtype, MASTER_DTYPES)
         one_of("train.optimizer", self.optimizer, OPTIMIZERS)
         one_of("train.loss_impl", self.loss_impl, LOSS_IMPLS)
+        one_of("train.format", self.format, FORMATS)
+        if self.format == "multitask" and self.answer_prefix == self.explain_prefix:
+            raise ConfigError(
+                "train.answer_prefix and train.explain_prefix are equal: the tasks need their own"
+            )
         if isinstance(self.gradient_checkpointing, str):  # else a bool
             one_of("train.gradient_checkpointing", self.gradient_checkpointing, ("auto",))
         if self.master_dtype == "bfloat16" and self.optimizer != "adamw_kahan":

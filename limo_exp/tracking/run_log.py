@@ -158,6 +158,7 @@ def log_training(
         "train/final_loss": result.losses[-1] if result.losses else float("nan"),
         "train/steps": result.steps,
         "train/n_examples": n_examples,
+        "train/n_sequences": result.sequences,  # what the global batch counts (2 per example: multitask)
         "cost/train_tokens": result.seen_tokens,
         "cost/device_hours": result.seconds * n_processes / 3600,
         "cost/train_flops_est": 6.0 * n_params * result.seen_tokens,

@@ -38,6 +38,7 @@ class TrainResult:
     resumed_from: str = ""  # the saved state this attempt started from ("" for a fresh start)
     losses: list[float] = field(default_factory=list)
     steps: int = 0
+    sequences: int = 0  # in the training set: one per example, two under train.format=multitask
     target_tokens: int = 0
     seen_tokens: int = 0  # tokens computed on, padding included
     real_tokens: int = 0  # tokens of the examples themselves
@@ -171,7 +172,7 @@ def train(
         epoch = list(range(len(data)))
         rng.shuffle(epoch)
         order += epoch
-    result = TrainResult(model=model, optimizer=opt, loss_impl=loss_impl)
+    result = TrainResult(model=model, optimizer=opt, loss_impl=loss_impl, sequences=len(data))
     accelerator.register_for_checkpointing(sched)
     found = checkpoints.latest(state_dir, run_key)
     earlier = 0.0  # seconds spent by earlier attempts

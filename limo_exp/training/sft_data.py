@@ -4,6 +4,12 @@ The prompt is the base model's own chat template applied to the user turn (the p
 plus the instruction); the target is the assistant turn. Labels are -100 on the prompt
 and on padding, so the loss is on the assistant's tokens only, and every target ends
 with the tokenizer's EOS token.
+
+``train.format`` says which sequences an example gives (``tasks``): ``plain``, one (the problem,
+its solution); ``multitask``, two, as Li et al. 2022 ("Explanations from large language models
+make small reasoners better") train them: an answer task (the answer prefix before the problem;
+the target only ``\\boxed{answer}``) and an explain task (the explain prefix; the target the
+worked solution). Evaluation keeps the benchmark's own prompt, without a prefix.
 """
 
 from __future__ import annotations
@@ -36,15 +42,45 @@ def messages(problem: str, instruction: str, system_prompt: str | None) -> list[
     return msgs + [{"role": "user", "content": user}]
 
 
+@dataclass(frozen=True)
+class Task:
+    """One training sequence of an example: the problem as the user turn shows it, and the target."""
+
+    name: str  # plain | answer | explain
+    problem: str
+    target: str
+
+
+def tasks(ex: Example, fmt: str = "plain", answer_prefix: str = "", explain_prefix: str = "") -> list[Task]:
+    """The sequences ``ex`` gives under ``train.format=fmt``: plain, one; multitask, the answer task
+    then the explain task. Raises ValueError for a multitask example without an answer."""
+    if fmt == "plain":
+        return [Task("plain", ex.problem, ex.solution)]
+    if fmt != "multitask":
+        raise ValueError(f"train.format={fmt!r} is not one of ('plain', 'multitask')")
+    if not ex.answer.strip():
+        raise ValueError(
+            f"example {ex.id} has no answer, so train.format=multitask cannot make its answer task: "
+            "choose a pool whose records carry answers, or train.format=plain"
+        )
+    prefixed = [f"{p}\n\n{ex.problem.strip()}" if p else ex.problem for p in (answer_prefix, explain_prefix)]
+    return [
+        Task("answer", prefixed[0], f"\\boxed{{{ex.answer.strip()}}}"),
+        Task("explain", prefixed[1], ex.solution),
+    ]
+
+
 def tokenize_example(
-    ex: Example, tok, *, instruction: str, system_prompt: str | None, max_length: int
+    ex: Example | Task, tok, *, instruction: str, system_prompt: str | None, max_length: int
 ) -> Tokenized:
-    prompt_msgs = messages(ex.problem, instruction, system_prompt)
+    """An example's plain sequence, or one ``Task`` of it."""
+    problem, solution = (ex.problem, ex.target) if isinstance(ex, Task) else (ex.problem, ex.solution)
+    prompt_msgs = messages(problem, instruction, system_prompt)
     prompt = _ids(tok.apply_chat_template(prompt_msgs, add_generation_prompt=True, tokenize=True))
     full = _ids(
-        tok.apply_chat_template(prompt_msgs + [{"role": "assistant", "content": ex.solution}], tokenize=True)
+        tok.apply_chat_template(prompt_msgs + [{"role": "assistant", "content": solution}], tokenize=True)
     )
-    alone = tok(ex.solution, add_special_tokens=False)["input_ids"]
+    alone = tok(solution, add_special_tokens=False)["input_ids"]
     if full[: len(prompt)] != prompt or len(full) - len(prompt) < len(alone):
         # The template renders the assistant turn differently from the generation prompt, or
         # drops part of it (R1-distill templates strip "<think>...</think>" from assistant
