@@ -94,6 +94,8 @@ def make_study(root: Path, experiment: str = "fake", tiers=("short", "long"), ns
                     "curation/pool_size": 400,
                     "train/final_loss": 1.0 / n,
                 }
+                if tier == "long":  # long solutions written by a teacher (limo-exp distill)
+                    metrics |= {"cost/teacher_tokens": 5e5, "cost/teacher_seconds": 900.0}
                 tags = {"limo.run_key": key, "limo.kind": "run"}
                 ids[(tier, n, seed)] = log_run(t, tmp, f"{tier}-n{n}-s{seed}", tags, params, results, metrics)
     return {"uri": uri, "experiment": experiment, "ids": ids}

@@ -106,6 +106,9 @@ def test_cost_and_selection_information(reported):
     # log2 C(400, 8) = 53.8 bits; 8 examples x 300 tokens; the baseline costs its evaluation only
     assert re.search(r"\| long \| 8 \| .* \| 2\.4e\+03 \| .* \| 53\.8 \|", cost)
     assert "| base (untrained) | 0 |" in cost and "device-s per correct" in cost
+    assert "| teacher tokens | teacher s |" in cost
+    assert re.search(r"\| long \| 8 \| .* \| 5\.00e\+05 \| 900 \|", cost)  # the teacher's cost
+    assert re.search(r"\| short \| 8 \| .* \| - \| - \|", cost)
 
 
 def test_missing_published_entry_and_one_point_curves(store, tmp_path):

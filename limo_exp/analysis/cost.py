@@ -3,7 +3,7 @@
 
 Per point (means over its seeds): training tokens, device-hours (training + evaluation) and
 FLOPs; curation records scanned and seconds; teacher tokens when solutions were generated
-(``cost/teacher_tokens``); log2 C(curated pool, N) bits of selection; device-seconds per
+(``cost/teacher_tokens``, ``cost/teacher_seconds``: limo-exp distill); log2 C(curated pool, N) bits of selection; device-seconds per
 correct answer.
 """
 
@@ -21,6 +21,7 @@ COLUMNS = (
     ("records scanned", "curation/records_scanned"),
     ("curation s", "cost/curation_seconds"),
     ("teacher tokens", "cost/teacher_tokens"),
+    ("teacher s", "cost/teacher_seconds"),
 )
 
 
