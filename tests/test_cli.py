@@ -18,7 +18,7 @@ def test_checkpoint_path_becomes_local_path_model(tiny_model):
 def test_unknown_command_lists_the_valid_ones():
     proc = subprocess.run([sys.executable, "-m", "limo_exp", "train"], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert "valid: run, curate, eval, report" in proc.stderr
+    assert "valid: run, curate, distill, eval, report, compare, regrade" in proc.stderr
 
 
 def test_unknown_model_option_lists_the_valid_ones(tmp_path):
