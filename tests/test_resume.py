@@ -89,7 +89,14 @@ def _launch(tmp_path, cache_dir, *extra):
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        preexec_fn=_sigint_default,
     )
+
+
+def _sigint_default() -> None:
+    """Ctrl-C reaches the run even when pytest itself ignores SIGINT (a background job of a
+    script, as CI may start it): an ignored SIGINT is inherited, and limo-exp keeps it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _last_state(tmp_path) -> int:
@@ -141,6 +148,40 @@ def test_sigterm_then_sigkill_then_relaunch(small_cfg, tmp_path, cache_dir):
     assert whole["run_key"] == out["run_key"]  # checkpointing settings are not part of the key
     history = client.get_metric_history(whole["run_id"], "train/loss")
     assert losses == pytest.approx([m.value for m in sorted(history, key=lambda m: m.step)], abs=1e-6)
+
+
+def test_ctrl_c_in_a_sweep_ends_the_run_and_its_parent_killed(tmp_path, cache_dir):
+    """SIGINT (Ctrl-C) unwinds like SIGTERM: the child run and the sweep's parent end KILLED."""
+    proc = _launch(tmp_path, cache_dir, "data.n_samples=8", "--multirun")
+    _kill_after_a_new_state(proc, tmp_path, signal.SIGINT)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    runs = client.search_runs([client.get_experiment_by_name("resume").experiment_id])
+    kinds = {r.data.tags.get("limo.kind"): r.info.status for r in runs}
+    assert kinds == {"run": "KILLED", "sweep": "KILLED"}
+    assert list(tmp_path.glob("runs/*/state/step-*/progress.json"))  # the last state is kept
+
+
+FINALIZED = """
+import os, signal, sys, time
+from limo_exp.commands.common import stop_on_signals
+
+stop_on_signals()
+class Finalized:
+    def __del__(self):  # the signal lands here, where Python drops the exception it raises
+        os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+Finalized()
+time.sleep(5)
+"""
+
+
+@pytest.mark.parametrize(("sig", "code"), [("SIGINT", -signal.SIGINT), ("SIGTERM", 128 + signal.SIGTERM)])
+def test_a_stop_that_lands_in_a_finalizer_is_sent_again(sig, code):
+    """Python drops an exception raised in a finalizer (``__del__``, a weakref callback during
+    garbage collection): a Ctrl-C or SIGTERM that lands there still stops the process."""
+    cmd = [sys.executable, "-c", FINALIZED, sig]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, preexec_fn=_sigint_default)
+    assert out.returncode == code, out.stderr
+    assert "Exception ignored in" in out.stderr  # it did land in the finalizer first
 
 
 def test_a_second_launch_of_a_running_key_fails(tmp_path):

@@ -6,6 +6,9 @@ import contextlib
 import fcntl
 import functools
 import logging
+import signal
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,7 +40,12 @@ def command(app: Callable[[DictConfig], object]) -> Callable[[], None]:
     hydra_app = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")(
         config_errors_as_exit(app)
     )
-    return lambda: hydra_app()
+
+    def main() -> None:
+        stop_on_signals()  # from the start: a sweep's parent run is created before its first job
+        hydra_app()
+
+    return main
 
 
 def config_errors_as_exit(app):
@@ -66,6 +74,40 @@ def run_lock(run_dir: Path | None):
         except BlockingIOError:
             raise RuntimeError(f"{run_dir} is being run by another process (its .lock is held)") from None
         yield  # released when the file closes
+
+
+_stopping: list[int] = []  # the signal that is stopping this process, once one came
+_unraisablehook = sys.unraisablehook  # the hook before ours: it still reports what was dropped
+
+
+def stop_on_signals() -> None:
+    """SIGTERM (SLURM time limits, preemption, `timeout`) and Ctrl-C unwind the process: its MLflow
+    runs end KILLED, the last training state stays for a relaunch. A SIGINT that the launcher set to
+    be ignored (a background job of a script, ``nohup``) stays ignored."""
+    global _unraisablehook
+    signal.signal(signal.SIGTERM, _stop)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _stop)
+    if sys.unraisablehook is not _stop_again:
+        _unraisablehook, sys.unraisablehook = sys.unraisablehook, _stop_again
+
+
+def _stop(signum, frame):
+    _stopping.append(signum)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    sys.exit(128 + signum)
+
+
+def _stop_again(unraisable) -> None:
+    """Python drops an exception raised in a finalizer (a ``__del__``, a weakref callback run by
+    the garbage collector), and a signal can land there: such a stop is sent again 50 ms later,
+    from a thread, once this hook and the finalizer have returned (dropped again: sent again)."""
+    _unraisablehook(unraisable)
+    if _stopping and issubclass(unraisable.exc_type, (KeyboardInterrupt, SystemExit)):
+        again = threading.Timer(0.05, signal.pthread_kill, (threading.main_thread().ident, _stopping[-1]))
+        again.daemon = True
+        again.start()
 
 
 def sweep_dir() -> str | None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import sys
 import time
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from limo_exp.commands.common import (
     parse,
     print_metrics,
     run_lock,
+    stop_on_signals,
     sweep_dir,
 )
 from limo_exp.tracking import run_log
@@ -163,12 +162,8 @@ def _curate_and_select(c, pool, fingerprint, benchmarks, run_dir, tracker, main_
     return examples
 
 
-def _terminated(signum, frame):  # SIGTERM (SLURM time limits, preemption, `timeout`): unwind cleanly
-    sys.exit(128 + signum)
-
-
 def _run_and_print(cfg: DictConfig) -> float | None:
-    signal.signal(signal.SIGTERM, _terminated)  # the MLflow run ends KILLED, the state stays for a relaunch
+    stop_on_signals()  # again: a job of hydra/launcher=slurm or parallel runs in a process of its own
     try:
         out = run(cfg)
     except (KeyboardInterrupt, SystemExit) as e:
