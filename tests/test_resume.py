@@ -195,3 +195,21 @@ def test_a_second_launch_of_a_running_key_fails(tmp_path):
         pass
     with run_lock(tmp_path):  # released
         json.dumps({})
+
+
+def test_a_sweep_parent_left_running_by_a_stop_is_closed_at_exit(tmp_path, monkeypatch):
+    """A Ctrl-C after the parent run exists but before a job could mark it: closed KILLED at exit
+    (FAILED when no signal came); a parent the sweep already closed is left as it is."""
+    from limo_exp.commands import common, sweep
+    from limo_exp.tracking.tracker import Tracker
+
+    t = Tracker(f"sqlite:///{tmp_path}/mlruns.db", "exit", str(tmp_path / "art"))
+    statuses = []
+    for stopped, end_first in ((True, False), (False, False), (True, True)):
+        monkeypatch.setattr(common, "_stopping", [signal.SIGINT] if stopped else [])
+        t.start("sweep")
+        if end_first:
+            t.end("FINISHED")
+        sweep._close_if_open(t)
+        statuses.append(t.client.get_run(t.run_id).info.status)
+    assert statuses == ["KILLED", "FAILED", "FINISHED"]

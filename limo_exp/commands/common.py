@@ -92,6 +92,11 @@ def stop_on_signals() -> None:
         _unraisablehook, sys.unraisablehook = sys.unraisablehook, _stop_again
 
 
+def stopped_by_signal() -> bool:
+    """Has SIGTERM or SIGINT come to this process?"""
+    return bool(_stopping)
+
+
 def _stop(signum, frame):
     _stopping.append(signum)
     if signum == signal.SIGINT:

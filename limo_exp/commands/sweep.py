@@ -9,6 +9,8 @@ id in the sweep folder.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import logging
 from pathlib import Path
 
@@ -58,8 +60,23 @@ class SweepCallback(Callback):
             log.warning("sweep parent: fixed params not logged (%s)", e)
         (sweep_dir / PARENT_FILE).write_text(run_id)
         self._tracker = tracker
+        self._closer = functools.partial(_close_if_open, tracker)  # stopped before a job could mark it
+        atexit.register(self._closer)
 
-    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:  # not reached when a job raised
         tracker: Tracker | None = getattr(self, "_tracker", None)
         if tracker is not None:
             tracker.end("FAILED" if tracker.failed_children(tracker.run_id) else "FINISHED")
+            atexit.unregister(self._closer)
+
+
+def _close_if_open(tracker: Tracker) -> None:
+    """At exit: a parent still RUNNING was left by a stop (or a crash) between its creation and a
+    job's own error handling, e.g. a Ctrl-C while the first job starts: KILLED (FAILED)."""
+    from limo_exp.commands.common import stopped_by_signal
+
+    try:
+        if tracker.client.get_run(tracker.run_id).info.status == "RUNNING":
+            tracker.end("KILLED" if stopped_by_signal() else "FAILED")
+    except Exception as e:  # the store may be gone at exit: say so, never raise there
+        log.warning("sweep parent %s: not closed at exit (%s)", tracker.run_id, e)
