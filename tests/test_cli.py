@@ -101,6 +101,7 @@ def test_multirun_makes_one_parent_and_a_relaunch_only_does_what_is_missing(tmp_
     assert listed == {r.info.run_id for r in children}
 
 
+@pytest.mark.slow  # subprocesses for tens of seconds: make test-slow (.ci/run runs it)
 def test_two_process_run_logs_once_and_relaunch_skips_on_every_rank(tmp_path, cache_dir):
     """torchrun with 2 CPU processes (gloo): rank 0 tracks and evaluates; a relaunch skips on both ranks."""
     from mlflow.tracking import MlflowClient

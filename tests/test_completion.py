@@ -24,6 +24,7 @@ def test_the_command_word_completes(capsys, monkeypatch):
     assert query("limo-exp ", capsys, monkeypatch) == [
         "run",
         "curate",
+        "distill",
         "eval",
         "report",
         "compare",

@@ -26,6 +26,7 @@ with t.run("r" + sys.argv[3]):
 """
 
 
+@pytest.mark.slow  # subprocesses for tens of seconds: make test-slow (.ci/run runs it)
 def test_three_runs_opening_a_new_store_at_once_all_finish(tmp_path):
     uri = f"sqlite:///{tmp_path}/new.db"
     start = time.time() + 8  # past the interpreters' start-up

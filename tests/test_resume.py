@@ -114,6 +114,7 @@ def _kill_after_a_new_state(proc, tmp_path, sig) -> None:
     proc.wait(timeout=120)
 
 
+@pytest.mark.slow  # subprocesses for tens of seconds: make test-slow (.ci/run runs it)
 def test_sigterm_then_sigkill_then_relaunch(small_cfg, tmp_path, cache_dir):
     """SIGTERM ends the MLflow run KILLED; SIGKILL leaves it RUNNING until the relaunch closes it;
     the relaunch resumes from the last state and logs the same losses as an uninterrupted run."""
@@ -150,6 +151,7 @@ def test_sigterm_then_sigkill_then_relaunch(small_cfg, tmp_path, cache_dir):
     assert losses == pytest.approx([m.value for m in sorted(history, key=lambda m: m.step)], abs=1e-6)
 
 
+@pytest.mark.slow  # subprocesses for tens of seconds: make test-slow (.ci/run runs it)
 def test_ctrl_c_in_a_sweep_ends_the_run_and_its_parent_killed(tmp_path, cache_dir):
     """SIGINT (Ctrl-C) unwinds like SIGTERM: the child run and the sweep's parent end KILLED."""
     proc = _launch(tmp_path, cache_dir, "data.n_samples=8", "--multirun")
