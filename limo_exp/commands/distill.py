@@ -15,13 +15,13 @@ load) fails before any generation.
 
 from __future__ import annotations
 
-import hashlib
-import json
+from dataclasses import replace
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from limo_exp.commands.common import already_done, command, eval_options, parse
+from limo_exp.identity import run_key
 from limo_exp.typed import ConfigError
 
 SAME_SAMPLES = ("mode", "k", "temperature", "top_p", "max_gen_toks", "instruction", "rationalize_template")
@@ -44,13 +44,6 @@ def load_teacher(model, cache_dir: str) -> tuple[str, object]:
         raise SystemExit(
             f"limo-exp distill: the teacher model={model.name} ({base}) cannot be loaded: {e}"
         ) from None
-
-
-def distill_key(pool_fp: str, teacher_fp: str, settings: dict, seed: int) -> str:
-    blob = json.dumps(
-        {"pool": pool_fp, "teacher": teacher_fp, "distill": settings, "seed": seed}, sort_keys=True
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 def run_distill(cfg: DictConfig) -> dict:
@@ -78,7 +71,7 @@ def run_distill(cfg: DictConfig) -> dict:
     base, tok = load_teacher(c.model, c.paths.cache_dir)
     fp = model_fingerprint(base, c.model.revision)
     settings = {k: getattr(d, k) for k in SAME_SAMPLES}
-    key = distill_key(pool_fingerprint(pool), fp, settings, c.seed)
+    key = run_key({"teacher": fp, "settings": settings, "seed": c.seed}, pool_fingerprint(pool))
     out_dir = Path(d.output or Path(c.paths.output_root) / "distill" / key)
     tracker = make_tracker(c.tracking)
     done = already_done(tracker, key, c.force)
@@ -89,7 +82,7 @@ def run_distill(cfg: DictConfig) -> dict:
     opts = eval_options(c)
     backend = be.choose_backend(d.backend)
     context = be.model_context_length(base, c.model.trust_remote_code, c.model.revision)
-    d.max_gen_toks = be.fit_generation_budget(d.max_gen_toks, context)
+    d = replace(d, max_gen_toks=be.fit_generation_budget(d.max_gen_toks, context))
     folder = opts["store_dir"] if d.store == "auto" else None if d.store == "off" else d.store
     store = ResponseStore(folder, fp) if folder else NoStore(fp)
     device = "cuda" if torch.cuda.is_available() else "cpu"

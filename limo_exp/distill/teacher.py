@@ -74,7 +74,7 @@ def _settings(cfg: DistillConfig) -> dict:
     }
 
 
-def _generate(plan: list[tuple[str, str]], cfg: DistillConfig, store: ResponseStore, engine) -> int:
+def _generate(plan: list[tuple[str, str]], settings: dict, store: ResponseStore, engine) -> int:
     """Generate the (key, prompt) pairs the store lacks, in chunks, each stored as soon as it is
     done (a kill keeps them). Returns how many were generated."""
     todo = list(dict.fromkeys((k, p) for k, p in plan if k not in store.records))
@@ -82,11 +82,11 @@ def _generate(plan: list[tuple[str, str]], cfg: DistillConfig, store: ResponseSt
         return 0
     engine = engine()
     chunk = max(16, 4 * int(getattr(engine, "batch_size", 16)))
-    top_p = cfg.top_p if cfg.temperature > 0 else 1.0
+    s = settings
     for i in range(0, len(todo), chunk):
         part = todo[i : i + chunk]
         started = time.perf_counter()
-        gens = [Gen(p, cfg.max_gen_toks, (), cfg.temperature, top_p, sample_seed(k)) for k, p in part]
+        gens = [Gen(p, s["max_gen_toks"], (), s["temperature"], s["top_p"], sample_seed(k)) for k, p in part]
         outs = engine.generate(gens)
         seconds = time.perf_counter() - started
         total = sum(o.n_tokens for o in outs) or 1
@@ -120,7 +120,7 @@ def distill(
     for r in graded:
         prompt = prompt_text(r, cfg, tokenizer)
         plan[r.id] = [(request_key(store.model_fp, prompt, settings, i), prompt) for i in range(cfg.k)]
-    generated = _generate([kp for r in graded for kp in plan[r.id]], cfg, store, engine_factory)
+    generated = _generate([kp for r in graded for kp in plan[r.id]], settings, store, engine_factory)
 
     out, rates, rows = [], {}, []
     funnel = {"problems": len(records), "no_gold_answer": len(records) - len(graded)}
