@@ -54,7 +54,7 @@ def run_distill(cfg: DictConfig) -> dict:
     from limo_exp.distill import distill, kind_of, write_outputs
     from limo_exp.evaluation import backend as be
     from limo_exp.evaluation.engines import make_engine
-    from limo_exp.evaluation.store import NoStore, ResponseStore, model_fingerprint
+    from limo_exp.evaluation.store import model_fingerprint, response_store
     from limo_exp.tracking import run_log
     from limo_exp.tracking.tracker import make_tracker
 
@@ -83,8 +83,7 @@ def run_distill(cfg: DictConfig) -> dict:
     backend = be.choose_backend(d.backend)
     context = be.model_context_length(base, c.model.trust_remote_code, c.model.revision)
     d = replace(d, max_gen_toks=be.fit_generation_budget(d.max_gen_toks, context))
-    folder = opts["store_dir"] if d.store == "auto" else None if d.store == "off" else d.store
-    store = ResponseStore(folder, fp) if folder else NoStore(fp)
+    store = response_store(d.store, opts["store_dir"], fp)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     engine_kw = {"dtype": opts["dtype"], "seed": c.seed, "revision": c.model.revision, "device": device}
     engine_kw |= {"trust_remote_code": c.model.trust_remote_code, "batch_size": d.batch_size}

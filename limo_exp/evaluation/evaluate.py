@@ -26,7 +26,7 @@ from limo_exp.evaluation import backend as be
 from limo_exp.evaluation import grading, registry
 from limo_exp.evaluation.engines import make_engine
 from limo_exp.evaluation.metrics import metric_name, sampling_metrics
-from limo_exp.evaluation.store import NoStore, ResponseStore, model_fingerprint
+from limo_exp.evaluation.store import model_fingerprint, response_store
 from limo_exp.evaluation.stored_lm import Budget, StoredLM
 
 log = logging.getLogger(__name__)
@@ -96,8 +96,7 @@ def evaluate(
         )
     tok = AutoTokenizer.from_pretrained(model_path, revision=revision, trust_remote_code=trust_remote_code)
     fp = model_fingerprint(model_path, revision)
-    folder = store_dir if suite.store == "auto" else None if suite.store == "off" else suite.store
-    store = ResponseStore(folder, fp) if folder else NoStore(fp)  # auto without a store_dir: none
+    store = response_store(suite.store, store_dir, fp)  # auto without a store_dir: none
     engine_kw = {"dtype": dtype, "seed": seed, "revision": revision, "trust_remote_code": trust_remote_code}
     engine_kw |= {"batch_size": suite.batch_size, "tensor_parallel_size": suite.tensor_parallel_size}
     engine_kw |= {"max_model_len": context, "device": device}

@@ -133,3 +133,10 @@ class NoStore(ResponseStore):
     def add(self, items: list[tuple[str, Stored]]) -> None:
         self.records.update(items)
         self.added += len(items)
+
+
+def response_store(setting: str, auto_dir: str | Path | None, model_fp: str) -> ResponseStore:
+    """The store a setting (``eval.store``, ``distill.store``) names: ``auto`` -> ``auto_dir`` (none
+    when that is None), ``off`` -> none (responses live in memory), else the folder given."""
+    folder = auto_dir if setting == "auto" else None if setting == "off" else setting
+    return ResponseStore(folder, model_fp) if folder else NoStore(model_fp)
