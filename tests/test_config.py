@@ -209,3 +209,15 @@ def test_a_global_batch_that_does_not_divide_fails_before_any_data(small_cfg, mo
     )
     with pytest.raises(ValueError, match="train.global_batch_size=5 is not a multiple of train.batch_size=2"):
         run(small_cfg("train.global_batch_size=5"))
+
+
+def test_a_liger_loss_where_liger_cannot_run_fails_before_any_data(small_cfg, monkeypatch):
+    from limo_exp.commands.run import run
+    from limo_exp.data import pools
+
+    monkeypatch.setattr(
+        pools, "load_pool_from_config", lambda *a: pytest.fail("pool loaded before the check")
+    )
+    # this machine has neither CUDA nor liger-kernel: the message says the first that is missing
+    with pytest.raises(ValueError, match=r"train.loss_impl=liger: liger-kernel is not installed"):
+        run(small_cfg("train.loss_impl=liger"))

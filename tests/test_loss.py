@@ -94,3 +94,67 @@ def test_unknown_architecture_is_refused_and_auto_falls_back(models, monkeypatch
     with pytest.raises(ValueError, match="unsupported model type 'gemma2'"):
         loss.install(other)
     assert use_loss(other, "auto") == "hf"
+
+
+@pytest.fixture
+def fake_liger(monkeypatch):
+    """liger_kernel as a plain-torch stand-in (the real one is Triton, CUDA only) that records
+    what it is given, on a machine that pretends to have CUDA."""
+    import importlib.machinery
+    import sys
+    import types
+
+    calls = []
+
+    def liger_fused_linear_cross_entropy(input, weight, target, reduction="mean", accum_dtype=None):
+        calls.append({"shape": tuple(input.shape), "reduction": reduction, "accum_dtype": accum_dtype})
+        logits = (input @ weight.T).float()
+        return torch.nn.functional.cross_entropy(logits, target, reduction=reduction)
+
+    for name in ("liger_kernel", "liger_kernel.transformers", "liger_kernel.transformers.functional"):
+        module = types.ModuleType(name)
+        module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        monkeypatch.setitem(sys.modules, name, module)
+    sys.modules[
+        "liger_kernel.transformers.functional"
+    ].liger_fused_linear_cross_entropy = liger_fused_linear_cross_entropy
+    monkeypatch.setattr(loss, "_cuda", lambda: True)
+    return calls
+
+
+def test_auto_takes_liger_where_it_can_run_with_the_target_positions_only(models, fake_liger):
+    from limo_exp.config import TrainConfig
+    from limo_exp.training.loop import check_loss_impl, use_loss
+
+    hf, _ = models
+    liger = copy.deepcopy(hf)
+    assert loss.liger_missing() == ""
+    check_loss_impl(TrainConfig(loss_impl="liger"))  # no error where it can run
+    assert use_loss(liger, "auto") == "liger"
+    batch = _batch(packed=True)
+    for m in (hf, liger):
+        m.zero_grad()
+        m(**batch, num_items_in_batch=17.0).loss.backward()
+    # 50 positions, 49 next-token labels, of which 12 - 1 + 8 are -100: 30 reach the output layer
+    assert fake_liger == [{"shape": (30, 64), "reduction": "sum", "accum_dtype": torch.float32}]
+    a, b = hf(**batch, num_items_in_batch=17.0), liger(**batch, num_items_in_batch=17.0)
+    assert b.logits is None
+    assert b.loss.item() == pytest.approx(a.loss.item(), rel=1e-6)
+    for (name, p), q in zip(hf.named_parameters(), liger.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_liger_where_it_cannot_run_is_refused(models, monkeypatch):
+    from limo_exp.config import TrainConfig
+    from limo_exp.training.loop import check_loss_impl, use_loss
+
+    hf, _ = models
+    monkeypatch.setattr(loss, "_cuda", lambda: False)
+    monkeypatch.setattr(loss.importlib.util, "find_spec", lambda name: object())  # "installed"
+    with pytest.raises(
+        ValueError, match="train.loss_impl=liger: Liger's kernels are Triton kernels and need CUDA"
+    ):
+        check_loss_impl(TrainConfig(loss_impl="liger"))
+    with pytest.raises(ValueError, match="need CUDA"):
+        use_loss(copy.deepcopy(hf), "liger")
+    assert use_loss(copy.deepcopy(hf), "auto") == "target_only"  # auto falls back to plain torch

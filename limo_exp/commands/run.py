@@ -54,6 +54,7 @@ def run(cfg: DictConfig) -> dict:
     accelerator = Accelerator(cpu=not gpu, mixed_precision="bf16" if gpu else "no")
     main_rank, distributed = accelerator.is_main_process, accelerator.num_processes > 1
     training.accumulation_steps(c.train, accelerator.num_processes)  # the global batch divides: checked first
+    training.check_loss_impl(c.train)  # a Liger loss needs CUDA and liger-kernel
     set_seed(c.seed)
 
     pool = pools.load_pool_from_config(c.pool)

@@ -7,12 +7,13 @@ save). A killed run's resumable state (checkpoints) belongs here too.
 
 from limo_exp.training import lora
 from limo_exp.training.batching import prepare
-from limo_exp.training.loop import TrainResult, accumulation_steps, save, train
+from limo_exp.training.loop import TrainResult, accumulation_steps, check_loss_impl, save, train
 from limo_exp.training.models import load, load_for_training, load_tokenizer, resolve
 
 __all__ = [
     "TrainResult",
     "accumulation_steps",
+    "check_loss_impl",
     "load",
     "load_for_training",
     "load_tokenizer",

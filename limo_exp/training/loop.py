@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 class TrainResult:
     model: Any = None  # the model as prepared by Accelerate (DDP / FSDP / DeepSpeed engine): save this
     optimizer: Any = None
-    loss_impl: str = ""  # target_only | hf, as resolved from train.loss_impl
+    loss_impl: str = ""  # liger | target_only | hf, as resolved from train.loss_impl
     resumed_from: str = ""  # the saved state this attempt started from ("" for a fresh start)
     losses: list[float] = field(default_factory=list)
     steps: int = 0
@@ -86,16 +86,28 @@ def accumulation_steps(cfg: TrainConfig, world_size: int = 1) -> int:
     return accum
 
 
+def check_loss_impl(cfg: TrainConfig) -> None:
+    """``train.loss_impl=liger`` where Liger cannot run: a ValueError before any model loads."""
+    from limo_exp.training import loss
+
+    if cfg.loss_impl == "liger" and loss.liger_missing():
+        raise ValueError(f"train.loss_impl=liger: {loss.liger_missing()}; use auto or target_only")
+
+
 def use_loss(model, requested: str) -> str:
-    """Install the target-only loss on ``model`` (its base model under LoRA) for ``target_only``,
-    and for ``auto`` where the architecture is known; return the loss actually used."""
+    """Install the target-only loss on ``model`` (its base model under LoRA) and return the loss
+    actually used: ``liger`` (Liger's fused kernel at the target positions) for ``liger``, and
+    for ``auto`` on CUDA where liger-kernel is installed; ``target_only`` (chunked, plain torch)
+    for ``target_only`` and otherwise under ``auto``; ``hf`` (full logits) for ``hf`` and for
+    ``auto`` on an architecture the target-only loss does not know."""
     from limo_exp.training import loss
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if requested == "hf" or (requested == "auto" and not loss.supports(base)):
         return "hf"
-    loss.install(base)
-    return "target_only"
+    liger = requested == "liger" or (requested == "auto" and not loss.liger_missing())
+    loss.install(base, kernel="liger" if liger else "torch")
+    return "liger" if liger else "target_only"
 
 
 def n_optimizer_steps(n_examples: int, cfg: TrainConfig, world_size: int = 1) -> int:

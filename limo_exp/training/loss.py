@@ -12,10 +12,14 @@ vocabulary that is 10 GB per copy, and the reason a 1.5B model runs out of memor
 so peak memory grows with chunk x vocabulary, not sequence x vocabulary, and no logit is kept
 for the backward pass. ``install`` makes a model's own forward use it (so DDP / FSDP wrappers,
 which call the forward, see nothing different); the loss equals Hugging Face's to rounding.
+
+With ``kernel="liger"`` (CUDA, ``pip install 'limo-exp[liger]'``) the same gathered positions go
+through Liger's fused linear cross-entropy (Triton), which does the chunked pass in fused kernels.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import types
 
 import torch
@@ -63,16 +67,42 @@ class _TargetCrossEntropy(torch.autograd.Function):
         return gh, gw, None, None, None
 
 
-def target_cross_entropy(hidden, weight, labels, *, chunk: int = 1024) -> torch.Tensor:
+KERNELS = ("torch", "liger")
+
+
+def _cuda() -> bool:
+    return torch.cuda.is_available()
+
+
+def liger_missing() -> str:
+    """Why Liger's fused linear cross-entropy cannot run here ("" when it can)."""
+    if importlib.util.find_spec("liger_kernel") is None:
+        return "liger-kernel is not installed (pip install 'limo-exp[liger]')"
+    if not _cuda():
+        return "Liger's kernels are Triton kernels and need CUDA; this machine has none"
+    return ""
+
+
+def _liger(h, weight, targets) -> torch.Tensor:
+    from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
+
+    # Liger casts to autocast's dtype itself; the output weight's gradient accumulates in fp32
+    return liger_fused_linear_cross_entropy(h, weight, targets, reduction="sum", accum_dtype=torch.float32)
+
+
+def target_cross_entropy(hidden, weight, labels, *, chunk: int = 1024, kernel: str = "torch") -> torch.Tensor:
     """Summed cross-entropy of next-token prediction where ``labels[:, t + 1] != -100``.
 
     ``hidden`` (batch, seq, dim) is the decoder's output, ``weight`` (vocab, dim) the output
     layer's. Under autocast the matmuls run in autocast's dtype, the softmax in fp32.
+    ``kernel="liger"`` computes the same sum with Liger's fused kernel (``chunk`` is then Liger's).
     """
     shifted = labels[:, 1:]
     rows, cols = (shifted != IGNORE).nonzero(as_tuple=True)
     h = hidden[rows, cols]  # (n_targets, dim): only these positions reach the output layer
     targets = shifted[rows, cols]
+    if kernel == "liger":
+        return _liger(h, weight, targets)
     device = hidden.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
     with torch.autocast(device, enabled=False):
@@ -90,19 +120,25 @@ def supports(model) -> bool:
     )
 
 
-def install(model, chunk: int = 1024):
+def install(model, chunk: int = 1024, kernel: str = "torch"):
     """Make ``model``'s forward compute the loss with ``target_cross_entropy`` (no logits are
-    returned). Returns the model; raises ValueError for an architecture it does not know."""
+    returned). Returns the model; raises ValueError for an architecture it does not know, or
+    for ``kernel="liger"`` where Liger cannot run."""
     if not supports(model):
         raise ValueError(
             f"target-only loss: unsupported model type {model.config.model_type!r} (known: {SUPPORTED})"
         )
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown loss kernel {kernel!r} (known: {KERNELS})")
+    if kernel == "liger" and liger_missing():
+        raise ValueError(f"train.loss_impl=liger: {liger_missing()}")
 
     def forward(self, input_ids=None, labels=None, num_items_in_batch=None, use_cache=None, **kwargs):
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
         hidden = self.get_decoder()(input_ids=input_ids, use_cache=False, **kwargs).last_hidden_state
-        loss = target_cross_entropy(hidden, self.get_output_embeddings().weight, labels, chunk=chunk)
+        weight = self.get_output_embeddings().weight
+        loss = target_cross_entropy(hidden, weight, labels, chunk=chunk, kernel=kernel)
         n = num_items_in_batch if num_items_in_batch is not None else (labels[:, 1:] != IGNORE).sum()
         return CausalLMOutputWithPast(loss=loss / n, logits=None)
 
