@@ -1,23 +1,43 @@
-"""limo-exp's default full recipe at the paper's scale, on whatever device is present (meant for one
+"""Training at the paper's scale, limo-exp against TRL, side by side in one process (meant for one
 CUDA GPU; ``--shape tiny`` runs it on a CPU in seconds, as the test suite does).
 
-    python bench/bench_gpu_train.py                      # random-init Qwen2.5-1.5B shape, 16,384-token rows
-    python bench/bench_gpu_train.py --shape tiny --seq 512 --steps 2
+    python bench/bench_gpu_train.py                  # random-init Qwen2.5-1.5B shape, 16,384-token rows
+    python bench/bench_gpu_train.py --shape tiny --seq 256 --steps 2 --rounds 1
 
-No download: a random model of the shape, rows of random tokens (the first eighth of each row
-a prompt, the rest targets). Training as ``train=full`` runs it: fp32 master weights, bf16
-autocast on CUDA, token-budget rows of ``--seq`` tokens, target-only loss, gradient
-checkpointing over 8k tokens, lr 5e-6. One warm-up step, then ``--steps`` measured steps.
-Reports example tokens/s, MFU (when the device's peak is known), peak memory, the share of
-entries of three weight matrices that changed, and the losses. Writes results/bench/gpu_train.json.
+No download: a random model of the shape (the same seed for every setting), sequences of random
+tokens whose first eighth is the prompt (labels -100) and the rest targets. Settings (issue 8's
+table, fp32 master weights with bf16 autocast on both sides):
+
+- ``limo_16k``: limo-exp's default recipe (``train=full``: fp32 master, bf16 autocast, the loss
+  ``auto`` picks, gradient checkpointing over 8k tokens) on one ``--seq``-token sequence per step;
+- ``limo_16k_mixed``: the same recipe on 8 sequences of 1/16 to 3/4 of ``--seq`` tokens a step,
+  packed by best-fit decreasing into rows of ``--seq`` tokens (what LIMO-like data looks like);
+- ``limo_16k_bf16_kahan``: bf16 weights with Kahan-compensated AdamW (the opt-in pure-bf16 mode);
+- ``limo_b8`` / ``limo_b32``: 8 / 32 short sequences (1/64 to 1/16 of ``--seq``) a step in one row;
+- ``trl_16k``, ``trl_b8``, ``trl_b32``: TRL's ``SFTTrainer`` on the same sequences in the same
+  order, padding-free, completion-only loss, Liger's layer kernels when liger-kernel is installed.
+
+Each setting builds its model afresh, trains ``--steps`` + 1 steps at lr 5e-6 and times all but
+the first (the warm-up), with the device synchronised at each step's end. ``--rounds 2`` runs
+the settings twice, the second time in reverse order (interleaved). Reported per setting: real
+(example) tokens/s, MFU over the device's bf16 peak counting 6 x params per token (the issue's
+definition, ``mfu``) and with causal attention's FLOPs added (``mfu_with_attention``), peak
+memory, the share of entries of three weight matrices that training changed (for bf16 + Kahan:
+of the weights the optimizer holds, stored value plus compensation), the losses; a
+setting that runs out of memory says so and the rest go on. Also Liger's loss against the plain
+target-only loss (target: equal to 1e-4) where Liger can run. Writes results/bench/gpu_train.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
-import types
+import random
+import tempfile
+import time
+import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,94 +59,332 @@ SHAPES = {  # Qwen2.5-1.5B's, and a tiny one for a CPU smoke run
         "vocab_size": 512,
     },
 }
+# name: (side, data, sequences per step, extra TrainConfig fields)
+SETTINGS = {
+    "limo_16k": ("limo", "long", 1, {}),
+    "trl_16k": ("trl", "long", 1, {}),
+    "limo_16k_mixed": ("limo", "mixed", 8, {}),
+    "limo_16k_bf16_kahan": ("limo", "long", 1, {"master_dtype": "bfloat16", "optimizer": "adamw_kahan"}),
+    "limo_b8": ("limo", "short", 8, {}),
+    "trl_b8": ("trl", "short", 8, {}),
+    "limo_b32": ("limo", "short", 32, {}),
+    "trl_b32": ("trl", "short", 32, {}),
+}
+WATCHED = ("layers.0.mlp.down_proj.weight", "layers.0.self_attn.q_proj.weight", "embed_tokens.weight")
+
+
+def lengths(data: str, n: int, seq: int, seed: int = 0) -> list[int]:
+    rng = random.Random(seed)
+    if data == "long":
+        return [seq] * n
+    lo, hi = (seq // 16, 3 * seq // 4) if data == "mixed" else (seq // 64, seq // 16)
+    return [rng.randint(lo, hi) for _ in range(n)]
+
+
+def sequences(data: str, per_step: int, steps: int, seq: int, vocab: int):
+    import torch
+
+    from limo_exp.training.sft_data import IGNORE, Tokenized
+
+    g = torch.Generator().manual_seed(1)
+    out = []
+    for n in lengths(data, per_step * steps, seq):
+        ids = torch.randint(3, vocab, (n,), generator=g).tolist()
+        prompt = max(1, n // 8)
+        out.append(Tokenized(ids, [IGNORE] * prompt + ids[prompt:]))
+    return out
+
+
+class Clock:
+    """Step-end times (device synchronised), and the step index each belongs to."""
+
+    def __init__(self, gpu: bool):
+        self.gpu, self.times = gpu, []
+
+    def tick(self, *_):
+        if self.gpu:
+            import torch
+
+            torch.cuda.synchronize()
+        self.times.append(time.perf_counter())
+
+
+def run_limo(model, rows, per_step, seq, extra, clock, gpu):
+    from accelerate import Accelerator
+
+    from limo_exp.config import TrainConfig
+    from limo_exp.training.loop import checkpointing, train
+    from limo_exp.training.optim import KahanAdamW
+
+    long = max(len(t.input_ids) for t in rows) > seq // 16
+    cfg = TrainConfig(
+        lr=5e-6,
+        global_batch_size=per_step,
+        max_tokens_per_micro_batch=seq if long else per_step * (seq // 16),
+        max_length=seq if long else seq // 16,
+        gradient_checkpointing="auto",
+        max_steps=len(rows) // per_step,
+        lora=None,
+        **extra,
+    )
+    accelerator = Accelerator(cpu=not gpu, mixed_precision="bf16" if gpu else "no")
+    res = train(model, _Pad(), rows, cfg, accelerator, lambda m, s: clock.tick())
+    opt = getattr(res.optimizer, "optimizer", res.optimizer)  # Accelerate's wrapper holds it
+    if isinstance(opt, KahanAdamW):  # bf16 weights: what the optimizer holds is weight + compensation
+        after = {
+            n: KahanAdamW.effective(p, opt.state[p])
+            for n, p in model.named_parameters()
+            if n.endswith(WATCHED)
+        }
+    else:
+        after = {n: p.detach() for n, p in model.named_parameters() if n.endswith(WATCHED)}
+    recipe = {
+        "master_dtype": cfg.master_dtype,
+        "optimizer": cfg.optimizer,
+        "loss": res.loss_impl,
+        "gradient_checkpointing": checkpointing(cfg),
+        "micro_batch_tokens": cfg.max_tokens_per_micro_batch,
+    }
+    return res.losses, recipe, after
+
+
+class _Pad:  # limo-exp's rows are packed: no padding is ever made
+    pad_token_id = 0
+
+
+def run_trl(model, rows, per_step, seq, clock, gpu):
+    import importlib.util
+    import os
+
+    import trl
+    from datasets import Dataset
+    from torch.utils.data import SequentialSampler
+    from transformers import TrainerCallback
+
+    from limo_exp.training.models import build_tiny_tokenizer
+
+    os.environ.setdefault("WANDB_DISABLED", "true")
+    liger = gpu and importlib.util.find_spec("liger_kernel") is not None
+    ckpt = max(len(t.input_ids) for t in rows) > 8192
+    order = list(range(len(rows)))
+    random.Random(0).shuffle(order)  # limo-exp's first-epoch order for seed 0
+    data = [
+        {"input_ids": rows[i].input_ids, "completion_mask": [int(x != -100) for x in rows[i].labels]}
+        for i in order
+    ]
+
+    class InOrder(trl.SFTTrainer):
+        def _get_train_sampler(self, *a, **k):
+            return SequentialSampler(self.train_dataset)
+
+    class Tick(TrainerCallback):
+        def on_step_end(self, *a, **k):
+            clock.tick()
+
+    with tempfile.TemporaryDirectory() as out:
+        args = trl.SFTConfig(
+            output_dir=out,
+            per_device_train_batch_size=per_step,
+            gradient_accumulation_steps=1,
+            max_steps=len(rows) // per_step,
+            learning_rate=5e-6,
+            lr_scheduler_type="cosine",
+            warmup_steps=0,
+            weight_decay=0.0,
+            max_grad_norm=1.0,
+            max_length=None,
+            padding_free=True,
+            completion_only_loss=True,
+            gradient_checkpointing=ckpt,
+            use_liger_kernel=liger,
+            logging_steps=1,
+            report_to="none",
+            save_strategy="no",
+            use_cpu=not gpu,
+            bf16=gpu,
+            seed=0,
+            dataloader_num_workers=0,
+        )
+        trainer = InOrder(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(data),
+            processing_class=build_tiny_tokenizer(),
+            callbacks=[Tick()],
+        )
+        trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    recipe = {"trl": trl.__version__, "liger_layer_kernels": liger, "gradient_checkpointing": ckpt}
+    after = {n: p.detach() for n, p in model.named_parameters() if n.endswith(WATCHED)}
+    return losses, recipe, after
+
+
+def measure(name, args, config, gpu, device) -> dict:
+    import torch
+    from transformers import Qwen2ForCausalLM
+
+    from limo_exp.tracking.run_log import PEAK_BF16_FLOPS
+    from limo_exp.training.optim import changed_fraction
+
+    side, data, per_step, extra = SETTINGS[name]
+    rows = sequences(data, per_step, args.steps + 1, args.seq, config.vocab_size)
+    gc.collect()
+    if gpu:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    torch.manual_seed(0)
+    with torch.device("cuda" if gpu else "cpu"):
+        model = Qwen2ForCausalLM(config)
+    if extra.get("master_dtype") == "bfloat16":
+        model = model.to(torch.bfloat16)
+    n_params = sum(p.numel() for p in model.parameters())
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if n.endswith(WATCHED)}
+    clock = Clock(gpu)
+    if side == "limo":
+        losses, recipe, after = run_limo(model, rows, per_step, args.seq, extra, clock, gpu)
+    else:
+        losses, recipe, after = run_trl(model, rows, per_step, args.seq, clock, gpu)
+    seconds = clock.times[-1] - clock.times[0]  # steps 2.. (the first is the warm-up)
+    order = list(range(len(rows)))
+    random.Random(0).shuffle(order)
+    timed = [len(rows[i].input_ids) for i in order[per_step:]]
+    real = sum(timed)
+    cfg = config
+    attention = sum(6 * cfg.hidden_size * cfg.num_hidden_layers * s * (s + 1) for s in timed)
+    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in device), None)
+    result = {
+        "side": side,
+        "data": data,
+        "sequences_per_step": per_step,
+        "real_tokens_per_step": round(real / args.steps),
+        "recipe": recipe,
+        "real_tokens_per_s": round(real / seconds, 1),
+        "mfu": round(6 * n_params * real / seconds / peak, 4) if peak else None,
+        "mfu_with_attention": round((6 * n_params * real + attention) / seconds / peak, 4) if peak else None,
+        "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if gpu else None,
+        "changed_fraction": {n: changed_fraction(w.float(), after[n].float()) for n, w in before.items()},
+        "losses": losses,
+    }
+    del model, after, before
+    return result
+
+
+def liger_check(config, gpu: bool) -> dict:
+    """Liger's fused loss against the plain target-only loss, on one 8,192-token row."""
+    import torch
+
+    from limo_exp.training import loss
+
+    if loss.liger_missing():
+        return {"skipped": loss.liger_missing()}
+    torch.manual_seed(0)
+    n, h, v = 8192, config.hidden_size, config.vocab_size
+    hidden = torch.randn(1, n, h, device="cuda", requires_grad=True)
+    weight = (0.02 * torch.randn(v, h, device="cuda")).requires_grad_()
+    labels = torch.randint(0, v, (1, n), device="cuda")
+    labels[:, : n // 8] = -100
+    out = {}
+    for kernel in ("torch", "liger"):
+        hidden.grad = weight.grad = None
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            value = loss.target_cross_entropy(hidden, weight, labels, kernel=kernel)
+        value.backward()
+        out[kernel] = (value.item(), hidden.grad.clone(), weight.grad.clone())
+    (a, ga, wa), (b, gb, wb) = out["torch"], out["liger"]
+    return {
+        "targets": int((labels[:, 1:] != -100).sum()),
+        "loss_torch": a,
+        "loss_liger": b,
+        "loss_rel_diff": abs(a - b) / abs(a),
+        "grad_hidden_rel_diff": ((ga - gb).norm() / ga.norm()).item(),
+        "grad_weight_rel_diff": ((wa - wb).norm() / wa.norm()).item(),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", choices=sorted(SHAPES), default="1.5b")
-    ap.add_argument("--seq", type=int, default=16384, help="tokens per row (= the micro-batch budget)")
-    ap.add_argument("--rows", type=int, default=1, help="rows per optimizer step (the global batch)")
-    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--seq", type=int, default=16384, help="tokens per row (the micro-batch budget)")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per setting (after one warm-up step)")
+    ap.add_argument("--rounds", type=int, default=2, help="runs of every setting, alternating the order")
+    ap.add_argument(
+        "--settings", default=",".join(SETTINGS), help=f"comma-separated, of {', '.join(SETTINGS)}"
+    )
     ap.add_argument("--out", default=str(REPO / "results" / "bench" / "gpu_train.json"))
     args = ap.parse_args(argv)
+    names = [s for s in args.settings.split(",") if s]
+    unknown = [s for s in names if s not in SETTINGS]
+    if unknown:
+        ap.error(f"unknown setting(s) {unknown}; known: {', '.join(SETTINGS)}")
+
+    import importlib.util
 
     import torch
-    from accelerate import Accelerator
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config
 
-    from limo_exp.config import TrainConfig
-    from limo_exp.tracking.run_log import device_name, model_flops_utilisation
-    from limo_exp.training.loop import checkpointing, train
-    from limo_exp.training.optim import changed_fraction
-    from limo_exp.training.sft_data import IGNORE, Tokenized
+    from limo_exp.tracking.run_log import device_name
 
     gpu = torch.cuda.is_available()
-    torch.manual_seed(0)
+    device = device_name()
     config = Qwen2Config(
         **SHAPES[args.shape], max_position_embeddings=max(args.seq, 4096), tie_word_embeddings=True
     )
-    model = Qwen2ForCausalLM(config).to("cuda" if gpu else "cpu")  # fp32: the master weights
-    n_params = sum(p.numel() for p in model.parameters())
-    vocab, prompt = config.vocab_size, args.seq // 8
-    rows = []
-    for _ in range(args.rows * (args.steps + 1)):
-        ids = torch.randint(3, vocab, (args.seq,)).tolist()
-        rows.append(Tokenized(ids, [IGNORE] * prompt + ids[prompt:]))
-    cfg = TrainConfig(
-        lr=5e-6,
-        global_batch_size=args.rows,
-        max_tokens_per_micro_batch=args.seq,
-        max_length=args.seq,
-        gradient_checkpointing="auto",
-    )
-    accelerator = Accelerator(cpu=not gpu, mixed_precision="bf16" if gpu else "no")
-    tok = types.SimpleNamespace(pad_token_id=0)  # rows are packed: no padding is ever made
-    train(
-        model,
-        tok,
-        rows[: args.rows],
-        TrainConfig(**{**cfg.to_dict(), "max_steps": 1, "lora": None}),
-        accelerator,
-    )
-    watched = {
-        n: p.detach().clone()
-        for n, p in model.named_parameters()
-        if n.endswith(("0.mlp.down_proj.weight", "self_attn.q_proj.weight", "embed_tokens.weight"))
-    }
-    watched = dict(list(watched.items())[:3])
-    if gpu:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    measured = TrainConfig(**{**cfg.to_dict(), "max_steps": args.steps, "lora": None})
-    res = train(model, tok, rows[args.rows :], measured, accelerator)
-    params = dict(model.named_parameters())
-    device = device_name()
+    has_trl = all(importlib.util.find_spec(m) is not None for m in ("trl", "datasets"))
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    for r in range(args.rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            if SETTINGS[name][0] == "trl" and not has_trl:
+                runs[name].append({"skipped": "trl is not installed (pip install -e '.[bench]')"})
+                continue
+            t0 = time.perf_counter()
+            try:
+                runs[name].append(measure(name, args, config, gpu, device))
+            except torch.OutOfMemoryError:
+                runs[name].append({"error": "out of memory"})
+            except Exception as e:  # one setting's failure must not lose the others' figures
+                runs[name].append(
+                    {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-2000:]}
+                )
+            gc.collect()
+            if gpu:
+                torch.cuda.empty_cache()
+            got = runs[name][-1]
+            print(
+                f"[round {r + 1}] {name}: {got.get('real_tokens_per_s', got.get('error'))} tokens/s, "
+                f"mfu {got.get('mfu')}, peak {got.get('peak_memory_gb')} GB "
+                f"({time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
+    best = {}
+    for name, tries in runs.items():
+        ok = [t for t in tries if "real_tokens_per_s" in t]
+        best[name] = max(ok, key=lambda t: t["real_tokens_per_s"]) if ok else tries[-1]
     result = {
         "device": device,
         "machine": platform.platform(),
         "torch": torch.__version__,
         "shape": args.shape,
-        "params": n_params,
+        "params": sum(p.numel() for p in _meta_model(config).parameters()),
         "seq": args.seq,
-        "rows_per_step": args.rows,
         "steps": args.steps,
-        "recipe": {
-            "master_dtype": cfg.master_dtype,
-            "mixed_precision": "bf16" if gpu else "no",
-            "loss": res.loss_impl,
-            "gradient_checkpointing": checkpointing(cfg),
-        },
-        "real_tokens_per_s": round(res.real_tokens / res.seconds, 1),
-        "mfu": model_flops_utilisation(n_params, res.real_tokens, res.seconds, 1, device),
-        "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if gpu else None,
-        "changed_fraction": {n: changed_fraction(w, params[n].detach()) for n, w in watched.items()},
-        "losses": res.losses,
+        "rounds": args.rounds,
+        "liger_vs_plain_loss": liger_check(config, gpu),
+        "best": best,
+        "runs": runs,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
     return result
+
+
+def _meta_model(config):
+    import torch
+    from transformers import Qwen2ForCausalLM
+
+    with torch.device("meta"):
+        return Qwen2ForCausalLM(config)
 
 
 if __name__ == "__main__":

@@ -91,3 +91,14 @@ def test_training_and_evaluation_share_the_user_turn():
     item = BenchItem(task="math500", id="1", problem="What is 2+3? ", answer="5")
     assert messages(item.problem, DEFAULT_INSTRUCTION, None)[-1]["content"] == build_prompt(item)
     assert build_prompt(item) == "What is 2+3?\n\n" + DEFAULT_INSTRUCTION
+
+
+def test_a_target_on_the_first_token_is_not_counted():
+    """Nothing precedes the first token, so no loss term predicts it: the step's normaliser
+    (n_target) must not count it, or a sequence without a prompt lowers the loss."""
+    from limo_exp.training.sft_data import Tokenized, pack
+
+    no_prompt, prompted = Tokenized([5, 6, 7], [5, 6, 7]), Tokenized([5, 6, 7], [IGNORE, 6, 7])
+    assert (no_prompt.n_target, prompted.n_target) == (2, 2)
+    row = pack([no_prompt, prompted])
+    assert int((row["labels"][:, 1:] != IGNORE).sum()) == no_prompt.n_target + prompted.n_target

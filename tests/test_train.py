@@ -211,21 +211,36 @@ def test_token_budget_on_two_processes_matches_one(tiny_model, tmp_path):
 
 
 def test_the_gpu_bench_script_runs_on_a_cpu(tmp_path):
-    """bench/bench_gpu_train.py is meant for a CUDA machine; its tiny shape keeps it working here."""
+    """bench/bench_gpu_train.py is meant for a CUDA machine; its tiny shape keeps it working here.
+    limo-exp and TRL see the same sequences in the same order, so their losses agree."""
+    import importlib.util
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     import bench_gpu_train
 
-    out = bench_gpu_train.main(
-        ["--shape", "tiny", "--seq", "256", "--steps", "2", "--out", str(tmp_path / "g.json")]
-    )
-    assert out["recipe"] == {
+    settings = "limo_16k,limo_16k_bf16_kahan,limo_b8,trl_b8"
+    args = ["--shape", "tiny", "--seq", "256", "--steps", "2", "--rounds", "1", "--settings", settings]
+    out = bench_gpu_train.main([*args, "--out", str(tmp_path / "g.json")])
+    best = out["best"]
+    assert best["limo_16k"]["recipe"] == {
         "master_dtype": "float32",
-        "mixed_precision": "no",
+        "optimizer": "adamw",
         "loss": "target_only",
-        "gradient_checkpointing": False,
+        "gradient_checkpointing": False,  # max_length 256
+        "micro_batch_tokens": 256,
     }
-    assert len(out["losses"]) == 2 and out["real_tokens_per_s"] > 0
-    assert min(out["changed_fraction"].values()) >= 0.99
+    assert best["limo_16k_bf16_kahan"]["recipe"]["master_dtype"] == "bfloat16"
+    for name in ("limo_16k", "limo_16k_bf16_kahan", "limo_b8"):
+        assert len(best[name]["losses"]) == 3 and best[name]["real_tokens_per_s"] > 0
+        assert min(best[name]["changed_fraction"].values()) >= 0.99  # no lost updates, bf16 + Kahan too
+    assert best["limo_16k"]["losses"] == pytest.approx([6.23989, 6.25211, 6.25634], abs=1e-4)
+    assert best["limo_16k_bf16_kahan"]["losses"] == pytest.approx(best["limo_16k"]["losses"], abs=1e-3)
+    assert out["liger_vs_plain_loss"] == {
+        "skipped": "liger-kernel is not installed (pip install 'limo-exp[liger]')"
+    }
+    if importlib.util.find_spec("trl") is None:  # make test's venv: the bench extra is not installed
+        assert best["trl_b8"] == {"skipped": "trl is not installed (pip install -e '.[bench]')"}
+    else:
+        assert best["trl_b8"]["losses"] == pytest.approx(best["limo_b8"]["losses"], abs=1e-4)

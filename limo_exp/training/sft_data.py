@@ -29,7 +29,8 @@ class Tokenized:
 
     @property
     def n_target(self) -> int:
-        return sum(1 for x in self.labels if x != IGNORE)
+        """Tokens the loss is over: the first token is predicted from nothing, so never counts."""
+        return sum(1 for x in self.labels[1:] if x != IGNORE)
 
 
 def _ids(out) -> list[int]:
