@@ -39,6 +39,7 @@ bench: venv
 	$(BIN)/python bench/bench_eval.py
 
 bench-gpu: venv  # on a CUDA machine: training at 1.5B x 16k tokens and generation tokens/s -> results/bench/gpu_*.json
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,bench,liger]'  # offline: bash bench/device.sh (fetch, then run)
 	$(BIN)/python bench/bench_gpu_train.py
 	$(BIN)/python bench/bench_gpu_eval.py
 

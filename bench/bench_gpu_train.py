@@ -10,6 +10,8 @@ table, fp32 master weights with bf16 autocast on both sides):
 
 - ``limo_16k``: limo-exp's default recipe (``train=full``: fp32 master, bf16 autocast, the loss
   ``auto`` picks, gradient checkpointing over 8k tokens) on one ``--seq``-token sequence per step;
+- ``limo_16k_liger_layers``: the same with ``train.liger_layers=true`` (Liger's RMSNorm, SwiGLU and
+  RoPE kernels, as TRL's side gets them; skipped where Liger cannot run);
 - ``limo_16k_mixed``: the same recipe on 8 sequences of 1/16 to 3/4 of ``--seq`` tokens a step,
   packed by best-fit decreasing into rows of ``--seq`` tokens (what LIMO-like data looks like);
 - ``limo_16k_bf16_kahan``: bf16 weights with Kahan-compensated AdamW (the opt-in pure-bf16 mode);
@@ -63,6 +65,7 @@ SHAPES = {  # Qwen2.5-1.5B's, and a tiny one for a CPU smoke run
 SETTINGS = {
     "limo_16k": ("limo", "long", 1, {}),
     "trl_16k": ("trl", "long", 1, {}),
+    "limo_16k_liger_layers": ("limo", "long", 1, {"liger_layers": True}),
     "limo_16k_mixed": ("limo", "mixed", 8, {}),
     "limo_16k_bf16_kahan": ("limo", "long", 1, {"master_dtype": "bfloat16", "optimizer": "adamw_kahan"}),
     "limo_b8": ("limo", "short", 8, {}),
@@ -144,6 +147,7 @@ def run_limo(model, rows, per_step, seq, extra, clock, gpu):
         "loss": res.loss_impl,
         "gradient_checkpointing": checkpointing(cfg),
         "micro_batch_tokens": cfg.max_tokens_per_micro_batch,
+        "liger_layers": cfg.liger_layers,
     }
     return res.losses, recipe, after
 
@@ -323,6 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
     from transformers import Qwen2Config
 
     from limo_exp.tracking.run_log import device_name
+    from limo_exp.training.loss import liger_missing
 
     gpu = torch.cuda.is_available()
     device = device_name()
@@ -331,10 +336,26 @@ def main(argv: list[str] | None = None) -> dict:
     )
     has_trl = all(importlib.util.find_spec(m) is not None for m in ("trl", "datasets"))
     runs: dict[str, list[dict]] = {n: [] for n in names}
+    result = {
+        "device": device,
+        "machine": platform.platform(),
+        "torch": torch.__version__,
+        "shape": args.shape,
+        "params": sum(p.numel() for p in _meta_model(config).parameters()),
+        "seq": args.seq,
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "liger_vs_plain_loss": liger_check(config, gpu),
+        "best": {},
+        "runs": runs,
+    }
     for r in range(args.rounds):
         for name in names if r % 2 == 0 else names[::-1]:
             if SETTINGS[name][0] == "trl" and not has_trl:
                 runs[name].append({"skipped": "trl is not installed (pip install -e '.[bench]')"})
+                continue
+            if SETTINGS[name][3].get("liger_layers") and liger_missing():
+                runs[name].append({"skipped": liger_missing()})
                 continue
             t0 = time.perf_counter()
             try:
@@ -355,28 +376,20 @@ def main(argv: list[str] | None = None) -> dict:
                 f"({time.perf_counter() - t0:.0f} s)",
                 flush=True,
             )
-    best = {}
-    for name, tries in runs.items():
-        ok = [t for t in tries if "real_tokens_per_s" in t]
-        best[name] = max(ok, key=lambda t: t["real_tokens_per_s"]) if ok else tries[-1]
-    result = {
-        "device": device,
-        "machine": platform.platform(),
-        "torch": torch.__version__,
-        "shape": args.shape,
-        "params": sum(p.numel() for p in _meta_model(config).parameters()),
-        "seq": args.seq,
-        "steps": args.steps,
-        "rounds": args.rounds,
-        "liger_vs_plain_loss": liger_check(config, gpu),
-        "best": best,
-        "runs": runs,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+            write(result, args.out)  # after every setting: a run stopped early keeps what it measured
+    write(result, args.out)
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
     return result
+
+
+def write(result: dict, path: str) -> None:
+    for name, tries in result["runs"].items():
+        ok = [t for t in tries if "real_tokens_per_s" in t]
+        if tries:
+            result["best"][name] = max(ok, key=lambda t: t["real_tokens_per_s"]) if ok else tries[-1]
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def _meta_model(config):

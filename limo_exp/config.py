@@ -223,6 +223,7 @@ class TrainConfig(Section):
     master_dtype: str = "float32"  # weights + optimizer state; compute is bf16 under autocast on GPU
     optimizer: str = "adamw"  # adamw | adamw_kahan (compensated updates: needed for bf16 weights)
     loss_impl: str = "auto"  # target_only: output layer at target positions, chunked; liger: fused; hf: full
+    liger_layers: bool = False  # Liger's RMSNorm / SwiGLU / RoPE Triton kernels (CUDA + liger-kernel)
     checkpoint_every: int | None = None  # save a resumable state every n optimizer steps
     keep_states: int = 1  # the newest n states are kept
     keep_states_at_end: bool = False  # false: states are removed when the run finishes

@@ -118,6 +118,8 @@ def fake_liger(monkeypatch):
     sys.modules[
         "liger_kernel.transformers.functional"
     ].liger_fused_linear_cross_entropy = liger_fused_linear_cross_entropy
+    layers = sys.modules["liger_kernel.transformers"]
+    layers._apply_liger_kernel_to_instance = lambda **kw: calls.append({"layers": kw})
     monkeypatch.setattr(loss, "_cuda", lambda: True)
     return calls
 
@@ -158,3 +160,34 @@ def test_liger_where_it_cannot_run_is_refused(models, monkeypatch):
     with pytest.raises(ValueError, match="need CUDA"):
         use_loss(copy.deepcopy(hf), "liger")
     assert use_loss(copy.deepcopy(hf), "auto") == "target_only"  # auto falls back to plain torch
+
+
+def test_liger_layers_are_applied_to_the_model_when_asked(tiny_model, fake_liger):
+    from accelerate import Accelerator
+
+    from limo_exp.config import TrainConfig
+    from limo_exp.training.loop import train
+    from limo_exp.training.models import load
+    from limo_exp.training.sft_data import Tokenized
+
+    model, tok = load(str(tiny_model))
+    rows = [Tokenized([5, 6, 7, 8], [-100, 6, 7, 8])] * 2
+    cfg = TrainConfig(lr=1e-3, max_steps=1, batch_size=2, liger_layers=True, loss_impl="target_only")
+    train(model, tok, rows, cfg, Accelerator(cpu=True))
+    layers = [c["layers"] for c in fake_liger if "layers" in c]
+    assert len(layers) == 1 and layers[0].pop("model") is model
+    assert layers[0] == {
+        "rope": True,
+        "rms_norm": True,
+        "swiglu": True,
+        "cross_entropy": False,
+        "fused_linear_cross_entropy": False,
+    }
+
+
+def test_liger_layers_where_liger_cannot_run_are_refused():
+    from limo_exp.config import TrainConfig
+    from limo_exp.training.loop import check_loss_impl
+
+    with pytest.raises(ValueError, match="train.liger_layers=true: liger-kernel is not installed"):
+        check_loss_impl(TrainConfig(liger_layers=True))

@@ -87,11 +87,14 @@ def accumulation_steps(cfg: TrainConfig, world_size: int = 1) -> int:
 
 
 def check_loss_impl(cfg: TrainConfig) -> None:
-    """``train.loss_impl=liger`` where Liger cannot run: a ValueError before any model loads."""
+    """``train.loss_impl=liger`` or ``train.liger_layers`` where Liger cannot run: a ValueError
+    before any model loads."""
     from limo_exp.training import loss
 
     if cfg.loss_impl == "liger" and loss.liger_missing():
         raise ValueError(f"train.loss_impl=liger: {loss.liger_missing()}; use auto or target_only")
+    if cfg.liger_layers and loss.liger_missing():
+        raise ValueError(f"train.liger_layers=true: {loss.liger_missing()}")
 
 
 def use_loss(model, requested: str) -> str:
@@ -157,6 +160,10 @@ def train(
         )
     opt = make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay)
     loss_impl = use_loss(model, cfg.loss_impl)
+    if cfg.liger_layers:  # Liger's RMSNorm / SwiGLU / RoPE kernels (CUDA), opt-in
+        from limo_exp.training.loss import liger_layers
+
+        liger_layers(model.get_base_model() if hasattr(model, "get_base_model") else model)
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps)
     # Accelerate marks the last micro-batch of each step as the one that syncs gradients (DDP
     # all-reduce, DeepSpeed's engine step) and divides every loss by grad_accum.

@@ -83,6 +83,19 @@ def liger_missing() -> str:
     return ""
 
 
+def liger_layers(model) -> None:
+    """Liger's Triton kernels for the decoder's RMSNorm, SwiGLU MLP and rotary embedding, in place
+    (``train.liger_layers``; the loss stays this module's). Raises ValueError where Liger cannot run."""
+    if liger_missing():
+        raise ValueError(f"train.liger_layers=true: {liger_missing()}")
+    from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+    flags = {"rope": True, "rms_norm": True, "swiglu": True}
+    _apply_liger_kernel_to_instance(
+        model=model, cross_entropy=False, fused_linear_cross_entropy=False, **flags
+    )
+
+
 def _liger(h, weight, targets) -> torch.Tensor:
     from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
 

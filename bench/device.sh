@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# `make bench-gpu` on a CUDA machine that cannot reach a package index (as this project's lent
+# GPU machines): carry, as wheels, what such a machine lacks beyond torch, transformers,
+# accelerate, peft, triton, pandas, scipy, matplotlib and pyarrow.
+#
+#   bash bench/device.sh fetch [3.12]   # here, with pip online: wheels for that Python into .whl/
+#   bash bench/device.sh run            # there: install .whl/ into /tmp/site, run both GPU benches
+#
+# `run` writes gpu_train.json and gpu_eval.json into $OUT when set (the device tool brings that
+# folder back), else results/bench/. TRAIN_ARGS / EVAL_ARGS pass options to the two scripts
+# (e.g. TRAIN_ARGS="--settings limo_16k,trl_16k --rounds 1"); TRAIN_LIMIT (seconds, default 420)
+# stops the training bench so that the generation bench still runs in one 10-minute call.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# pinned as in constraints.txt; what the benches import, and what those import
+WHEELS=(
+  trl==1.16.0 liger-kernel==0.8.5 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19
+  hydra-core==1.3.8 omegaconf==2.3.1 lm-eval==0.4.13 evaluate==0.4.6 math-verify==0.9.0
+  latex2sympy2_extended==1.11.0 more-itertools==11.2.1 pytablewriter==1.2.1 DataProperty==1.1.1
+  mbstrdecoder==1.1.5 pathvalidate==3.3.1 tabledata==1.3.5 tcolorpy==0.1.7 typepy==1.3.5
+  chardet==6.0.0.post1 nltk==3.10.4
+)
+SDISTS=(antlr4-python3-runtime==4.9.3 rouge_score==0.1.2 sqlitedict==2.1.0 word2number==1.1)
+
+case "${1:-}" in
+fetch)
+  py="${2:-3.12}"
+  mkdir -p .whl
+  grep -qxF '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >>.git/info/exclude
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$py" --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d .whl "${WHEELS[@]}"
+  python3 -m pip wheel -q --no-deps -w .whl "${SDISTS[@]}"  # pure Python, built here
+  du -sh .whl
+  ;;
+run)
+  test -n "$(ls .whl/*.whl 2>/dev/null)" || { echo "no .whl/: run 'bash bench/device.sh fetch' first and carry .whl" >&2; exit 2; }
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+  out="${OUT:-results/bench}"
+  mkdir -p "$out"
+  python3 -c "import torch, transformers, accelerate; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)"
+  # shellcheck disable=SC2086
+  timeout "${TRAIN_LIMIT:-420}" python3 bench/bench_gpu_train.py --out "$out/gpu_train.json" ${TRAIN_ARGS:-} || echo "bench_gpu_train.py: exit $?" >&2
+  # shellcheck disable=SC2086
+  python3 bench/bench_gpu_eval.py --out "$out/gpu_eval.json" ${EVAL_ARGS:-} || echo "bench_gpu_eval.py: exit $?" >&2
+  ;;
+*)
+  sed -n '2,13p' "$0" >&2
+  exit 2
+  ;;
+esac
