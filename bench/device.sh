@@ -8,8 +8,9 @@
 #
 # `run` writes gpu_train.json and gpu_eval.json into $OUT when set (the device tool brings that
 # folder back), else results/bench/. TRAIN_ARGS / EVAL_ARGS pass options to the two scripts
-# (e.g. TRAIN_ARGS="--settings limo_16k,trl_16k --rounds 1"); TRAIN_LIMIT (seconds, default 420)
-# stops the training bench so that the generation bench still runs in one 10-minute call.
+# (e.g. TRAIN_ARGS="--settings limo_16k,trl_16k --rounds 1"); TRAIN_LIMIT / EVAL_LIMIT (seconds,
+# default 420 / 540) stop a bench that runs long; ONLY=train or ONLY=eval runs one of the two
+# (one per call where a call is limited to 10 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,10 +42,15 @@ run)
   out="${OUT:-results/bench}"
   mkdir -p "$out"
   python3 -c "import torch, transformers, accelerate; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)"
-  # shellcheck disable=SC2086
-  timeout "${TRAIN_LIMIT:-420}" python3 bench/bench_gpu_train.py --out "$out/gpu_train.json" ${TRAIN_ARGS:-} || echo "bench_gpu_train.py: exit $?" >&2
-  # shellcheck disable=SC2086
-  python3 bench/bench_gpu_eval.py --out "$out/gpu_eval.json" ${EVAL_ARGS:-} || echo "bench_gpu_eval.py: exit $?" >&2
+  only="${ONLY:-}"
+  if [ "$only" != eval ]; then
+    # shellcheck disable=SC2086
+    timeout "${TRAIN_LIMIT:-420}" python3 bench/bench_gpu_train.py --out "$out/gpu_train.json" ${TRAIN_ARGS:-} || echo "bench_gpu_train.py: exit $?" >&2
+  fi
+  if [ "$only" != train ]; then
+    # shellcheck disable=SC2086
+    timeout "${EVAL_LIMIT:-540}" python3 bench/bench_gpu_eval.py --out "$out/gpu_eval.json" ${EVAL_ARGS:-} || echo "bench_gpu_eval.py: exit $?" >&2
+  fi
   ;;
 *)
   sed -n '2,13p' "$0" >&2
