@@ -14,6 +14,10 @@ table, fp32 master weights with bf16 autocast on both sides):
   RoPE kernels, as TRL's side gets them; skipped where Liger cannot run);
 - ``limo_16k_mixed``: the same recipe on 8 sequences of 1/16 to 3/4 of ``--seq`` tokens a step,
   packed by best-fit decreasing into rows of ``--seq`` tokens (what LIMO-like data looks like);
+- ``limo_16k_mixed_flex``: the same with ``model.attn_implementation=flex_attention``: a block
+  mask per document, so attention skips the blocks between packed sequences (sdpa gets a dense
+  mask and computes them all); CUDA only (no backward on CPU); only when named in ``--settings``
+  (it compiles the attention for every new row length);
 - ``limo_16k_bf16_kahan``: bf16 weights with Kahan-compensated AdamW (the opt-in pure-bf16 mode);
 - ``limo_b8`` / ``limo_b32``: 8 / 32 short sequences (1/64 to 1/16 of ``--seq``) a step in one row;
 - ``trl_16k``, ``trl_b8``, ``trl_b32``: TRL's ``SFTTrainer`` on the same sequences in the same
@@ -67,12 +71,15 @@ SETTINGS = {
     "trl_16k": ("trl", "long", 1, {}),
     "limo_16k_liger_layers": ("limo", "long", 1, {"liger_layers": True}),
     "limo_16k_mixed": ("limo", "mixed", 8, {}),
+    "limo_16k_mixed_flex": ("limo", "mixed", 8, {"attn": "flex_attention"}),
     "limo_16k_bf16_kahan": ("limo", "long", 1, {"master_dtype": "bfloat16", "optimizer": "adamw_kahan"}),
     "limo_b8": ("limo", "short", 8, {}),
     "trl_b8": ("trl", "short", 8, {}),
     "limo_b32": ("limo", "short", 32, {}),
     "trl_b32": ("trl", "short", 32, {}),
 }
+# run unless --settings says otherwise; flex_attention compiles per row length, which may cost minutes
+DEFAULT = [name for name in SETTINGS if name != "limo_16k_mixed_flex"]
 WATCHED = ("layers.0.mlp.down_proj.weight", "layers.0.self_attn.q_proj.weight", "embed_tokens.weight")
 
 
@@ -231,6 +238,8 @@ def measure(name, args, config, gpu, device) -> dict:
     from limo_exp.training.optim import changed_fraction
 
     side, data, per_step, extra = SETTINGS[name]
+    extra = dict(extra)
+    attn = extra.pop("attn", "sdpa")
     rows = sequences(data, per_step, args.steps + 1, args.seq, config.vocab_size)
     gc.collect()
     if gpu:
@@ -238,7 +247,7 @@ def measure(name, args, config, gpu, device) -> dict:
         torch.cuda.reset_peak_memory_stats()
     torch.manual_seed(0)
     with torch.device("cuda" if gpu else "cpu"):
-        model = Qwen2ForCausalLM(config)
+        model = Qwen2ForCausalLM._from_config(config, attn_implementation=attn)
     if extra.get("master_dtype") == "bfloat16":
         model = model.to(torch.bfloat16)
     n_params = sum(p.numel() for p in model.parameters())
@@ -246,6 +255,7 @@ def measure(name, args, config, gpu, device) -> dict:
     clock = Clock(gpu)
     if side == "limo":
         losses, recipe, after = run_limo(model, rows, per_step, args.seq, extra, clock, gpu)
+        recipe["attention"] = model.config._attn_implementation
     else:
         losses, recipe, after = run_trl(model, rows, per_step, args.seq, clock, gpu)
     seconds = clock.times[-1] - clock.times[0]  # steps 2.. (the first is the warm-up)
@@ -312,7 +322,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per setting (after one warm-up step)")
     ap.add_argument("--rounds", type=int, default=2, help="runs of every setting, alternating the order")
     ap.add_argument(
-        "--settings", default=",".join(SETTINGS), help=f"comma-separated, of {', '.join(SETTINGS)}"
+        "--settings", default=",".join(DEFAULT), help=f"comma-separated, of {', '.join(SETTINGS)}"
     )
     ap.add_argument("--out", default=str(REPO / "results" / "bench" / "gpu_train.json"))
     args = ap.parse_args(argv)
@@ -353,6 +363,9 @@ def main(argv: list[str] | None = None) -> dict:
         for name in names if r % 2 == 0 else names[::-1]:
             if SETTINGS[name][0] == "trl" and not has_trl:
                 runs[name].append({"skipped": "trl is not installed (pip install -e '.[bench]')"})
+                continue
+            if SETTINGS[name][3].get("attn") == "flex_attention" and not gpu:
+                runs[name].append({"skipped": "flex_attention has no backward on CPU"})
                 continue
             if SETTINGS[name][3].get("liger_layers") and liger_missing():
                 runs[name].append({"skipped": liger_missing()})

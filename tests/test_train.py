@@ -231,6 +231,7 @@ def test_the_gpu_bench_script_runs_on_a_cpu(tmp_path):
         "gradient_checkpointing": False,  # max_length 256
         "micro_batch_tokens": 256,
         "liger_layers": False,
+        "attention": "sdpa",
     }
     assert best["limo_16k_bf16_kahan"]["recipe"]["master_dtype"] == "bfloat16"
     for name in ("limo_16k", "limo_16k_bf16_kahan", "limo_b8"):
