@@ -51,6 +51,11 @@ def build(shape: str, out: Path, dtype) -> Path:
     return out
 
 
+def write(out: dict, path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(out, indent=2))
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", choices=sorted(SHAPES), default="1.5b")
@@ -111,9 +116,9 @@ def main(argv: list[str] | None = None) -> dict:
                 }
                 run["tokens_per_s"] = sum(rates.values()) / len(rates) if rates else None
                 out["runs"].append(run)
-                print(json.dumps(run))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
+                print(json.dumps(run), flush=True)
+                write(out, args.out)  # after every run: a bench stopped at its limit keeps what it measured
+    write(out, args.out)
     return out
 
 

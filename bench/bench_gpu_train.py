@@ -37,6 +37,7 @@ target-only loss (target: equal to 1e-4) where Liger can run. Writes results/ben
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import platform
@@ -230,6 +231,23 @@ def run_trl(model, rows, per_step, seq, clock, gpu):
     return losses, recipe, after
 
 
+@contextlib.contextmanager
+def modeling_kept():
+    """Put back whatever a setting changed in transformers' qwen2 module (Liger's kernels replace
+    its classes and functions, for every model built later), so no setting inherits another's."""
+    from transformers.models.qwen2 import modeling_qwen2
+
+    saved = dict(vars(modeling_qwen2))
+    try:
+        yield
+    finally:
+        for name in set(vars(modeling_qwen2)) - set(saved):
+            delattr(modeling_qwen2, name)
+        for name, value in saved.items():
+            if getattr(modeling_qwen2, name, None) is not value:
+                setattr(modeling_qwen2, name, value)
+
+
 def measure(name, args, config, gpu, device) -> dict:
     import torch
     from transformers import Qwen2ForCausalLM
@@ -251,13 +269,16 @@ def measure(name, args, config, gpu, device) -> dict:
     if extra.get("master_dtype") == "bfloat16":
         model = model.to(torch.bfloat16)
     n_params = sum(p.numel() for p in model.parameters())
-    before = {n: p.detach().clone() for n, p in model.named_parameters() if n.endswith(WATCHED)}
+    # kept on the CPU, so they are not in the setting's peak memory
+    before = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if n.endswith(WATCHED)}
     clock = Clock(gpu)
-    if side == "limo":
-        losses, recipe, after = run_limo(model, rows, per_step, args.seq, extra, clock, gpu)
-        recipe["attention"] = model.config._attn_implementation
-    else:
-        losses, recipe, after = run_trl(model, rows, per_step, args.seq, clock, gpu)
+    with modeling_kept():  # Liger swaps modeling_qwen2's RMSNorm, MLP and RoPE for the process
+        if side == "limo":
+            losses, recipe, after = run_limo(model, rows, per_step, args.seq, extra, clock, gpu)
+            recipe["attention"] = model.config._attn_implementation
+        else:
+            losses, recipe, after = run_trl(model, rows, per_step, args.seq, clock, gpu)
+    after = {n: w.cpu() for n, w in after.items()}
     seconds = clock.times[-1] - clock.times[0]  # steps 2.. (the first is the warm-up)
     order = list(range(len(rows)))
     random.Random(0).shuffle(order)
@@ -355,7 +376,7 @@ def main(argv: list[str] | None = None) -> dict:
         "seq": args.seq,
         "steps": args.steps,
         "rounds": args.rounds,
-        "liger_vs_plain_loss": liger_check(config, gpu),
+        "liger_vs_plain_loss": guarded(liger_check, config, gpu),
         "best": {},
         "runs": runs,
     }
@@ -393,6 +414,20 @@ def main(argv: list[str] | None = None) -> dict:
     write(result, args.out)
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
     return result
+
+
+def guarded(fn, *args) -> dict:
+    """``fn(*args)``, or what went wrong: a failure here must not stop the settings."""
+    import torch
+
+    try:
+        return fn(*args)
+    except Exception as e:
+        return {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-2000:]}
+    finally:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def write(result: dict, path: str) -> None:

@@ -8,9 +8,11 @@
 #
 # `run` writes gpu_train.json and gpu_eval.json into $OUT when set (the device tool brings that
 # folder back), else results/bench/. TRAIN_ARGS / EVAL_ARGS pass options to the two scripts
-# (e.g. TRAIN_ARGS="--settings limo_16k,trl_16k --rounds 1"); TRAIN_LIMIT / EVAL_LIMIT (seconds,
-# default 420 / 540) stop a bench that runs long; ONLY=train or ONLY=eval runs one of the two
-# (one per call where a call is limited to 10 minutes).
+# (e.g. TRAIN_ARGS="--settings limo_16k,trl_16k --rounds 1"); ONLY=train or ONLY=eval runs one of
+# the two; TRAIN_LIMIT / EVAL_LIMIT (seconds) stop a bench that runs long: 540 each when ONLY is
+# set, 330 + 240 when both run, so that one call ends inside a 10-minute limit. Both benches write
+# their file after every setting, so a stopped bench keeps what it measured. With ~10 minutes of
+# GPU: ONLY=train TRAIN_ARGS="--rounds 1" in one call, ONLY=eval in the next.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +29,7 @@ SDISTS=(antlr4-python3-runtime==4.9.3 rouge_score==0.1.2 sqlitedict==2.1.0 word2
 case "${1:-}" in
 fetch)
   py="${2:-3.12}"
+  rm -rf .whl  # one version of each: two wheels of a package stop the whole install there
   mkdir -p .whl
   grep -qxF '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >>.git/info/exclude
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$py" --implementation cp \
@@ -41,15 +44,32 @@ run)
   export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
   out="${OUT:-results/bench}"
   mkdir -p "$out"
-  python3 -c "import torch, transformers, accelerate; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)"
+  # what the machine has, and whether the carried packages import on it (a failure is printed, not fatal)
+  python3 - <<'PY' || true
+import importlib, importlib.metadata as md
+for name in ("torch", "transformers", "accelerate", "huggingface-hub", "pyarrow", "fsspec", "triton"):
+    try:
+        print(name, md.version(name))
+    except md.PackageNotFoundError:
+        print(name, "MISSING")
+import torch
+print("cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+for module in ("datasets", "trl", "lm_eval.tasks", "liger_kernel.transformers.monkey_patch", "math_verify"):
+    try:
+        importlib.import_module(module)
+        print("import", module, "ok")
+    except Exception as e:
+        print("import", module, "FAILED:", type(e).__name__, e)
+PY
   only="${ONLY:-}"
+  if [ -n "$only" ]; then one=540; else one=""; fi
   if [ "$only" != eval ]; then
     # shellcheck disable=SC2086
-    timeout "${TRAIN_LIMIT:-420}" python3 bench/bench_gpu_train.py --out "$out/gpu_train.json" ${TRAIN_ARGS:-} || echo "bench_gpu_train.py: exit $?" >&2
+    timeout "${TRAIN_LIMIT:-${one:-330}}" python3 bench/bench_gpu_train.py --out "$out/gpu_train.json" ${TRAIN_ARGS:-} || echo "bench_gpu_train.py: exit $?" >&2
   fi
   if [ "$only" != train ]; then
     # shellcheck disable=SC2086
-    timeout "${EVAL_LIMIT:-540}" python3 bench/bench_gpu_eval.py --out "$out/gpu_eval.json" ${EVAL_ARGS:-} || echo "bench_gpu_eval.py: exit $?" >&2
+    timeout "${EVAL_LIMIT:-${one:-240}}" python3 bench/bench_gpu_eval.py --out "$out/gpu_eval.json" ${EVAL_ARGS:-} || echo "bench_gpu_eval.py: exit $?" >&2
   fi
   ;;
 *)

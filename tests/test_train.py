@@ -247,3 +247,22 @@ def test_the_gpu_bench_script_runs_on_a_cpu(tmp_path):
         assert best["trl_b8"] == {"skipped": "trl is not installed (pip install -e '.[bench]')"}
     else:
         assert best["trl_b8"]["losses"] == pytest.approx(best["limo_b8"]["losses"], abs=1e-4)
+
+
+def test_the_gpu_bench_puts_back_what_liger_swaps_in_the_modeling_module():
+    """Liger's kernels replace modeling_qwen2's classes for the whole process; each bench
+    setting must start from transformers' own, or later settings silently run Liger's."""
+    import sys
+    from pathlib import Path
+
+    from transformers.models.qwen2 import modeling_qwen2
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import bench_gpu_train
+
+    mlp, rope = modeling_qwen2.Qwen2MLP, modeling_qwen2.apply_rotary_pos_emb
+    with bench_gpu_train.modeling_kept():
+        modeling_qwen2.Qwen2MLP, modeling_qwen2.apply_rotary_pos_emb = object, print
+        modeling_qwen2.added_by_a_patch = 1
+    assert (modeling_qwen2.Qwen2MLP, modeling_qwen2.apply_rotary_pos_emb) == (mlp, rope)
+    assert not hasattr(modeling_qwen2, "added_by_a_patch")
