@@ -46,6 +46,7 @@ def test_a_config_error_is_one_line_naming_the_key(tmp_path, command):
     assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow  # a two-run sweep in subprocesses, ~1 min: make test-slow (.ci/run runs it)
 def test_multirun_makes_one_parent_and_a_relaunch_only_does_what_is_missing(tmp_path, cache_dir):
     from mlflow.tracking import MlflowClient
 
