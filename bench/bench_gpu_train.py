@@ -169,8 +169,7 @@ def run_trl(model, rows, per_step, seq, clock, gpu):
     import os
 
     import trl
-    from datasets import Dataset
-    from torch.utils.data import SequentialSampler
+    from bench_trl import in_limo_order, trl_trainer
     from transformers import TrainerCallback
 
     from limo_exp.training.models import build_tiny_tokenizer
@@ -178,50 +177,23 @@ def run_trl(model, rows, per_step, seq, clock, gpu):
     os.environ.setdefault("WANDB_DISABLED", "true")
     liger = gpu and importlib.util.find_spec("liger_kernel") is not None
     ckpt = max(len(t.input_ids) for t in rows) > 8192
-    order = list(range(len(rows)))
-    random.Random(0).shuffle(order)  # limo-exp's first-epoch order for seed 0
-    data = [
-        {"input_ids": rows[i].input_ids, "completion_mask": [int(x != -100) for x in rows[i].labels]}
-        for i in order
-    ]
-
-    class InOrder(trl.SFTTrainer):
-        def _get_train_sampler(self, *a, **k):
-            return SequentialSampler(self.train_dataset)
 
     class Tick(TrainerCallback):
         def on_step_end(self, *a, **k):
             clock.tick()
 
     with tempfile.TemporaryDirectory() as out:
-        args = trl.SFTConfig(
-            output_dir=out,
-            per_device_train_batch_size=per_step,
-            gradient_accumulation_steps=1,
+        trainer = trl_trainer(
+            model,
+            in_limo_order(rows),
+            build_tiny_tokenizer(),
+            out,
+            batch=per_step,
             max_steps=len(rows) // per_step,
-            learning_rate=5e-6,
-            lr_scheduler_type="cosine",
-            warmup_steps=0,
-            weight_decay=0.0,
-            max_grad_norm=1.0,
-            max_length=None,
-            padding_free=True,
-            completion_only_loss=True,
+            lr=5e-6,
+            gpu=gpu,
             gradient_checkpointing=ckpt,
             use_liger_kernel=liger,
-            logging_steps=1,
-            report_to="none",
-            save_strategy="no",
-            use_cpu=not gpu,
-            bf16=gpu,
-            seed=0,
-            dataloader_num_workers=0,
-        )
-        trainer = InOrder(
-            model=model,
-            args=args,
-            train_dataset=Dataset.from_list(data),
-            processing_class=build_tiny_tokenizer(),
             callbacks=[Tick()],
         )
         trainer.train()

@@ -27,6 +27,63 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def in_limo_order(data: list, seed: int = 0) -> list[dict]:
+    """TRL's rows (input_ids + completion_mask) in limo-exp's first-epoch order for ``seed``."""
+    order = list(range(len(data)))
+    random.Random(seed).shuffle(order)
+    return [
+        {"input_ids": data[i].input_ids, "completion_mask": [int(x != -100) for x in data[i].labels]}
+        for i in order
+    ]
+
+
+def trl_trainer(
+    model, rows: list[dict], tok, out: str, *, batch: int, max_steps: int, lr: float, gpu=False, **extra
+):
+    """TRL's ``SFTTrainer`` doing limo-exp's work: ``rows`` in the given order (a sequential
+    sampler), padding-free, completion-only loss, cosine schedule without warm-up, AdamW,
+    clipping at 1; fp32 weights with bf16 autocast on a GPU. ``extra``: more ``SFTConfig`` fields,
+    and ``callbacks``."""
+    import trl
+    from datasets import Dataset
+    from torch.utils.data import SequentialSampler
+
+    class InOrder(trl.SFTTrainer):
+        def _get_train_sampler(self, *a, **k):
+            return SequentialSampler(self.train_dataset)
+
+    callbacks = extra.pop("callbacks", None)
+    args = trl.SFTConfig(
+        output_dir=out,
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=1,
+        max_steps=max_steps,
+        learning_rate=lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        max_length=None,  # the rows are tokenised (and truncated) by limo-exp already
+        padding_free=True,
+        completion_only_loss=True,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=not gpu,
+        bf16=gpu,
+        seed=0,
+        dataloader_num_workers=0,
+        **extra,
+    )
+    return InOrder(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+        callbacks=callbacks,
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--examples", type=int, default=64)
@@ -41,9 +98,7 @@ def main() -> None:
     import torch
     import trl
     from accelerate import Accelerator
-    from datasets import Dataset
     from omegaconf import OmegaConf
-    from torch.utils.data import SequentialSampler
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from limo_exp.config import LIMO_INSTRUCTION, ModelConfig, TrainConfig
@@ -86,14 +141,7 @@ def main() -> None:
     )
     init = Qwen2ForCausalLM(config)
     n_params = sum(p.numel() for p in init.parameters())
-    rows = [
-        {"input_ids": data[i].input_ids, "completion_mask": [int(x != -100) for x in data[i].labels]}
-        for i in order
-    ]
-
-    class InOrder(trl.SFTTrainer):
-        def _get_train_sampler(self, *a, **k):
-            return SequentialSampler(self.train_dataset)
+    rows = in_limo_order(data)
 
     def run_ours(max_steps: int):
         model = copy.deepcopy(init)
@@ -109,32 +157,8 @@ def main() -> None:
 
     def run_trl(max_steps: int):
         with tempfile.TemporaryDirectory() as out:
-            sft = trl.SFTConfig(
-                output_dir=out,
-                per_device_train_batch_size=args.batch,
-                gradient_accumulation_steps=1,
-                max_steps=max_steps,
-                learning_rate=cfg.lr,
-                lr_scheduler_type="cosine",
-                warmup_steps=0,
-                weight_decay=0.0,
-                max_grad_norm=1.0,
-                max_length=None,  # the inputs are truncated to --max-length already (limo-exp's tokenisation)
-                padding_free=True,
-                completion_only_loss=True,
-                logging_steps=1,
-                report_to="none",
-                save_strategy="no",
-                use_cpu=True,
-                bf16=False,
-                seed=0,
-                dataloader_num_workers=0,
-            )
-            trainer = InOrder(
-                model=copy.deepcopy(init),
-                args=sft,
-                train_dataset=Dataset.from_list(rows),
-                processing_class=tok,
+            trainer = trl_trainer(
+                copy.deepcopy(init), rows, tok, out, batch=args.batch, max_steps=max_steps, lr=cfg.lr
             )
             t = time.perf_counter()
             trainer.train()
