@@ -12,6 +12,8 @@ table, fp32 master weights with bf16 autocast on both sides):
   ``auto`` picks, gradient checkpointing over 8k tokens) on one ``--seq``-token sequence per step;
 - ``limo_16k_liger_layers``: the same with ``train.liger_layers=true`` (Liger's RMSNorm, SwiGLU and
   RoPE kernels, as TRL's side gets them; skipped where Liger cannot run);
+- ``limo_16k_skip8``: the same with ``train.checkpoint_skip_layers=8`` (8 of 28 layers keep their
+  activations instead of recomputing them: less compute, more memory);
 - ``limo_16k_mixed``: the same recipe on 8 sequences of 1/16 to 3/4 of ``--seq`` tokens a step,
   packed by best-fit decreasing into rows of ``--seq`` tokens (what LIMO-like data looks like);
 - ``limo_16k_mixed_flex``: the same with ``model.attn_implementation=flex_attention``: a block
@@ -71,6 +73,7 @@ SETTINGS = {
     "limo_16k": ("limo", "long", 1, {}),
     "trl_16k": ("trl", "long", 1, {}),
     "limo_16k_liger_layers": ("limo", "long", 1, {"liger_layers": True}),
+    "limo_16k_skip8": ("limo", "long", 1, {"checkpoint_skip_layers": 8}),
     "limo_16k_mixed": ("limo", "mixed", 8, {}),
     "limo_16k_mixed_flex": ("limo", "mixed", 8, {"attn": "flex_attention"}),
     "limo_16k_bf16_kahan": ("limo", "long", 1, {"master_dtype": "bfloat16", "optimizer": "adamw_kahan"}),
@@ -156,6 +159,7 @@ def run_limo(model, rows, per_step, seq, extra, clock, gpu):
         "gradient_checkpointing": checkpointing(cfg),
         "micro_batch_tokens": cfg.max_tokens_per_micro_batch,
         "liger_layers": cfg.liger_layers,
+        "checkpoint_skip_layers": cfg.checkpoint_skip_layers,
     }
     return res.losses, recipe, after
 
@@ -230,6 +234,8 @@ def measure(name, args, config, gpu, device) -> dict:
     side, data, per_step, extra = SETTINGS[name]
     extra = dict(extra)
     attn = extra.pop("attn", "sdpa")
+    if "checkpoint_skip_layers" in extra:  # at most the model's layers (the tiny shape has 2)
+        extra["checkpoint_skip_layers"] = min(extra["checkpoint_skip_layers"], config.num_hidden_layers)
     rows = sequences(data, per_step, args.steps + 1, args.seq, config.vocab_size)
     gc.collect()
     if gpu:

@@ -213,6 +213,7 @@ class TrainConfig(Section):
     max_length: int = 2048
     packing: bool = False
     gradient_checkpointing: bool | str = False  # "auto": on when max_length > 8192
+    checkpoint_skip_layers: int = 0  # the last n decoder layers not checkpointed: faster, more memory
     instruction: str = ""
     system_prompt: str | None = None
     format: str = "plain"  # plain: (problem, solution); multitask: an answer task and an explain task
@@ -236,6 +237,10 @@ class TrainConfig(Section):
         if self.format == "multitask" and self.answer_prefix == self.explain_prefix:
             raise ConfigError(
                 "train.answer_prefix and train.explain_prefix are equal: the tasks need their own"
+            )
+        if self.checkpoint_skip_layers < 0:
+            raise ConfigError(
+                f"train.checkpoint_skip_layers={self.checkpoint_skip_layers}: expected 0 or more layers"
             )
         if isinstance(self.gradient_checkpointing, str):  # else a bool
             one_of("train.gradient_checkpointing", self.gradient_checkpointing, ("auto",))

@@ -21,6 +21,7 @@ NON_SEMANTIC += ("distill",)  # limo-exp distill's own settings: a distilled poo
 NON_SEMANTIC_LEAVES = ("eval.data_dir", "pool.data_dir", "train.checkpoint_every", "train.keep_states")
 NON_SEMANTIC_LEAVES += ("train.keep_states_at_end", "train.save", "eval.store")  # neither changes a result
 NON_SEMANTIC_LEAVES += ("train.liger_layers",)  # the same layers in fused kernels: equal to rounding
+NON_SEMANTIC_LEAVES += ("train.checkpoint_skip_layers",)  # recomputed or kept: the same activations
 EVAL_ONLY_GROUPS = ("model", "eval", "seed")  # what an evaluation without training depends on
 # Leaves added after runs existed, with the value that computes what those runs did: at that value
 # the leaf, and the leaves read only at other values of it, stay out of the key, so the runs made

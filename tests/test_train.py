@@ -10,6 +10,7 @@ from limo_exp.config import LoraConfig, TrainConfig
 from limo_exp.data.records import Example
 from limo_exp.data.synthetic import make_pool
 from limo_exp.training.loop import train
+from limo_exp.training.sft_data import IGNORE
 
 
 def _examples(n=8):
@@ -231,6 +232,7 @@ def test_the_gpu_bench_script_runs_on_a_cpu(tmp_path):
         "gradient_checkpointing": False,  # max_length 256
         "micro_batch_tokens": 256,
         "liger_layers": False,
+        "checkpoint_skip_layers": 0,
         "attention": "sdpa",
     }
     assert best["limo_16k_bf16_kahan"]["recipe"]["master_dtype"] == "bfloat16"
@@ -266,3 +268,47 @@ def test_the_gpu_bench_puts_back_what_liger_swaps_in_the_modeling_module():
         modeling_qwen2.added_by_a_patch = 1
     assert (modeling_qwen2.Qwen2MLP, modeling_qwen2.apply_rotary_pos_emb) == (mlp, rope)
     assert not hasattr(modeling_qwen2, "added_by_a_patch")
+
+
+def test_layers_kept_out_of_checkpointing_keep_activations_and_give_the_same_losses(tiny_model):
+    """train.checkpoint_skip_layers: the last n layers save their activations for the backward
+    pass (no recomputation); the losses do not change; more layers than the model has is refused."""
+    from accelerate import Accelerator
+
+    from limo_exp.config import TrainConfig
+    from limo_exp.training.loop import skip_checkpointing
+    from limo_exp.training.models import load
+    from limo_exp.training.sft_data import Tokenized
+
+    batch = {"input_ids": torch.randint(3, 500, (2, 40)), "use_cache": False}
+    batch["labels"] = batch["input_ids"].clone()
+    saved, flags = {}, {}
+    for skip in (0, 1, 2):
+        model, _ = load(str(tiny_model))
+        model.gradient_checkpointing_enable()
+        skip_checkpointing(model, skip)
+        model.train()
+        sizes: list[int] = []
+
+        def keep(t, sizes=sizes):
+            sizes.append(t.numel())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+            model(**batch)
+        saved[skip], flags[skip] = sum(sizes), [layer.gradient_checkpointing for layer in model.model.layers]
+    assert flags == {0: [True, True], 1: [True, False], 2: [False, False]}
+    assert saved[0] < saved[1] < saved[2]  # each layer kept out saves its activations
+    with pytest.raises(ValueError, match="checkpoint_skip_layers=3, but the model has 2 decoder layers"):
+        skip_checkpointing(model, 3)
+
+    rows = [Tokenized(list(range(5, 45)), [IGNORE] * 8 + list(range(13, 45)))] * 4
+    losses = {}
+    for skip in (0, 2):
+        torch.manual_seed(0)
+        model, tok = load(str(tiny_model))
+        cfg = TrainConfig(
+            lr=1e-3, max_steps=2, batch_size=2, gradient_checkpointing=True, checkpoint_skip_layers=skip
+        )
+        losses[skip] = train(model, tok, rows, cfg, Accelerator(cpu=True)).losses
+    assert losses[2] == pytest.approx(losses[0], abs=1e-6)

@@ -61,6 +61,19 @@ def checkpointing(cfg: TrainConfig) -> bool:
     return cfg.max_length > 8192 if g == "auto" else bool(g)
 
 
+def skip_checkpointing(model, n: int) -> None:
+    """Run the last ``n`` decoder layers without gradient checkpointing (their activations are
+    kept: no recomputation, more memory). ValueError when the model has fewer layers."""
+    if not n:
+        return
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers = base.get_decoder().layers
+    if n > len(layers):
+        raise ValueError(f"train.checkpoint_skip_layers={n}, but the model has {len(layers)} decoder layers")
+    for layer in layers[len(layers) - n :]:
+        layer.gradient_checkpointing = False  # transformers' GradientCheckpointingLayer reads this per call
+
+
 def accumulation_steps(cfg: TrainConfig, world_size: int = 1) -> int:
     """Micro-batches per optimizer step on each of ``world_size`` processes: ``global_batch_size /
     (batch_size x world_size)`` when a global batch is set (the same steps on 1 or 8 GPUs), else
@@ -152,6 +165,7 @@ def train(
     steps = n_optimizer_steps(len(data), cfg, world)
     if checkpointing(cfg):
         model.gradient_checkpointing_enable()
+        skip_checkpointing(model, cfg.checkpoint_skip_layers)
     low = sorted({str(p.dtype) for p in model.parameters() if p.requires_grad and p.dtype != torch.float32})
     if low and cfg.optimizer == "adamw":  # AdamW on 16-bit weights rounds small updates away
         raise ValueError(
