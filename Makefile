@@ -35,6 +35,7 @@ bench: venv
 	$(BIN)/python bench/bench_grading.py
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_loss.py
+	$(BIN)/python bench/bench_activations.py
 	$(BIN)/python bench/bench_trl.py
 	$(BIN)/python bench/bench_eval.py
 

@@ -12,7 +12,7 @@ table, fp32 master weights with bf16 autocast on both sides):
   ``auto`` picks, gradient checkpointing over 8k tokens) on one ``--seq``-token sequence per step;
 - ``limo_16k_liger_layers``: the same with ``train.liger_layers=true`` (Liger's RMSNorm, SwiGLU and
   RoPE kernels, as TRL's side gets them; skipped where Liger cannot run);
-- ``limo_16k_skip8``: the same with ``train.checkpoint_skip_layers=8`` (8 of 28 layers keep their
+- ``limo_16k_skip6``: the same with ``train.checkpoint_skip_layers=6`` (6 of 28 layers keep their
   activations instead of recomputing them: less compute, more memory);
 - ``limo_16k_mixed``: the same recipe on 8 sequences of 1/16 to 3/4 of ``--seq`` tokens a step,
   packed by best-fit decreasing into rows of ``--seq`` tokens (what LIMO-like data looks like);
@@ -73,7 +73,7 @@ SETTINGS = {
     "limo_16k": ("limo", "long", 1, {}),
     "trl_16k": ("trl", "long", 1, {}),
     "limo_16k_liger_layers": ("limo", "long", 1, {"liger_layers": True}),
-    "limo_16k_skip8": ("limo", "long", 1, {"checkpoint_skip_layers": 8}),
+    "limo_16k_skip6": ("limo", "long", 1, {"checkpoint_skip_layers": 6}),
     "limo_16k_mixed": ("limo", "mixed", 8, {}),
     "limo_16k_mixed_flex": ("limo", "mixed", 8, {"attn": "flex_attention"}),
     "limo_16k_bf16_kahan": ("limo", "long", 1, {"master_dtype": "bfloat16", "optimizer": "adamw_kahan"}),
