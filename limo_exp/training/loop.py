@@ -61,12 +61,17 @@ def checkpointing(cfg: TrainConfig) -> bool:
     return cfg.max_length > 8192 if g == "auto" else bool(g)
 
 
+def _base(model):
+    """The model itself, or under LoRA the base model the adapters wrap."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def skip_checkpointing(model, n: int) -> None:
     """Run the last ``n`` decoder layers without gradient checkpointing (their activations are
     kept: no recomputation, more memory). ValueError when the model has fewer layers."""
     if not n:
         return
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _base(model)
     layers = base.get_decoder().layers
     if n > len(layers):
         raise ValueError(f"train.checkpoint_skip_layers={n}, but the model has {len(layers)} decoder layers")
@@ -118,7 +123,7 @@ def use_loss(model, requested: str) -> str:
     ``auto`` on an architecture the target-only loss does not know."""
     from limo_exp.training import loss
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _base(model)
     if requested == "hf" or (requested == "auto" and not loss.supports(base)):
         return "hf"
     liger = requested == "liger" or (requested == "auto" and not loss.liger_missing())
@@ -177,7 +182,7 @@ def train(
     if cfg.liger_layers:  # Liger's RMSNorm / SwiGLU / RoPE kernels (CUDA), opt-in
         from limo_exp.training.loss import liger_layers
 
-        liger_layers(model.get_base_model() if hasattr(model, "get_base_model") else model)
+        liger_layers(_base(model))
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps)
     # Accelerate marks the last micro-batch of each step as the one that syncs gradients (DDP
     # all-reduce, DeepSpeed's engine step) and divides every loss by grad_accum.
