@@ -33,15 +33,22 @@ definition, ``mfu``) and with causal attention's FLOPs added (``mfu_with_attenti
 memory, the share of entries of three weight matrices that training changed (for bf16 + Kahan:
 of the weights the optimizer holds, stored value plus compensation), the losses; a
 setting that runs out of memory says so and the rest go on. Also Liger's loss against the plain
-target-only loss (target: equal to 1e-4) where Liger can run. Writes results/bench/gpu_train.json.
+target-only loss (target: equal to 1e-4) and ``train.liger_layers`` against the plain model, where
+Liger can run. Writes results/bench/gpu_train.json.
+
+Without CUDA, ``TRITON_INTERPRET=1`` (with liger-kernel, triton and numpy < 2.4 installed) runs
+Liger's kernels in Triton's CPU interpreter (see triton_interpret.py): the Liger paths then run
+and can be checked on ``--shape tiny``, at interpreter speed.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import gc
 import json
+import os
 import platform
 import random
 import tempfile
@@ -169,17 +176,15 @@ class _Pad:  # limo-exp's rows are packed: no padding is ever made
 
 
 def run_trl(model, rows, per_step, seq, clock, gpu):
-    import importlib.util
-    import os
-
     import trl
     from bench_trl import in_limo_order, trl_trainer
     from transformers import TrainerCallback
 
+    from limo_exp.training.loss import liger_missing
     from limo_exp.training.models import build_tiny_tokenizer
 
     os.environ.setdefault("WANDB_DISABLED", "true")
-    liger = gpu and importlib.util.find_spec("liger_kernel") is not None
+    liger = not liger_missing()  # CUDA (or Triton's CPU interpreter) and liger-kernel installed
     ckpt = max(len(t.input_ids) for t in rows) > 8192
 
     class Tick(TrainerCallback):
@@ -243,7 +248,10 @@ def measure(name, args, config, gpu, device) -> dict:
         torch.cuda.reset_peak_memory_stats()
     torch.manual_seed(0)
     with torch.device("cuda" if gpu else "cpu"):
-        model = Qwen2ForCausalLM._from_config(config, attn_implementation=attn)
+        # a copy: TRL's trainer writes the tokenizer's special tokens into the model's config, and
+        # the embedding's init zeroes the pad token's row, so a shared config would make every
+        # setting after a TRL one start from different weights
+        model = Qwen2ForCausalLM._from_config(copy.deepcopy(config), attn_implementation=attn)
     if extra.get("master_dtype") == "bfloat16":
         model = model.to(torch.bfloat16)
     n_params = sum(p.numel() for p in model.parameters())
@@ -283,35 +291,81 @@ def measure(name, args, config, gpu, device) -> dict:
 
 
 def liger_check(config, gpu: bool) -> dict:
-    """Liger's fused loss against the plain target-only loss, on one 8,192-token row."""
+    """Liger's fused loss against the plain target-only loss, on one 8,192-token row on CUDA (512
+    under Triton's CPU interpreter), in fp32 and under bf16 autocast."""
     import torch
 
     from limo_exp.training import loss
 
     if loss.liger_missing():
         return {"skipped": loss.liger_missing()}
+    device = "cuda" if gpu else "cpu"
     torch.manual_seed(0)
-    n, h, v = 8192, config.hidden_size, config.vocab_size
-    hidden = torch.randn(1, n, h, device="cuda", requires_grad=True)
-    weight = (0.02 * torch.randn(v, h, device="cuda")).requires_grad_()
-    labels = torch.randint(0, v, (1, n), device="cuda")
+    n, h, v = (8192 if gpu else 512), config.hidden_size, config.vocab_size
+    hidden = torch.randn(1, n, h, device=device, requires_grad=True)
+    weight = (0.02 * torch.randn(v, h, device=device)).requires_grad_()
+    labels = torch.randint(0, v, (1, n), device=device)
     labels[:, : n // 8] = -100
-    out = {}
-    for kernel in ("torch", "liger"):
-        hidden.grad = weight.grad = None
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            value = loss.target_cross_entropy(hidden, weight, labels, kernel=kernel)
-        value.backward()
-        out[kernel] = (value.item(), hidden.grad.clone(), weight.grad.clone())
-    (a, ga, wa), (b, gb, wb) = out["torch"], out["liger"]
+    result = {"targets": int((labels[:, 1:] != -100).sum())}
+    for precision in ("fp32", "bf16_autocast"):
+        out = {}
+        for kernel in ("torch", "liger"):
+            hidden.grad = weight.grad = None
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=precision != "fp32"):
+                value = loss.target_cross_entropy(hidden, weight, labels, kernel=kernel)
+            value.backward()
+            out[kernel] = (value.item(), hidden.grad.clone(), weight.grad.clone())
+        result[precision] = _compare(out["torch"], out["liger"], "torch", "liger")
+    return result
+
+
+def _compare(a, b, name_a, name_b) -> dict:
+    """Relative differences of (loss, grad, grad) or (loss, {name: grad}) pairs."""
+    (la, *ga), (lb, *gb) = a, b
+    if isinstance(ga[0], dict):
+        names = sorted(ga[0])
+        ga, gb = [ga[0][k] for k in names], [gb[0][k] for k in names]
+    diffs = [((x - y).norm() / x.norm()).item() for x, y in zip(ga, gb)]
     return {
-        "targets": int((labels[:, 1:] != -100).sum()),
-        "loss_torch": a,
-        "loss_liger": b,
-        "loss_rel_diff": abs(a - b) / abs(a),
-        "grad_hidden_rel_diff": ((ga - gb).norm() / ga.norm()).item(),
-        "grad_weight_rel_diff": ((wa - wb).norm() / wa.norm()).item(),
+        f"loss_{name_a}": la,
+        f"loss_{name_b}": lb,
+        "loss_rel_diff": abs(la - lb) / abs(la),
+        "grad_rel_diff_max": max(diffs),
     }
+
+
+def liger_layers_check(config, gpu: bool) -> dict:
+    """limo-exp's ``train.liger_layers`` (Liger's RMSNorm, SwiGLU, RoPE) against the model as it
+    is: the loss and every gradient of one forward/backward, on two layers of the shape (1,024
+    tokens on CUDA, 128 under Triton's CPU interpreter), in fp32 and under bf16 autocast."""
+    import torch
+    from transformers import Qwen2ForCausalLM
+
+    from limo_exp.training import loss
+
+    if loss.liger_missing():
+        return {"skipped": loss.liger_missing()}
+    device = "cuda" if gpu else "cpu"
+    small = type(config)(**{**config.to_dict(), "num_hidden_layers": 2})
+    n = 1024 if gpu else 128
+    ids = torch.randint(3, config.vocab_size, (1, n), generator=torch.Generator().manual_seed(2)).to(device)
+    result = {"tokens": n, "layers": 2}
+    for precision in ("fp32", "bf16_autocast"):
+        out = {}
+        for liger in (False, True):
+            with modeling_kept():
+                torch.manual_seed(0)
+                with torch.device(device):
+                    model = Qwen2ForCausalLM._from_config(small, attn_implementation="sdpa")
+                if liger:
+                    loss.liger_layers(model)
+                with torch.autocast(device, dtype=torch.bfloat16, enabled=precision != "fp32"):
+                    value = model(input_ids=ids, labels=ids).loss
+                value.backward()
+            out[liger] = (value.item(), {k: p.grad.float().clone() for k, p in model.named_parameters()})
+            del model
+        result[precision] = _compare(out[False], out[True], "plain", "liger_layers")
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -340,6 +394,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     gpu = torch.cuda.is_available()
     device = device_name()
+    interpreted = not gpu and os.environ.get("TRITON_INTERPRET") == "1" and not liger_missing()
+    if interpreted:  # Liger's kernels on the CPU, in Triton's interpreter: results, not speed
+        import triton_interpret
+
+        triton_interpret.apply()
     config = Qwen2Config(
         **SHAPES[args.shape], max_position_embeddings=max(args.seq, 4096), tie_word_embeddings=True
     )
@@ -349,12 +408,14 @@ def main(argv: list[str] | None = None) -> dict:
         "device": device,
         "machine": platform.platform(),
         "torch": torch.__version__,
+        "triton_interpreter": interpreted,
         "shape": args.shape,
         "params": sum(p.numel() for p in _meta_model(config).parameters()),
         "seq": args.seq,
         "steps": args.steps,
         "rounds": args.rounds,
         "liger_vs_plain_loss": guarded(liger_check, config, gpu),
+        "liger_layers_vs_plain": guarded(liger_layers_check, config, gpu),
         "best": {},
         "runs": runs,
     }

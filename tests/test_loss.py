@@ -152,6 +152,7 @@ def test_liger_where_it_cannot_run_is_refused(models, monkeypatch):
 
     hf, _ = models
     monkeypatch.setattr(loss, "_cuda", lambda: False)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.setattr(loss.importlib.util, "find_spec", lambda name: object())  # "installed"
     with pytest.raises(
         ValueError, match="train.loss_impl=liger: Liger's kernels are Triton kernels and need CUDA"
@@ -160,6 +161,17 @@ def test_liger_where_it_cannot_run_is_refused(models, monkeypatch):
     with pytest.raises(ValueError, match="need CUDA"):
         use_loss(copy.deepcopy(hf), "liger")
     assert use_loss(copy.deepcopy(hf), "auto") == "target_only"  # auto falls back to plain torch
+
+
+def test_liger_runs_without_cuda_under_tritons_interpreter(monkeypatch):
+    monkeypatch.setattr(loss, "_cuda", lambda: False)
+    monkeypatch.setattr(loss.importlib.util, "find_spec", lambda name: object())  # "installed"
+    for value, missing in (("1", False), ("0", True), (None, True)):
+        if value is None:
+            monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+        else:
+            monkeypatch.setenv("TRITON_INTERPRET", value)
+        assert bool(loss.liger_missing()) is missing, value
 
 
 def test_liger_layers_are_applied_to_the_model_when_asked(tiny_model, fake_liger):

@@ -20,6 +20,7 @@ through Liger's fused linear cross-entropy (Triton), which does the chunked pass
 from __future__ import annotations
 
 import importlib.util
+import os
 import types
 
 import torch
@@ -74,12 +75,20 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def _triton_interpreter() -> bool:
+    """TRITON_INTERPRET=1: Triton runs its kernels on the CPU, in numpy (slow; for checking)."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def liger_missing() -> str:
-    """Why Liger's fused linear cross-entropy cannot run here ("" when it can)."""
+    """Why Liger's kernels cannot run here ("" when they can: CUDA, or Triton's interpreter)."""
     if importlib.util.find_spec("liger_kernel") is None:
         return "liger-kernel is not installed (pip install 'limo-exp[liger]')"
-    if not _cuda():
-        return "Liger's kernels are Triton kernels and need CUDA; this machine has none"
+    if not _cuda() and not _triton_interpreter():
+        return (
+            "Liger's kernels are Triton kernels and need CUDA (or TRITON_INTERPRET=1, "
+            "Triton's CPU interpreter); this machine has none"
+        )
     return ""
 
 
