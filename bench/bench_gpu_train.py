@@ -350,7 +350,9 @@ def liger_layers_check(config, gpu: bool) -> dict:
     n = 1024 if gpu else 128
     ids = torch.randint(3, config.vocab_size, (1, n), generator=torch.Generator().manual_seed(2)).to(device)
     result = {"tokens": n, "layers": 2}
-    for precision in ("fp32", "bf16_autocast"):
+    if not gpu:  # seen: Triton 3.6's interpreter multiplies two bf16 blocks wrong (by ~1e34)
+        result["bf16_autocast"] = {"skipped": "Triton's CPU interpreter gets bf16 arithmetic wrong"}
+    for precision in ("fp32", "bf16_autocast") if gpu else ("fp32",):
         out = {}
         for liger in (False, True):
             with modeling_kept():

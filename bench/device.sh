@@ -5,6 +5,8 @@
 #
 #   bash bench/device.sh fetch [3.12]   # here, with pip online: wheels for that Python into .whl/
 #   bash bench/device.sh run            # there: install .whl/ into /tmp/site, run both GPU benches
+#   bash bench/device.sh rehearse       # here, no GPU: `run` under that machine's Python and library
+#                                       # versions, on the tiny shape, Liger in Triton's CPU interpreter
 #
 # `run` writes gpu_train.json and gpu_eval.json into $OUT when set (the device tool brings that
 # folder back), else results/bench/. TRAIN_ARGS / EVAL_ARGS pass options to the two scripts
@@ -12,7 +14,9 @@
 # the two; TRAIN_LIMIT / EVAL_LIMIT (seconds) stop a bench that runs long: 540 each when ONLY is
 # set, 330 + 240 when both run, so that one call ends inside a 10-minute limit. Both benches write
 # their file after every setting, so a stopped bench keeps what it measured. With ~10 minutes of
-# GPU: ONLY=train TRAIN_ARGS="--rounds 1" in one call, ONLY=eval in the next.
+# GPU: ONLY=train TRAIN_ARGS="--rounds 1" in one call, ONLY=eval in the next. `rehearse` builds
+# (once) a Python 3.12 venv of the image's versions in $REHEARSE_VENV (../device-rehearsal) and
+# writes into its out/ (~10 minutes on 2 cores; only fp32 results count in the interpreter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +29,14 @@ WHEELS=(
   chardet==6.0.0.post1 nltk==3.10.4
 )
 SDISTS=(antlr4-python3-runtime==4.9.3 rouge_score==0.1.2 sqlitedict==2.1.0 word2number==1.1)
+# what the lent machine's image has that the benches use (versions as its pip list showed them,
+# 2026-11; torch is the CUDA build, which imports on a machine without a GPU)
+IMAGE=(
+  torch==2.11.0 triton==3.6.0 transformers==5.17.0 accelerate==1.15.0 numpy==2.5.2
+  huggingface_hub==1.33.0 tokenizers==0.23.2 safetensors==0.8.0 peft pandas scipy matplotlib pyarrow
+  sympy jinja2 pyyaml regex requests tqdm psutil filelock fsspec xxhash aiohttp httpx sacrebleu
+  sentencepiece scikit-learn tabulate portalocker colorama lxml
+)
 
 case "${1:-}" in
 fetch)
@@ -72,8 +84,25 @@ PY
     timeout "${EVAL_LIMIT:-${one:-240}}" python3 bench/bench_gpu_eval.py --out "$out/gpu_eval.json" ${EVAL_ARGS:-} || echo "bench_gpu_eval.py: exit $?" >&2
   fi
   ;;
+rehearse)
+  # a venv of the image's versions (once: ~4 GB with torch's CUDA libraries), Python 3.12 as there
+  venv="${REHEARSE_VENV:-../device-rehearsal}"
+  if [ ! -x "$venv/bin/python3" ]; then
+    "${PYTHON312:-python3.12}" -m venv "$venv"
+    "$venv/bin/pip" install -q "${IMAGE[@]}"
+  fi
+  # Triton's interpreter needs numpy < 2.4 (bench/triton_interpret.py): first on the path, here only
+  test -d "$venv/numpy-2.3" || "$venv/bin/pip" install -q --no-deps --target "$venv/numpy-2.3" numpy==2.3.5
+  test -n "$(ls .whl/*.whl 2>/dev/null)" || bash "$0" fetch 3.12
+  mkdir -p "$venv/out"
+  # the interpreter runs Triton's kernels in numpy: minutes for the tiny shape, hence the limits
+  PATH="$venv/bin:$PATH" PYTHONPATH="$venv/numpy-2.3" TRITON_INTERPRET=1 OUT="${OUT:-$venv/out}" \
+    TRAIN_LIMIT="${TRAIN_LIMIT:-1500}" EVAL_LIMIT="${EVAL_LIMIT:-600}" \
+    TRAIN_ARGS="${TRAIN_ARGS:---shape tiny --seq 256 --steps 2 --rounds 1}" \
+    EVAL_ARGS="${EVAL_ARGS:---shape tiny --batches 1,2 --limit 2 --max-gen-toks 8}" bash "$0" run
+  ;;
 *)
-  sed -n '2,13p' "$0" >&2
+  sed -n '2,19p' "$0" >&2
   exit 2
   ;;
 esac

@@ -11,7 +11,9 @@ Triton 3.6's interpreter has two gaps that compiled Triton does not, and Liger 0
   are stubs that return None there: ``apply`` points those names at ``tl.math``'s namesakes.
 
 It also needs numpy < 2.4 (its integer arguments are 1-element arrays, which numpy 2.4 no longer
-converts to Python ints). Used by bench_gpu_train.py when there is no GPU and TRITON_INTERPRET=1.
+converts to Python ints). And it gets bf16 arithmetic wrong (seen: the product of two bf16 blocks
+off by ~1e34; loading bf16 and converting to fp32 is right), so only fp32 results mean anything
+there. Used by bench_gpu_train.py when there is no GPU and TRITON_INTERPRET=1.
 """
 
 from __future__ import annotations
