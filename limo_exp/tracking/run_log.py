@@ -145,7 +145,13 @@ def log_training(
     """Training figures and cost (device-hours over all processes, FLOPs as 6 * params * tokens),
     the loss implementation and the state a resumed attempt started from; returns the metrics."""
     tracker.set_tags(
-        {"limo.loss_impl": result.loss_impl, "limo.resumed_from_state": result.resumed_from or "none"}
+        {
+            "limo.loss_impl": result.loss_impl,
+            "limo.resumed_from_state": result.resumed_from or "none",
+            "limo.attn_implementation": result.attn_implementation or "unknown",
+            "limo.attn_reason": result.attn_reason or "unknown",
+            "limo.liger_layers": str(bool(result.liger_layers)).lower(),
+        }
     )
     metrics = {
         "train/tokens_per_s": result.tokens_per_s,

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,8 +22,26 @@ from typing import Any
 from limo_exp.config import TrainConfig
 from limo_exp.data import progress
 from limo_exp.data.records import Example
-from limo_exp.training.batching import best_fit_decreasing, prepare
-from limo_exp.training.sft_data import Tokenized, collate, pack
+from limo_exp.training.batching import prepare
+from limo_exp.training.recipe import (  # noqa: F401  (the loop's public names, as before)
+    accumulation_steps,
+    check_loss_impl,
+    n_optimizer_steps,
+    resume,
+    setup,
+    skip_checkpointing,
+    use_loss,
+)
+from limo_exp.training.sft_data import Tokenized
+from limo_exp.training.steps import (  # noqa: F401  (checkpointing: the loop's public name, as before)
+    batch_tensors,
+    checkpointing,
+    micro_size,
+    out_of_memory,
+    plan_step,
+    reads_boundaries,
+    step_order,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,99 +59,13 @@ class TrainResult:
     seen_tokens: int = 0  # tokens computed on, padding included
     real_tokens: int = 0  # tokens of the examples themselves
     seconds: float = 0.0
+    attn_implementation: str = ""  # the attention the model trained with, and why (attention.describe)
+    attn_reason: str = ""
+    liger_layers: bool = False  # Liger's RMSNorm / SwiGLU / RoPE kernels were on
 
     @property
     def tokens_per_s(self) -> float:
         return self.seen_tokens / self.seconds if self.seconds else 0.0
-
-
-def _micro(cfg: TrainConfig) -> int:
-    """Sequences per micro-batch in the step arithmetic: with a token budget, one sequence is the
-    unit (rows are formed per step), else ``batch_size``."""
-    return 1 if cfg.max_tokens_per_micro_batch else cfg.batch_size
-
-
-def checkpointing(cfg: TrainConfig) -> bool:
-    """Gradient checkpointing: as configured, or ("auto") for sequences over 8k tokens."""
-    g = cfg.gradient_checkpointing
-    return cfg.max_length > 8192 if g == "auto" else bool(g)
-
-
-def _base(model):
-    """The model itself, or under LoRA the base model the adapters wrap."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def skip_checkpointing(model, n: int) -> None:
-    """Run the last ``n`` decoder layers without gradient checkpointing (their activations are
-    kept: no recomputation, more memory). ValueError when the model has fewer layers."""
-    if not n:
-        return
-    base = _base(model)
-    layers = base.get_decoder().layers
-    if n > len(layers):
-        raise ValueError(f"train.checkpoint_skip_layers={n}, but the model has {len(layers)} decoder layers")
-    for layer in layers[len(layers) - n :]:
-        layer.gradient_checkpointing = False  # transformers' GradientCheckpointingLayer reads this per call
-
-
-def accumulation_steps(cfg: TrainConfig, world_size: int = 1) -> int:
-    """Micro-batches per optimizer step on each of ``world_size`` processes: ``global_batch_size /
-    (batch_size x world_size)`` when a global batch is set (the same steps on 1 or 8 GPUs), else
-    ``grad_accum`` (default 1). Raises ValueError when the global batch does not divide."""
-    if cfg.global_batch_size is None:
-        if cfg.max_tokens_per_micro_batch:
-            raise ValueError(
-                "train.max_tokens_per_micro_batch needs train.global_batch_size (sequences per step)"
-            )
-        return cfg.grad_accum or 1
-    per_micro = _micro(cfg) * world_size
-    accum, rest = divmod(cfg.global_batch_size, per_micro)
-    if rest or accum < 1:
-        raise ValueError(
-            f"train.global_batch_size={cfg.global_batch_size} is not a multiple of train.batch_size="
-            f"{cfg.batch_size} x {world_size} process(es) = {per_micro}: change one of them"
-        )
-    if cfg.grad_accum is not None and cfg.grad_accum != accum:
-        raise ValueError(
-            f"train.grad_accum={cfg.grad_accum} contradicts train.global_batch_size={cfg.global_batch_size} "
-            f"(= {accum} micro-batches of {cfg.batch_size} on {world_size} process(es)): set grad_accum=null"
-        )
-    return accum
-
-
-def check_loss_impl(cfg: TrainConfig) -> None:
-    """``train.loss_impl=liger`` or ``train.liger_layers`` where Liger cannot run: a ValueError
-    before any model loads."""
-    from limo_exp.training import loss
-
-    if cfg.loss_impl == "liger" and loss.liger_missing():
-        raise ValueError(f"train.loss_impl=liger: {loss.liger_missing()}; use auto or target_only")
-    if cfg.liger_layers and loss.liger_missing():
-        raise ValueError(f"train.liger_layers=true: {loss.liger_missing()}")
-
-
-def use_loss(model, requested: str) -> str:
-    """Install the target-only loss on ``model`` (its base model under LoRA) and return the loss
-    actually used: ``liger`` (Liger's fused kernel at the target positions) for ``liger``, and
-    for ``auto`` on CUDA where liger-kernel is installed; ``target_only`` (chunked, plain torch)
-    for ``target_only`` and otherwise under ``auto``; ``hf`` (full logits) for ``hf`` and for
-    ``auto`` on an architecture the target-only loss does not know."""
-    from limo_exp.training import loss
-
-    base = _base(model)
-    if requested == "hf" or (requested == "auto" and not loss.supports(base)):
-        return "hf"
-    liger = requested == "liger" or (requested == "auto" and not loss.liger_missing())
-    loss.install(base, kernel="liger" if liger else "torch")
-    return "liger" if liger else "target_only"
-
-
-def n_optimizer_steps(n_examples: int, cfg: TrainConfig, world_size: int = 1) -> int:
-    if cfg.max_steps:
-        return int(cfg.max_steps)
-    per_step = _micro(cfg) * accumulation_steps(cfg, world_size) * world_size
-    return max(1, math.ceil(cfg.epochs * n_examples / per_step))
 
 
 def train(
@@ -156,135 +86,97 @@ def train(
     check the data before loading the model). ``seed`` orders the examples over epochs (the run's seed). With ``state_dir``, training
     continues from the newest state saved there (for ``run_key``), and saves one every
     ``cfg.checkpoint_every`` steps, keeping ``cfg.keep_states``; losses restored from a state
-    are passed to ``log_metrics`` again, so the run's history is whole."""
+    are passed to ``log_metrics`` again, so the run's history is whole.
+
+    A step is planned on the host (``plan_step``), runs its forwards and backwards with nothing
+    read back from the device, and its loss is read one step later, when the next step's work is
+    already queued: the GPU never waits on Python between steps."""
     import torch
-    from transformers import get_cosine_schedule_with_warmup
 
     from limo_exp.training import checkpoints
-    from limo_exp.training.optim import make_optimizer
 
     data = examples if examples and isinstance(examples[0], Tokenized) else prepare(examples, tok, cfg)
+    ready = setup(model, data, cfg, accelerator)
+    model, opt, sched = ready.model, ready.optimizer, ready.scheduler
+    result = TrainResult(model=model, optimizer=opt, loss_impl=ready.loss_impl, sequences=len(data))
+    result.attn_implementation, result.attn_reason = ready.attn_implementation, ready.attn_reason
+    result.liger_layers = ready.liger_layers
     world, rank = accelerator.num_processes, accelerator.process_index
-    budget = cfg.max_tokens_per_micro_batch
-    accum = accumulation_steps(cfg, world)
+    budget, accum = cfg.max_tokens_per_micro_batch, accumulation_steps(cfg, world)
     steps = n_optimizer_steps(len(data), cfg, world)
-    if checkpointing(cfg):
-        model.gradient_checkpointing_enable()
-        skip_checkpointing(model, cfg.checkpoint_skip_layers)
-    low = sorted({str(p.dtype) for p in model.parameters() if p.requires_grad and p.dtype != torch.float32})
-    if low and cfg.optimizer == "adamw":  # AdamW on 16-bit weights rounds small updates away
-        raise ValueError(
-            f"trainable weights in {', '.join(low)} with train.optimizer=adamw lose most updates at "
-            f"lr={cfg.lr}: load them in train.master_dtype=float32, or use train.optimizer=adamw_kahan"
-        )
-    opt = make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay)
-    loss_impl = use_loss(model, cfg.loss_impl)
-    if cfg.liger_layers:  # Liger's RMSNorm / SwiGLU / RoPE kernels (CUDA), opt-in
-        from limo_exp.training.loss import liger_layers
-
-        liger_layers(_base(model))
-    sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps)
-    # Accelerate marks the last micro-batch of each step as the one that syncs gradients (DDP
-    # all-reduce, DeepSpeed's engine step) and divides every loss by grad_accum.
-    accelerator.gradient_accumulation_steps = 1 if budget else accum  # budget: rows vary, synced by hand
-    accelerator.step = 0
-    ds = getattr(accelerator.state, "deepspeed_plugin", None)
-    if ds is not None and budget:
-        raise ValueError("train.max_tokens_per_micro_batch is not supported with DeepSpeed: use FSDP or DDP")
-    if ds is not None:  # no dataloader is prepared, so DeepSpeed learns the micro-batch size here
-        ds.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.batch_size
-    model, opt = accelerator.prepare(model, opt)
-    if accelerator.gradient_accumulation_steps != (1 if budget else accum):
-        raise ValueError(
-            f"train.grad_accum={accum} but the Accelerate/DeepSpeed config says "
-            f"{accelerator.gradient_accumulation_steps}: remove gradient_accumulation_steps from the accelerate config"
-        )
-    model.train()
-
-    # A seeded order over epochs; each rank takes its own interleaved share of every step.
-    rng = random.Random(seed)
-    order: list[int] = []
-    micro = _micro(cfg)
-    per_step = accum * micro * world  # sequences per optimizer step
-    while len(order) < steps * per_step:
-        epoch = list(range(len(data)))
-        rng.shuffle(epoch)
-        order += epoch
-    result = TrainResult(model=model, optimizer=opt, loss_impl=loss_impl, sequences=len(data))
-    accelerator.register_for_checkpointing(sched)
-    found = checkpoints.latest(state_dir, run_key)
-    earlier = 0.0  # seconds spent by earlier attempts
-    if found is not None:
-        path, done = found
-        accelerator.load_state(str(path))  # model, optimizer, scheduler, RNG
-        result.losses, result.steps, earlier = list(done.losses), done.step, done.seconds
-        result.target_tokens, result.seen_tokens, result.real_tokens = (
-            done.target_tokens,
-            done.seen_tokens,
-            done.real_tokens,
-        )
-        result.resumed_from = str(path)
-        log.info("resuming from %s (step %d of %d)", path, done.step, steps)
-        for i, old in enumerate(done.losses):
-            log_metrics({"train/loss": old}, i + 1)
+    per_step = accum * micro_size(cfg) * world  # sequences per optimizer step
+    order = step_order(len(data), steps, per_step, seed)
+    earlier = resume(accelerator, state_dir, run_key, result, steps, log_metrics)
+    packed = cfg.packing or bool(budget) or reads_boundaries(result.attn_implementation)
+    targets = result.loss_impl != "hf"
     start, real_before = time.perf_counter(), result.real_tokens
     shown = progress.bar(
         "train", total=steps, unit="step", initial=result.steps, show=accelerator.is_main_process
     )
-    for step in range(result.steps, steps):
-        mine = [data[i] for i in order[step * per_step : (step + 1) * per_step][rank::world]]
-        if budget:  # rows of at most `budget` tokens, the fullest first
-            batches = [
-                [mine[i] for i in row]
-                for row in best_fit_decreasing([len(t.input_ids) for t in mine], budget)
-            ]
-        else:
-            batches = [mine[j : j + micro] for j in range(0, len(mine), micro)]
-        n_local = torch.tensor(float(sum(t.n_target for t in mine)), device=accelerator.device)
-        n_global = accelerator.reduce(n_local, reduction="sum").item()
-        # HF's loss is sum / num_items_in_batch: dividing by n_global / (world * grad_accum) undoes
-        # Accelerate's / grad_accum and DDP's mean over ranks, leaving sum / n_global for the step.
-        scale = n_global / (world * (1 if budget else accum))
-        loss_sum, seen, real = 0.0, 0, sum(len(t.input_ids) for t in mine)
-        for j, batch in enumerate(batches):
-            tensors = pack(batch) if cfg.packing or budget else collate(batch, tok.pad_token_id)
-            tensors = {name: t.to(accelerator.device) for name, t in tensors.items()}
-            if budget:  # gradients are reduced across ranks once, at each rank's last row
-                sync = contextlib.nullcontext() if j == len(batches) - 1 else accelerator.no_sync(model)
-            else:
-                sync = accelerator.accumulate(model)
-            with sync:
-                out = model(**tensors, use_cache=False, num_items_in_batch=scale)
-                accelerator.backward(out.loss)
-            loss_sum += out.loss.detach().float().item() * scale
-            seen += int(tensors["input_ids"].numel())
-        if cfg.max_grad_norm:
-            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        sums = torch.tensor([loss_sum, seen, real], dtype=torch.float64, device=accelerator.device)
-        total, seen_all, real_all = accelerator.reduce(sums, reduction="sum").tolist()
-        loss = total / n_global
+    pending = None  # the last step's loss, still on the device
+
+    def account(p) -> None:  # read a finished step's loss (the device is a step ahead by now)
+        step, total, lr, plan, seen = p
+        loss = accelerator.reduce(total, reduction="sum").item() / plan.n_target
         result.losses.append(loss)
-        result.steps += 1
-        result.target_tokens += int(n_global)
-        result.seen_tokens += int(seen_all)
-        result.real_tokens += int(real_all)
-        log_metrics({"train/loss": loss, "train/lr": sched.get_last_lr()[0]}, step + 1)
+        result.steps, result.target_tokens = step + 1, result.target_tokens + plan.n_target
+        result.seen_tokens, result.real_tokens = result.seen_tokens + seen, result.real_tokens + plan.real
+        log_metrics({"train/loss": loss, "train/lr": lr}, step + 1)
         tokens_s = (result.real_tokens - real_before) / max(time.perf_counter() - start, 1e-9)
         shown.set_postfix_str(f"loss {loss:.4f}, {tokens_s:,.0f} tokens/s", refresh=False)
         shown.update(1)
+
+    for step in range(result.steps, steps):
+        plan = plan_step(data, order[step * per_step : (step + 1) * per_step], cfg, world)
+        rows = plan.rows[rank]
+        # HF's loss is sum / num_items_in_batch: dividing by n_target / (world * grad_accum) undoes
+        # Accelerate's / grad_accum and DDP's mean over ranks, leaving sum / n_target for the step.
+        scale = plan.n_target / (world * (1 if budget else accum))
+        total = None
+        try:
+            for j, row in enumerate(rows):
+                tensors = batch_tensors([data[i] for i in row], tok, packed, targets, accelerator.device)
+                if budget:  # gradients are reduced across ranks once, at each rank's last row
+                    sync = contextlib.nullcontext() if j == len(rows) - 1 else accelerator.no_sync(model)
+                else:
+                    sync = accelerator.accumulate(model)
+                with sync:
+                    out = model(**tensors, use_cache=False, num_items_in_batch=scale)
+                    accelerator.backward(out.loss)
+                part = out.loss.detach().float() * scale
+                total = part if total is None else total + part
+            if cfg.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+        except torch.OutOfMemoryError as e:
+            width = max((sum(len(data[i].input_ids) for i in r) for r in rows), default=0)
+            raise out_of_memory(e, cfg, step + 1, width, state_dir, run_key) from e
+        seen = sum(_row_width(data, r, packed) for p in plan.rows for r in p if r)
+        if pending is not None:
+            account(pending)
+        pending = (step, total.to(torch.float64), sched.get_last_lr()[0], plan, seen)
         every = cfg.checkpoint_every if state_dir is not None else None
-        if every and result.steps % every == 0 and result.steps < steps:  # the last: the saved model
+        if every and (step + 1) % every == 0 and step + 1 < steps:  # the last: the saved model
+            account(pending)
+            pending = None
             r, seconds = result, earlier + time.perf_counter() - start
             done = checkpoints.Progress(
                 run_key, r.steps, r.losses, r.target_tokens, r.seen_tokens, seconds, r.real_tokens
             )
             checkpoints.save(accelerator, state_dir, done, cfg.keep_states)
+    if pending is not None:
+        account(pending)
     shown.close()
     result.seconds = earlier + time.perf_counter() - start
     return result
+
+
+def _row_width(data: list[Tokenized], row: tuple[int, ...], packed: bool) -> int:
+    """Tokens one forward computes on: the row's, or under padding the batch's width x its size."""
+    lengths = [len(data[i].input_ids) for i in row]
+    return sum(lengths) if packed else max(lengths) * len(lengths)
 
 
 def save(model, tok, out_dir: str, accelerator) -> None:

@@ -112,17 +112,39 @@ def _liger(h, weight, targets) -> torch.Tensor:
     return liger_fused_linear_cross_entropy(h, weight, targets, reduction="sum", accum_dtype=torch.float32)
 
 
-def target_cross_entropy(hidden, weight, labels, *, chunk: int = 1024, kernel: str = "torch") -> torch.Tensor:
+def target_positions(labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Where the loss is, found on the host before the batch moves to the device (so the forward
+    has no ``nonzero``, which waits for the GPU): ``target_index``, the flat positions of
+    ``labels.view(-1)`` whose next token is a target, and ``target_ids``, those targets."""
+    b, n = labels.shape
+    rows, cols = (labels[:, 1:] != IGNORE).nonzero(as_tuple=True)
+    return {"target_index": rows * n + cols, "target_ids": labels[rows, cols + 1]}
+
+
+def target_cross_entropy(
+    hidden,
+    weight,
+    labels,
+    *,
+    chunk: int = 1024,
+    kernel: str = "torch",
+    target_index: torch.Tensor | None = None,
+    target_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Summed cross-entropy of next-token prediction where ``labels[:, t + 1] != -100``.
 
     ``hidden`` (batch, seq, dim) is the decoder's output, ``weight`` (vocab, dim) the output
     layer's. Under autocast the matmuls run in autocast's dtype, the softmax in fp32.
     ``kernel="liger"`` computes the same sum with Liger's fused kernel (``chunk`` is then Liger's).
+    ``target_index`` / ``target_ids`` (``target_positions(labels)``, computed on the host) spare
+    the device a ``nonzero`` and its host sync; without them they are found here.
     """
-    shifted = labels[:, 1:]
-    rows, cols = (shifted != IGNORE).nonzero(as_tuple=True)
-    h = hidden[rows, cols]  # (n_targets, dim): only these positions reach the output layer
-    targets = shifted[rows, cols]
+    if target_index is None or target_ids is None:
+        found = target_positions(labels)
+        target_index, target_ids = found["target_index"], found["target_ids"]
+    # (n_targets, dim): only these positions reach the output layer
+    h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, target_index)
+    targets = target_ids
     if kernel == "liger":
         return _liger(h, weight, targets)
     device = hidden.device.type
@@ -155,12 +177,29 @@ def install(model, chunk: int = 1024, kernel: str = "torch"):
     if kernel == "liger" and liger_missing():
         raise ValueError(f"train.loss_impl=liger: {liger_missing()}")
 
-    def forward(self, input_ids=None, labels=None, num_items_in_batch=None, use_cache=None, **kwargs):
+    def forward(
+        self,
+        input_ids=None,
+        labels=None,
+        num_items_in_batch=None,
+        use_cache=None,
+        target_index=None,
+        target_ids=None,
+        **kwargs,
+    ):
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
         hidden = self.get_decoder()(input_ids=input_ids, use_cache=False, **kwargs).last_hidden_state
         weight = self.get_output_embeddings().weight
-        loss = target_cross_entropy(hidden, weight, labels, chunk=chunk, kernel=kernel)
+        loss = target_cross_entropy(
+            hidden,
+            weight,
+            labels,
+            chunk=chunk,
+            kernel=kernel,
+            target_index=target_index,
+            target_ids=target_ids,
+        )
         n = num_items_in_batch if num_items_in_batch is not None else (labels[:, 1:] != IGNORE).sum()
         return CausalLMOutputWithPast(loss=loss / n, logits=None)
 

@@ -204,11 +204,17 @@ def resolve(model: ModelConfig, cache_dir: str | Path) -> str:
 
 def load_for_training(path_or_id: str, model: ModelConfig, train: TrainConfig):
     """Model and tokenizer as training needs them: weights in ``train.master_dtype`` (fp32 master
-    weights by default), LoRA adapters added when ``train.lora`` is set."""
+    weights by default), attention that reads packed rows' boundaries (``attention.choose``: with
+    ``model.attn_implementation=auto``, flash-attn, else torch's varlen kernel on CUDA, else
+    per-document sdpa on the CPU), LoRA adapters added when ``train.lora`` is set."""
+    from limo_exp.training.attention import choose
+
+    attn, why = choose(model.attn_implementation, training=True)
+    log.info("training attention: %s (%s)", attn, why)
     net, tok = load(
         path_or_id,
         dtype=train.master_dtype,
-        attn=model.attn_implementation,
+        attn=attn,
         trust_remote_code=model.trust_remote_code,
         revision=model.revision,
     )

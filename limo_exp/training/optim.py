@@ -76,9 +76,12 @@ class KahanAdamW(torch.optim.Optimizer):
 
 
 def make_optimizer(params, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """``adamw`` (torch's) or ``adamw_kahan`` (above), with betas and eps at AdamW's defaults."""
+    """``adamw`` (torch's; fused when every weight is on CUDA) or ``adamw_kahan`` (above), with
+    betas and eps at AdamW's defaults."""
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        params = list(params)
+        fused = bool(params) and all(p.is_cuda for p in params)  # one kernel for all weights on CUDA
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
     if name == "adamw_kahan":
         return KahanAdamW(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"train.optimizer={name!r} is not one of {OPTIMIZERS}")

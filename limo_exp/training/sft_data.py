@@ -115,14 +115,21 @@ def collate(batch: list[Tokenized], pad_id: int):
 
 
 def pack(batch: list[Tokenized]):
-    """Concatenate sequences into one row with position ids restarting per sequence.
+    """Concatenate sequences into one row with position ids restarting per sequence, and the
+    row's document boundaries (``cu_seq_lens_q/k``, ``max_length_q/k``, computed here, on the host).
 
-    With flash-attention (varlen) the model reads the sequence boundaries from the
-    position ids, so packed and unpacked batches give the same loss. The label of the
-    first token of each sequence is -100, so no token predicts across a boundary.
+    Variable-length attention (``limo_varlen``, flash-attn's) reads the boundaries, so packed and
+    unpacked batches give the same loss and no attention crosses a document; ``sdpa`` ignores them
+    and builds a block mask from the position ids. The label of the first token of each sequence
+    is -100, so no token predicts across a boundary. An empty ``batch`` gives a one-token row
+    without targets (a forward that adds nothing, for ranks with fewer rows than others).
     """
     import torch
 
+    from limo_exp.training.attention import boundaries
+
+    if not batch:
+        batch = [Tokenized([0], [IGNORE])]
     ids, labels, pos = [], [], []
     for t in batch:
         ids += t.input_ids
@@ -132,4 +139,5 @@ def pack(batch: list[Tokenized]):
         "input_ids": torch.tensor([ids]),
         "labels": torch.tensor([labels]),
         "position_ids": torch.tensor([pos]),
+        **boundaries([len(t.input_ids) for t in batch]),
     }
