@@ -171,7 +171,7 @@ class ModelConfig(Section):
     source: str  # hub | gguf_wheel | tiny_random | path
     trust_remote_code: bool = False
     dtype: str = "auto"  # evaluation: bf16 on GPU, fp32 on CPU (training: train.master_dtype)
-    attn_implementation: str = "auto"  # training: flash-attn, else limo_varlen; evaluation: flash-attn, else sdpa
+    attn_implementation: str = "auto"  # train: flash-attn, else limo_varlen; eval: flash-attn, else sdpa
     hub_id: str | None = None  # source: hub
     revision: str | None = None  # source: hub; a commit, branch or tag (null: the default branch)
     path: str | None = None  # source: path
@@ -224,7 +224,7 @@ class TrainConfig(Section):
     master_dtype: str = "float32"  # weights + optimizer state; compute is bf16 under autocast on GPU
     optimizer: str = "adamw"  # adamw | adamw_kahan (compensated updates: needed for bf16 weights)
     loss_impl: str = "auto"  # target_only: output layer at target positions, chunked; liger: fused; hf: full
-    liger_layers: bool | str = "auto"  # Liger's RMSNorm / SwiGLU / RoPE Triton kernels; auto: on CUDA + liger-kernel
+    liger_layers: bool | str = "auto"  # Liger's RMSNorm/SwiGLU/RoPE kernels; auto: CUDA + liger-kernel
     checkpoint_every: int | None = None  # save a resumable state every n optimizer steps
     keep_states: int = 1  # the newest n states are kept
     keep_states_at_end: bool = False  # false: states are removed when the run finishes
