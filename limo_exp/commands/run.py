@@ -36,7 +36,6 @@ from limo_exp.tracking.tracker import NullTracker, make_tracker, parent_run_id
 def run(cfg: DictConfig) -> dict:
     """Run one configuration; returns its run key, MLflow run id and metrics."""
     import torch
-    from accelerate import Accelerator
     from accelerate.utils import broadcast_object_list, set_seed
 
     from limo_exp import training
@@ -51,7 +50,7 @@ def run(cfg: DictConfig) -> dict:
     c = spec.config
     registry.require_evaluable(c.eval.tasks, c.eval.data_dir)  # before any curation or model load
     gpu = torch.cuda.is_available()
-    accelerator = Accelerator(cpu=not gpu, mixed_precision="bf16" if gpu else "no")
+    accelerator = training.make_accelerator(gpu)
     main_rank, distributed = accelerator.is_main_process, accelerator.num_processes > 1
     training.accumulation_steps(c.train, accelerator.num_processes)  # the global batch divides: checked first
     training.check_loss_impl(c.train)  # a Liger loss needs CUDA and liger-kernel

@@ -29,6 +29,7 @@ from limo_exp.training.recipe import (  # noqa: F401  (the loop's public names, 
     n_optimizer_steps,
     resume,
     setup,
+    sharded,
     skip_checkpointing,
     use_loss,
 )
@@ -109,6 +110,7 @@ def train(
     earlier = resume(accelerator, state_dir, run_key, result, steps, log_metrics)
     packed = cfg.packing or bool(budget) or reads_boundaries(result.attn_implementation)
     targets = result.loss_impl != "hf"
+    fsdp = sharded(accelerator)
     start, real_before = time.perf_counter(), result.real_tokens
     shown = progress.bar(
         "train", total=steps, unit="step", initial=result.steps, show=accelerator.is_main_process
@@ -136,12 +138,15 @@ def train(
         try:
             for j, row in enumerate(rows):
                 tensors = batch_tensors([data[i] for i in row], tok, packed, targets, accelerator.device)
-                if budget:  # gradients are reduced across ranks once, at each rank's last row
+                if fsdp:  # reduce-scattered at every row: skipping it would keep whole gradients
+                    sync = contextlib.nullcontext()
+                elif budget:  # gradients are reduced across ranks once, at each rank's last row
                     sync = contextlib.nullcontext() if j == len(rows) - 1 else accelerator.no_sync(model)
                 else:
                     sync = accelerator.accumulate(model)
                 with sync:
-                    out = model(**tensors, use_cache=False, num_items_in_batch=scale)
+                    with accelerator.autocast():  # under FSDP, Accelerate leaves autocast to the loop
+                        out = model(**tensors, use_cache=False, num_items_in_batch=scale)
                     accelerator.backward(out.loss)
                 part = out.loss.detach().float() * scale
                 total = part if total is None else total + part

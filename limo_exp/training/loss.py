@@ -164,6 +164,32 @@ def supports(model) -> bool:
     )
 
 
+def output_weight(head) -> torch.Tensor:
+    """The output layer's whole weight, for a loss that reads it without calling the layer.
+
+    Under FSDP2 a weight outside its unit's forward is this rank's shard (a DTensor). Accelerate
+    puts the output layer in one unit with the final norm (and the embedding, when tied), which
+    the decoder has just run: that unit is gathered already and this is a plain read. Under any
+    other wrapping the layer's unit is gathered here. Either way the weight's gradient lands on
+    the gathered parameter, and FSDP reduce-scatters it after the backward."""
+    weight = head.weight
+    if not torch.distributed.is_available():
+        return weight
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(weight, DTensor):
+        from torch.distributed.fsdp import FSDPModule
+
+        if not isinstance(head, FSDPModule):
+            raise ValueError(
+                "target-only loss: the output layer's weight is sharded outside FSDP2 "
+                "(tensor parallelism?): use train.loss_impl=hf"
+            )
+        head.unshard()
+        weight = head.weight
+    return weight
+
+
 def install(model, chunk: int = 1024, kernel: str = "torch"):
     """Make ``model``'s forward compute the loss with ``target_cross_entropy`` (no logits are
     returned). Returns the model; raises ValueError for an architecture it does not know, or
@@ -190,7 +216,7 @@ def install(model, chunk: int = 1024, kernel: str = "torch"):
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
         hidden = self.get_decoder()(input_ids=input_ids, use_cache=False, **kwargs).last_hidden_state
-        weight = self.get_output_embeddings().weight
+        weight = output_weight(self.get_output_embeddings())
         loss = target_cross_entropy(
             hidden,
             weight,

@@ -17,6 +17,13 @@ from limo_exp.training.steps import checkpointing, micro_size
 log = logging.getLogger(__name__)
 
 
+def sharded(accelerator) -> bool:
+    """Does Accelerate shard the model (FSDP)?"""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.FSDP
+
+
 @dataclass
 class Prepared:
     model: Any  # as Accelerate wrapped it
@@ -157,7 +164,7 @@ def setup(model, data: list[Tokenized], cfg: TrainConfig, accelerator) -> Prepar
         raise ValueError("train.max_tokens_per_micro_batch is not supported with DeepSpeed: use FSDP or DDP")
     if ds is not None:  # no dataloader is prepared, so DeepSpeed learns the micro-batch size here
         ds.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.batch_size
-    if accelerator.device.type == "cuda" and ds is None:
+    if accelerator.device.type == "cuda" and ds is None and not sharded(accelerator):
         model = model.to(accelerator.device)  # before the optimizer: fused AdamW's state on the GPU
     opt = make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps)
@@ -193,3 +200,36 @@ def resume(accelerator, state_dir, run_key: str, result, steps: int, log_metrics
     for i, old in enumerate(done.losses):
         log_metrics({"train/loss": old}, i + 1)
     return done.seconds
+
+
+def make_accelerator(gpu: bool):
+    """The Accelerator of the topology ``accelerate launch --config_file conf/accelerate/<name>.yaml``
+    put in the environment, with the recipe's numerics on every one: fp32 master weights and, on
+    a GPU, bf16 autocast compute (``mixed_precision`` in the accelerate config is not read).
+
+    Under FSDP the fp32 weights are sharded and gathered, and the gradients reduced, in fp32 (an
+    FSDP2 MixedPrecisionPolicy without casts: Accelerate's bf16 policy would compute with bf16
+    weights and activations, reduce gradients in bf16 and round the loss to bf16). The bf16
+    compute is autocast's, as on one process; under FSDP Accelerate does not wrap the forward in
+    it, the training loop does (``accelerator.autocast()``). On a CPU, where Accelerate quietly
+    trains with DDP over gloo instead, FSDP is turned on by hand: FSDP2 runs over gloo, so a CPU
+    run shards as a GPU run does (tests/test_fsdp.py)."""
+    import os
+
+    from accelerate import Accelerator, FullyShardedDataParallelPlugin, PartialState
+    from accelerate.utils import DistributedType
+
+    fsdp = None
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+
+        # the rest of the plugin (version, wrapping, resharding, loading) from the launcher's FSDP_* variables
+        fsdp = FullyShardedDataParallelPlugin(mixed_precision_policy=MixedPrecisionPolicy())
+    accelerator = Accelerator(cpu=not gpu, mixed_precision="bf16" if gpu else "no", fsdp_plugin=fsdp)
+    if fsdp is not None and accelerator.distributed_type == DistributedType.MULTI_CPU:
+        # what Accelerate's state does for FSDP on GPUs, in both of its shared states (a later
+        # AcceleratorState() re-reads the partial one)
+        accelerator.state.fsdp_plugin = fsdp
+        accelerator.state.distributed_type = DistributedType.FSDP
+        PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    return accelerator
