@@ -6,15 +6,21 @@
 Same random-init model (Qwen2 shape, SmolLM2's tokenizer and vocabulary), same MATH-train
 examples tokenised once by limo-exp (loss on the assistant's tokens only; TRL gets them as
 input_ids + completion_mask), same order (TRL with a sequential sampler over limo-exp's seeded
-order), same global batch, lr, cosine schedule, AdamW and clipping, fp32. limo-exp: packed
-token-budget rows and the target-only loss; TRL: padding-free. Runs alternate after a warm-up;
-reports real (example) tokens/s per side, their ratio, and the largest difference between the
-two loss curves. Writes results/bench/trl.json.
+order), same global batch, lr, cosine schedule, AdamW, clipping and gradient checkpointing
+(limo-exp's rule for ``max_length``: off here; TRL's own default is on), fp32. limo-exp: packed
+token-budget rows, the target-only loss and the attention ``attention.choose("auto")`` gives
+training (on a CPU ``limo_varlen``: each packed document alone); TRL: padding-free, ``sdpa`` (a
+block mask over its one row a step). Runs alternate after a one-step warm-up; reports real
+(example) tokens/s per side, their ratio, the largest difference between the two loss curves,
+and per side the query-key pairs attention computed over those per-document attention needs
+(``attention_flops_ratio``, counted in the warm-up step: 1.0 means no work across documents).
+Writes results/bench/trl.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -104,9 +110,10 @@ def main() -> None:
     from limo_exp.config import LIMO_INSTRUCTION, ModelConfig, TrainConfig
     from limo_exp.data.pools import load_pool
     from limo_exp.data.records import Example
-    from limo_exp.training import models
+    from limo_exp.training import attention, models
     from limo_exp.training.batching import prepare
     from limo_exp.training.loop import train
+    from limo_exp.training.steps import checkpointing
 
     smol = ModelConfig.from_dict(
         OmegaConf.to_container(OmegaConf.load(REPO / "conf/model/smollm2_135m_instruct.yaml"))
@@ -142,30 +149,48 @@ def main() -> None:
     init = Qwen2ForCausalLM(config)
     n_params = sum(p.numel() for p in init.parameters())
     rows = in_limo_order(data)
+    ours, ours_why = attention.choose("auto")
+    ckpt = checkpointing(cfg)  # TRL's SFTConfig turns it on by default: the same on both sides
+    work = {}  # side: the attention work of its warm-up step
+
+    def counted(side: str, model):
+        return contextlib.nullcontext() if side in work else attention.count_attention(model)
 
     def run_ours(max_steps: int):
         model = copy.deepcopy(init)
+        model.set_attn_implementation(ours)
         t = time.perf_counter()
-        res = train(
-            model,
-            tok,
-            data,
-            TrainConfig(**{**cfg.to_dict(), "max_steps": max_steps, "lora": None}),
-            Accelerator(cpu=True),
-        )
+        with counted("limo_exp", model) as seen:
+            res = train(
+                model,
+                tok,
+                data,
+                TrainConfig(**{**cfg.to_dict(), "max_steps": max_steps, "lora": None}),
+                Accelerator(cpu=True),
+            )
+        work.setdefault("limo_exp", seen)
         return time.perf_counter() - t, res.losses
 
     def run_trl(max_steps: int):
-        with tempfile.TemporaryDirectory() as out:
+        model = copy.deepcopy(init)  # sdpa
+        with tempfile.TemporaryDirectory() as out, counted("trl", model) as seen:
             trainer = trl_trainer(
-                copy.deepcopy(init), rows, tok, out, batch=args.batch, max_steps=max_steps, lr=cfg.lr
+                model,
+                rows,
+                tok,
+                out,
+                batch=args.batch,
+                max_steps=max_steps,
+                lr=cfg.lr,
+                gradient_checkpointing=ckpt,
             )
             t = time.perf_counter()
             trainer.train()
             seconds = time.perf_counter() - t
+        work.setdefault("trl", seen)
         return seconds, [h["loss"] for h in trainer.state.log_history if "loss" in h]
 
-    run_ours(1), run_trl(1)  # warm-up
+    run_ours(1), run_trl(1)  # warm-up, one step: the attention work is counted here
     times: dict[str, list[float]] = {"limo_exp": [], "trl": []}
     curves = {}
     for _ in range(args.repeats):  # interleaved
@@ -186,6 +211,14 @@ def main() -> None:
         "seconds": times,
         "real_tokens_per_s_median": tps,
         "speedup_limo_exp_over_trl": round(tps["limo_exp"] / tps["trl"], 2),
+        "attention": {"limo_exp": ours, "trl": init.config._attn_implementation},
+        "attention_reason": ours_why,
+        "gradient_checkpointing": ckpt,
+        "attention_flops_ratio": {side: round(w.ratio, 3) for side, w in work.items()},
+        "attention_work": {
+            side: {"computed": w.computed, "needed": w.needed, "calls": w.calls, "masks": w.masks}
+            for side, w in work.items()
+        },
         "losses": curves,
         "max_loss_diff": max(abs(a - b) for a, b in zip(curves["limo_exp"], curves["trl"])),
     }

@@ -4,7 +4,7 @@
 # accelerate, peft, triton, pandas, scipy, matplotlib and pyarrow.
 #
 #   bash bench/device.sh fetch [3.12]   # here, with pip online: wheels for that Python into .whl/
-#   bash bench/device.sh run            # there: install .whl/ into /tmp/site, run both GPU benches
+#   bash bench/device.sh run            # there: install .whl/ into $SITE (/tmp/site), run both GPU benches
 #   bash bench/device.sh rehearse       # here, no GPU: `run` under that machine's Python and library
 #                                       # versions, on the tiny shape, Liger in Triton's CPU interpreter
 #
@@ -13,8 +13,10 @@
 # (e.g. TRAIN_ARGS="--settings limo_16k,trl_16k --rounds 1"); ONLY=train or ONLY=eval runs one of
 # the two; TRAIN_LIMIT / EVAL_LIMIT (seconds) stop a bench that runs long: 540 each when ONLY is
 # set, 330 + 240 when both run, so that one call ends inside a 10-minute limit. Both benches write
-# their file after every setting, so a stopped bench keeps what it measured. With ~10 minutes of
-# GPU: ONLY=train TRAIN_ARGS="--rounds 1" in one call, ONLY=eval in the next. `rehearse` builds
+# their file after every setting, so a stopped bench keeps what it measured; the training bench
+# also gets --budget (its limit less 30 s) and skips a setting it expects to end past it. With
+# ~10 minutes of GPU: `ONLY=train bash bench/device.sh run` in one call (~8-9 minutes on an H200:
+# the issue's target settings twice, the others once), ONLY=eval in the next. `rehearse` builds
 # (once) a Python 3.12 venv of the image's versions in $REHEARSE_VENV (../device-rehearsal) and
 # writes into its out/ (~10 minutes on 2 cores; only fp32 results count in the interpreter).
 set -euo pipefail
@@ -52,8 +54,9 @@ fetch)
   ;;
 run)
   test -n "$(ls .whl/*.whl 2>/dev/null)" || { echo "no .whl/: run 'bash bench/device.sh fetch' first and carry .whl" >&2; exit 2; }
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+  site="${SITE:-/tmp/site}"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl
+  export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
   out="${OUT:-results/bench}"
   mkdir -p "$out"
   # what the machine has, and whether the carried packages import on it (a failure is printed, not fatal)
@@ -77,7 +80,8 @@ PY
   if [ -n "$only" ]; then one=540; else one=""; fi
   if [ "$only" != eval ]; then
     # shellcheck disable=SC2086
-    timeout "${TRAIN_LIMIT:-${one:-330}}" python3 bench/bench_gpu_train.py --out "$out/gpu_train.json" ${TRAIN_ARGS:-} || echo "bench_gpu_train.py: exit $?" >&2
+    limit="${TRAIN_LIMIT:-${one:-330}}"
+    timeout "$limit" python3 bench/bench_gpu_train.py --out "$out/gpu_train.json" --budget $((limit - 30)) ${TRAIN_ARGS:-} || echo "bench_gpu_train.py: exit $?" >&2
   fi
   if [ "$only" != train ]; then
     # shellcheck disable=SC2086
@@ -87,22 +91,28 @@ PY
 rehearse)
   # a venv of the image's versions (once: ~4 GB with torch's CUDA libraries), Python 3.12 as there
   venv="${REHEARSE_VENV:-../device-rehearsal}"
-  if [ ! -x "$venv/bin/python3" ]; then
-    "${PYTHON312:-python3.12}" -m venv "$venv"
+  if [ ! -e "$venv/.installed" ]; then  # the marker: a build that stopped half-way is built again
+    py="${PYTHON312:-python3.12}"
+    # a pyenv shim for a version that is installed but not selected fails: take pyenv's own copy
+    "$py" -V >/dev/null 2>&1 || py="$(ls -d "$(pyenv root 2>/dev/null || echo ~/.pyenv)"/versions/3.12*/bin/python3.12 2>/dev/null | tail -1)"
+    test -n "$py" || { echo "no Python 3.12: set PYTHON312" >&2; exit 2; }
+    "$py" -m venv "$venv"
     "$venv/bin/pip" install -q "${IMAGE[@]}"
+    touch "$venv/.installed"
   fi
   # Triton's interpreter needs numpy < 2.4 (bench/triton_interpret.py): first on the path, here only
   test -d "$venv/numpy-2.3" || "$venv/bin/pip" install -q --no-deps --target "$venv/numpy-2.3" numpy==2.3.5
   test -n "$(ls .whl/*.whl 2>/dev/null)" || bash "$0" fetch 3.12
   mkdir -p "$venv/out"
   # the interpreter runs Triton's kernels in numpy: minutes for the tiny shape, hence the limits
-  PATH="$venv/bin:$PATH" PYTHONPATH="$venv/numpy-2.3" TRITON_INTERPRET=1 OUT="${OUT:-$venv/out}" \
+  # the carried wheels go into the venv's own site/: a shared /tmp/site may be another run's
+  PATH="$venv/bin:$PATH" PYTHONPATH="$venv/numpy-2.3" TRITON_INTERPRET=1 OUT="${OUT:-$venv/out}" SITE="$venv/site" \
     TRAIN_LIMIT="${TRAIN_LIMIT:-1500}" EVAL_LIMIT="${EVAL_LIMIT:-600}" \
     TRAIN_ARGS="${TRAIN_ARGS:---shape tiny --seq 256 --steps 2 --rounds 1}" \
     EVAL_ARGS="${EVAL_ARGS:---shape tiny --batches 1,2 --limit 2 --max-gen-toks 8}" bash "$0" run
   ;;
 *)
-  sed -n '2,19p' "$0" >&2
+  sed -n '2,21p' "$0" >&2
   exit 2
   ;;
 esac

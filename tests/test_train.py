@@ -24,7 +24,7 @@ def _run(tiny_model, **kw):
 
     torch.manual_seed(0)
     model, tok = load(str(tiny_model))
-    cfg = TrainConfig(lr=1e-3, max_steps=2, instruction="Reason.", **kw)
+    cfg = TrainConfig(**{"lr": 1e-3, "max_steps": 2, "instruction": "Reason."} | kw)
     return train(model, tok, _examples(), cfg, Accelerator(cpu=True)), model
 
 
@@ -213,15 +213,19 @@ def test_token_budget_on_two_processes_matches_one(tiny_model, tmp_path):
 
 def test_the_gpu_bench_script_runs_on_a_cpu(tmp_path):
     """bench/bench_gpu_train.py is meant for a CUDA machine; its tiny shape keeps it working here.
-    limo-exp and TRL see the same sequences in the same order, so their losses agree."""
+    limo-exp and TRL see the same sequences in the same order, so their losses agree; limo-exp's
+    varlen attention computes no pair across documents where sdpa's block mask does, for the
+    same losses; FSDP2 in one process gives the losses of the plain recipe."""
     import importlib.util
     import sys
     from pathlib import Path
 
+    from limo_exp.training import attention
+
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     import bench_gpu_train
 
-    settings = "limo_16k,limo_16k_bf16_kahan,limo_b8,trl_b8"
+    settings = "limo_16k,limo_16k_bf16_kahan,limo_b8,trl_b8,limo_16k_mixed,limo_16k_mixed_sdpa,limo_16k_fsdp"
     args = ["--shape", "tiny", "--seq", "256", "--steps", "2", "--rounds", "1", "--settings", settings]
     out = bench_gpu_train.main([*args, "--out", str(tmp_path / "g.json")])
     best = out["best"]
@@ -233,27 +237,75 @@ def test_the_gpu_bench_script_runs_on_a_cpu(tmp_path):
         "micro_batch_tokens": 256,
         "liger_layers": False,
         "checkpoint_skip_layers": 0,
-        "attention": "sdpa",
+        "attention": attention.NAME,  # what choose("auto") gives training on a CPU
+        "attention_reason": attention.choose("auto")[1],
     }
     assert best["limo_16k_bf16_kahan"]["recipe"]["master_dtype"] == "bfloat16"
-    for name in ("limo_16k", "limo_16k_bf16_kahan", "limo_b8"):
+    for name in ("limo_16k", "limo_16k_bf16_kahan", "limo_b8", "limo_16k_mixed", "limo_16k_fsdp"):
         assert len(best[name]["losses"]) == 3 and best[name]["real_tokens_per_s"] > 0
         assert min(best[name]["changed_fraction"].values()) >= 0.99  # no lost updates, bf16 + Kahan too
     assert best["limo_16k"]["losses"] == pytest.approx([6.23989, 6.25211, 6.25634], abs=1e-4)
     assert best["limo_16k_bf16_kahan"]["losses"] == pytest.approx(best["limo_16k"]["losses"], abs=1e-3)
+    # packed rows of several documents: varlen computes what they need, sdpa's mask more, same losses
+    mixed, dense = best["limo_16k_mixed"], best["limo_16k_mixed_sdpa"]
+    assert mixed["attention_flops_ratio"] == 1.0 and dense["attention_flops_ratio"] > 1.5
+    assert dense["recipe"]["attention"] == "sdpa" and dense["attention_work"]["masks"] > 0
+    assert dense["losses"] == pytest.approx(mixed["losses"], abs=1e-5)
+    fsdp = best["limo_16k_fsdp"]
+    assert fsdp["recipe"]["fsdp"]["version"] == 2 and fsdp["recipe"]["fsdp"]["processes"] == 1
+    assert fsdp["losses"] == pytest.approx(best["limo_16k"]["losses"], abs=1e-5)
+    assert out["summary"]["limo_16k"]["round_spread"] is None  # one round
     from limo_exp.training.loss import liger_missing
 
     assert liger_missing()  # no CUDA here
     assert out["liger_vs_plain_loss"] == out["liger_layers_vs_plain"] == {"skipped": liger_missing()}
     if importlib.util.find_spec("trl") is None:  # make test's venv: the bench extra is not installed
-        assert best["trl_b8"] == {"skipped": "trl is not installed (pip install -e '.[bench]')"}
+        assert best["trl_b8"]["skipped"] == "trl is not installed (pip install -e '.[bench]')"
+        assert out["targets"]["checks"]["limo_b8_vs_trl_b8"]["pass"] is None
     else:
         assert best["trl_b8"]["losses"] == pytest.approx(best["limo_b8"]["losses"], abs=1e-4)
+        assert best["trl_b8"]["attention_flops_ratio"] > 1.5  # one padding-free row, a block mask
+        assert out["targets"]["checks"]["limo_b8_vs_trl_b8"]["value"] > 0
         # round 2 runs TRL first; its trainer writes the tokenizer's special tokens into the model's
-        # config, which must not change the weights the next setting starts from
+        # config, which must not change the weights the next setting starts from (nor must the FSDP
+        # setting of the call before leave Accelerate's state behind)
         args[args.index("--rounds") + 1], args[-1] = "2", "limo_b8,trl_b8"
-        runs = bench_gpu_train.main([*args, "--out", str(tmp_path / "g2.json")])["runs"]
+        again = bench_gpu_train.main([*args, "--out", str(tmp_path / "g2.json")])
+        runs = again["runs"]
         assert runs["limo_b8"][1]["losses"] == runs["limo_b8"][0]["losses"] == best["limo_b8"]["losses"]
+        assert runs["trl_b8"][1]["losses"] == pytest.approx(best["trl_b8"]["losses"], abs=1e-6)
+        assert len(again["summary"]["limo_b8"]["rounds"]) == 2
+        assert again["targets"]["checks"]["limo_b8_round_spread"]["value"] is not None
+
+
+def test_the_gpu_bench_runs_the_targets_first_and_checks_them():
+    """The targets' settings run --rounds times (interleaved) before the others run once, so a run
+    stopped by its time limit keeps them; the targets section reads the issue's ratios."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import bench_gpu_train as b
+
+    order = [name for _, name in b.schedule(b.DEFAULT, 2, 1)]
+    assert order == b.TARGETED + b.TARGETED[::-1] + b.EXTRA
+    assert order[:2] == ["limo_16k_mixed", "trl_16k_mixed"]
+    row = {"round_spread": 0.05, "peak_memory_gb": 10.0, "mfu": 0.2}
+    summary = {name: dict(row, real_tokens_per_s=100.0, rounds=[100.0, 95.0]) for name in b.TARGETED}
+    summary["limo_16k_mixed"] |= {"real_tokens_per_s": 400.0, "rounds": [400.0, 390.0], "mfu": 0.31}
+    summary["limo_b8"] |= {"peak_memory_gb": 12.0}
+    summary.pop("trl_b32")
+    got = b.targets(summary)
+    checks = got["checks"]
+    assert checks["limo_16k_mixed_mfu"]["pass"] and checks["limo_16k_mixed_vs_trl_16k_mixed"]["value"] == 4.0
+    assert checks["limo_16k_mixed_vs_trl_16k_mixed"]["rounds"] == [4.0, pytest.approx(4.105, abs=1e-3)]
+    assert got["failed"] == ["limo_16k_vs_trl_16k", "limo_b8_vs_trl_b8", "limo_b8_peak_vs_trl_b8"]
+    assert got["unmeasured"] == ["limo_b32_vs_trl_b32", "limo_b32_peak_vs_trl_b32", "trl_b32_round_spread"]
+    # a later round's estimate is what the setting took before; an H200 table figure otherwise
+    runs = {"limo_b8": [{"real_tokens_per_s": 1.0, "seconds": 12.5}]}
+    assert b.expected("limo_b8", 3, {}, runs) == (12.5, "as its last round")
+    assert b.expected("trl_b8", 3, b.H200_SECONDS, runs)[0] == pytest.approx(15 + 4 * 0.2)
+    assert b.expected("trl_b8", 3, {}, runs) is None
 
 
 def test_the_gpu_bench_puts_back_what_liger_swaps_in_the_modeling_module():
@@ -317,3 +369,108 @@ def test_layers_kept_out_of_checkpointing_keep_activations_and_give_the_same_los
         )
         losses[skip] = train(model, tok, rows, cfg, Accelerator(cpu=True)).losses
     assert losses[2] == pytest.approx(losses[0], abs=1e-6)
+
+
+def _toks(lengths):
+    from limo_exp.training.sft_data import Tokenized
+
+    return [Tokenized(list(range(3, 3 + n)), [IGNORE] * 2 + list(range(5, 3 + n))) for n in lengths]
+
+
+def test_the_step_plan_gives_every_rank_the_same_number_of_forwards():
+    from limo_exp.training.steps import plan_step
+
+    data = _toks([100, 90, 30, 20, 10, 60, 50, 40])
+    cfg = TrainConfig(max_tokens_per_micro_batch=100, global_batch_size=8, max_length=100)
+    one = plan_step(data, list(range(8)), cfg, 1)
+    assert one.rows == (((0,), (1, 4), (5, 7), (6, 2, 3)),)
+    two = plan_step(data, list(range(8)), cfg, 2)
+    # rank 0 takes 0, 2, 4, 6 (100; 50+30+10) and rank 1 takes 1, 3, 5, 7 (90; 60+40; 20): rank 0
+    # gets an empty forward so both run three
+    assert two.rows == (((0,), (6, 2, 4), ()), ((1,), (5, 7), (3,)))
+    assert two.n_target == one.n_target == sum(t.n_target for t in data) == 384
+    assert two.real == 400
+    plain = plan_step(data, list(range(8)), TrainConfig(batch_size=2, global_batch_size=8), 2)
+    assert plain.rows == (((0, 2), (4, 6)), ((1, 3), (5, 7)))  # each rank its share, in order
+
+
+def test_a_step_reads_nothing_back_from_the_device_but_its_loss(tiny_model, monkeypatch):
+    """One .item() per optimizer step (the lagged loss read), none per micro-batch; the loss gets
+    its target positions from the host (no nonzero on the device)."""
+    from limo_exp.training import loss as loss_mod
+
+    calls = {"item": 0, "loss": 0}
+    real_item, real_ce = torch.Tensor.item, loss_mod.target_cross_entropy
+
+    def item(self):  # torch's single-tensor AdamW reads its CPU step counter: not a device sync
+        import traceback
+
+        if not any("torch/optim" in f.filename for f in traceback.extract_stack()[-4:]):
+            calls["item"] += 1
+        return real_item(self)
+
+    def ce(*a, target_index=None, target_ids=None, **k):
+        assert target_index is not None and target_ids is not None
+        calls["loss"] += 1
+        return real_ce(*a, target_index=target_index, target_ids=target_ids, **k)
+
+    monkeypatch.setattr(torch.Tensor, "item", item)
+    monkeypatch.setattr(loss_mod, "target_cross_entropy", ce)
+    res, _ = _run(tiny_model, batch_size=1, grad_accum=2, max_steps=3)
+    assert res.steps == 3 and calls == {"item": 3, "loss": 6}
+
+
+def test_out_of_memory_names_the_key_the_memory_and_the_kept_state(tiny_model, tmp_path):
+    from accelerate import Accelerator
+
+    from limo_exp.training import checkpoints
+    from limo_exp.training.models import load
+    from limo_exp.training.steps import StepOutOfMemory
+
+    torch.manual_seed(0)
+    model, tok = load(str(tiny_model))
+    decoder = model.get_decoder()  # the loss installs its own forward on the model, not the decoder
+    forward, calls = decoder.forward, {"n": 0}
+
+    def failing(*a, **k):
+        calls["n"] += 1
+        if calls["n"] > 2:  # steps 1 and 2 (one row each) run; step 3 asks for too much
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.50 GiB. GPU 0 has ...")
+        return forward(*a, **k)
+
+    decoder.forward = failing
+    cfg = TrainConfig(
+        lr=1e-3,
+        max_steps=4,
+        max_tokens_per_micro_batch=4096,
+        global_batch_size=2,
+        checkpoint_every=2,
+        instruction="Reason.",
+    )
+    with pytest.raises(StepOutOfMemory) as err:
+        train(model, tok, _examples(), cfg, Accelerator(cpu=True), state_dir=tmp_path / "state", run_key="k")
+    msg = str(err.value)
+    assert "training step 3" in msg and "3.50 GiB" in msg
+    assert "lower train.max_tokens_per_micro_batch=4096" in msg and "gradient_checkpointing=true" in msg
+    assert "step 2) is kept" in msg and checkpoints.latest(tmp_path / "state", "k")[1].step == 2
+
+
+def test_training_with_varlen_attention_gives_the_losses_of_sdpa(tiny_model):
+    """limo_varlen (the CPU path: each packed document alone) against sdpa (a block mask from the
+    position ids), on padded batches (packed under varlen) and on token-budget rows."""
+    from accelerate import Accelerator
+
+    from limo_exp.training.attention import NAME
+    from limo_exp.training.models import load
+
+    def run(attn, **kw):
+        torch.manual_seed(0)
+        model, tok = load(str(tiny_model), attn=attn)
+        cfg = TrainConfig(lr=1e-3, max_steps=2, instruction="Reason.", **kw)
+        return train(model, tok, _examples(), cfg, Accelerator(cpu=True))
+
+    for kw in ({"batch_size": 4}, {"max_tokens_per_micro_batch": 600, "global_batch_size": 4}):
+        a, b = run("sdpa", **kw), run(NAME, **kw)
+        assert b.attn_implementation == NAME and a.attn_implementation == "sdpa"
+        assert b.losses == pytest.approx(a.losses, rel=1e-5)
+        assert b.real_tokens == a.real_tokens and b.seen_tokens == b.real_tokens  # packed: no padding
