@@ -10,6 +10,7 @@ from limo_exp.typed import ConfigError, Section, one_of
 
 LIMO_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 BACKENDS = ("auto", "hf", "vllm")  # auto: vLLM when CUDA and vllm are present, else hf
+HF_DECODINGS = ("auto", "eager", "static", "compiled")  # eval.hf_decoding (limo_exp.evaluation.hf)
 
 
 @dataclass
@@ -55,6 +56,8 @@ class EvalConfig(Section):
     batch_size: int | str = (
         "auto"  # hf: sequences per generate call; auto: 64 on CUDA (halved on OOM), 1 on CPU
     )
+    hf_decoding: str = "auto"  # hf: auto (compiled on CUDA, eager on CPU) | eager | static | compiled
+    max_batch_size: int = 128  # hf static/compiled: caps batch_size=auto, fitted to free GPU memory
     max_gen_toks: int = 32768
     num_samples: int | dict[str, int] = 1  # n samples per question, or per task {limo_aime24: 64, default: 4}
     temperature: float = 0.0  # 0: greedy
@@ -71,6 +74,9 @@ class EvalConfig(Section):
 
     def __post_init__(self):
         one_of("eval.backend", self.backend, BACKENDS)
+        one_of("eval.hf_decoding", self.hf_decoding, HF_DECODINGS)
+        if self.max_batch_size < 1:
+            raise ConfigError(f"eval.max_batch_size must be >= 1, got {self.max_batch_size}")
         if isinstance(self.batch_size, str):
             one_of("eval.batch_size", self.batch_size, ("auto",))
         elif self.batch_size < 1:
@@ -115,6 +121,8 @@ class DistillConfig(Section):
     max_gen_toks: int = 2048
     backend: str = "auto"  # auto: vLLM when CUDA and vllm are present, else hf
     batch_size: int | str = "auto"
+    hf_decoding: str = "auto"  # as eval.hf_decoding
+    max_batch_size: int = 128  # as eval.max_batch_size
     tensor_parallel_size: int = 1
     limit: int | None = None  # the first n problems of the pool
     instruction: str = LIMO_INSTRUCTION  # cot: the user turn is the problem and this instruction
@@ -127,9 +135,18 @@ class DistillConfig(Section):
     def __post_init__(self):
         one_of("distill.mode", self.mode, DISTILL_MODES)
         one_of("distill.backend", self.backend, BACKENDS)
+        one_of("distill.hf_decoding", self.hf_decoding, HF_DECODINGS)
         if isinstance(self.batch_size, str):
             one_of("distill.batch_size", self.batch_size, ("auto",))
-        for key in ("k", "max_gen_toks", "batch_size", "limit", "max_per_problem", "tensor_parallel_size"):
+        for key in (
+            "k",
+            "max_gen_toks",
+            "batch_size",
+            "max_batch_size",
+            "limit",
+            "max_per_problem",
+            "tensor_parallel_size",
+        ):
             v = getattr(self, key)
             if isinstance(v, int) and v < 1:
                 raise ConfigError(f"distill.{key} must be >= 1, got {v}")

@@ -157,6 +157,7 @@ def eval_options(c: Config) -> dict:
     return {
         "dtype": dtype,
         "trust_remote_code": c.model.trust_remote_code,
+        "attn_implementation": c.model.attn_implementation,
         "seed": c.seed,
         "store_dir": store,
     }

@@ -53,7 +53,8 @@ def run_distill(cfg: DictConfig) -> dict:
     from limo_exp.data.fingerprints import pool_fingerprint
     from limo_exp.distill import distill, kind_of, write_outputs
     from limo_exp.evaluation import backend as be
-    from limo_exp.evaluation.engines import make_engine
+    from limo_exp.evaluation.backend import make_engine
+    from limo_exp.evaluation.engines import engine_options
     from limo_exp.evaluation.store import model_fingerprint, response_store
     from limo_exp.tracking import run_log
     from limo_exp.tracking.tracker import make_tracker
@@ -85,9 +86,10 @@ def run_distill(cfg: DictConfig) -> dict:
     d = replace(d, max_gen_toks=be.fit_generation_budget(d.max_gen_toks, context))
     store = response_store(d.store, opts["store_dir"], fp)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    engine_kw = {"dtype": opts["dtype"], "seed": c.seed, "revision": c.model.revision, "device": device}
-    engine_kw |= {"trust_remote_code": c.model.trust_remote_code, "batch_size": d.batch_size}
-    engine_kw |= {"tensor_parallel_size": d.tensor_parallel_size, "max_model_len": context}
+    engine_opts = engine_options(
+        d, context=context, dtype=opts["dtype"], seed=c.seed, device=device, revision=c.model.revision,
+        trust_remote_code=c.model.trust_remote_code, attn_implementation=opts["attn_implementation"],
+    )  # fmt: skip
 
     tags = {"limo.base_model": base, "limo.teacher": c.model.name} | hub.as_tags(hub.loaded())
     with tracker.run(
@@ -100,7 +102,7 @@ def run_distill(cfg: DictConfig) -> dict:
             teacher=c.model.name,
             tokenizer=tok,
             store=store,
-            engine_factory=lambda: make_engine(backend, base, **engine_kw),
+            engine_factory=lambda: make_engine(backend, base, engine_opts),
         )
         manifest = {"key": key, "teacher": c.model.name, "teacher_path": base, "teacher_fingerprint": fp,
                     "kind": kind_of(c.model.name, d.mode), "backend": backend, "pool": c.pool.name,

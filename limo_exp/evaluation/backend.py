@@ -4,10 +4,12 @@ generation budget that fits the model's context, and the generation settings."""
 from __future__ import annotations
 
 import logging
+import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from limo_exp.config import BACKENDS
+from limo_exp.evaluation.engines import EngineOptions
 
 log = logging.getLogger(__name__)
 
@@ -104,3 +106,14 @@ def warn_slow_generation(backend: str, device: str, tasks: dict, suite, max_gen_
             batch,
         )
     return hours
+
+
+def make_engine(backend: str, model_path: str, opts: EngineOptions):
+    """The engine of ``backend`` (hf or vllm) for ``model_path``; the model loads here."""
+    from limo_exp.evaluation.engines import VLLMEngine
+    from limo_exp.evaluation.hf import HFEngine
+
+    started = time.perf_counter()
+    engine = (VLLMEngine if backend == "vllm" else HFEngine)(model_path, opts)
+    log.info("%s engine for %s loaded in %.1f s", backend, model_path, time.perf_counter() - started)
+    return engine

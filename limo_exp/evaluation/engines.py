@@ -2,15 +2,18 @@
 by length) and vLLM. Both take templated prompts and return the text, the number of generated
 tokens and how generation ended, so that budgets and truncation are counted in real tokens.
 
-    engine = make_engine("hf", path, dtype="bfloat16", batch_size="auto", ...)
-    outs = engine.generate([Gen(prompt, max_new=512, stop=["</think>"])])
+    engine = backend.make_engine("hf", path, EngineOptions(dtype="bfloat16", device="cuda"))
+    outs = engine.generate([Gen(prompt, max_new=512, stop=("</think>",))])
+
+The hf engine is in ``evaluation.hf``; ``backend.make_engine`` builds either.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
+
+from limo_exp.config_eval import HF_DECODINGS as DECODINGS
 
 log = logging.getLogger(__name__)
 
@@ -55,108 +58,42 @@ def _cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
     return (text[: min(cuts)], True) if cuts else (text, False)
 
 
-class HFEngine:
-    """transformers ``generate`` on left-padded batches of prompts of similar length."""
+@dataclass(frozen=True)
+class EngineOptions:
+    """What an engine is built from, assembled once per command (``evaluate``, ``distill``)."""
 
-    name = "hf"
+    dtype: str = "float32"
+    seed: int = 0
+    device: str = "cpu"
+    batch_size: int | str = "auto"
+    max_batch_size: int = 128  # caps batch_size=auto where it is fitted to free GPU memory
+    decoding: str = "auto"  # hf: auto (compiled on CUDA, eager on CPU) | eager | static | compiled
+    attn_implementation: str = "auto"
+    tensor_parallel_size: int = 1
+    max_model_len: int | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
 
-    def __init__(
-        self,
-        model_path: str,
-        *,
-        dtype: str,
-        batch_size,
-        seed: int,
-        device: str = "cpu",
-        revision=None,
-        trust_remote_code=False,
-    ):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.device = device
-        kw = {"revision": revision, "trust_remote_code": trust_remote_code}
-        self.tok = AutoTokenizer.from_pretrained(model_path, **kw)
-        self.tok.padding_side = "left"
-        if self.tok.pad_token is None:
-            self.tok.pad_token = self.tok.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=getattr(torch, dtype), attn_implementation="sdpa", **kw
-        ).to(self.device)
-        self.model.eval()
-        self.batch_size = AUTO_BATCH[self.device] if batch_size == "auto" else int(batch_size)
-        self.seed = seed
-        self._batches = 0
+def hf_decoding(requested: str, device: str) -> str:
+    if requested not in DECODINGS:
+        raise ValueError(f"unknown hf decoding {requested!r}; valid: {', '.join(DECODINGS)}")
+    if requested != "auto":
+        return requested
+    return "compiled" if device == "cuda" else "eager"
 
-    def _eos_ids(self) -> set[int]:
-        ids = self.model.generation_config.eos_token_id
-        ids = ids if isinstance(ids, list) else [ids]
-        return {i for i in ids + [self.tok.eos_token_id] if i is not None}
 
-    def _run(self, batch: list[Gen]) -> list[Out]:
-        import torch
-
-        g = batch[0]
-        enc = self.tok([b.prompt for b in batch], return_tensors="pt", padding=True, add_special_tokens=False)
-        enc = enc.to(self.device)
-        kw = {"max_new_tokens": g.max_new, "pad_token_id": self.tok.pad_token_id}
-        if g.temperature > 0:
-            kw |= {"do_sample": True, "temperature": g.temperature, "top_p": g.top_p}
-        else:
-            kw |= {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-        if g.stop:
-            kw |= {"stop_strings": list(g.stop), "tokenizer": self.tok}
-        torch.manual_seed(self.seed * 1_000_003 + self._batches)  # sampled runs: reproducible per batch
-        self._batches += 1
-        with torch.inference_mode():
-            out = self.model.generate(**enc, **kw)
-        eos = self._eos_ids()
-        results = []
-        for row in out[:, enc["input_ids"].shape[1] :].tolist():
-            end = next((i for i, t in enumerate(row) if t in eos), None)
-            ids = row if end is None else row[:end]
-            text, stopped = _cut_at_stop(self.tok.decode(ids, skip_special_tokens=True), g.stop)
-            finish = "stop" if end is not None or stopped else "length"
-            results.append(Out(text, len(ids), finish))
-        return results
-
-    def generate(self, reqs: list[Gen]) -> list[Out]:
-        """Requests grouped by settings, longest prompt first, in batches; CUDA out-of-memory
-        halves the batch and retries."""
-        import torch
-
-        order = sorted(
-            range(len(reqs)),
-            key=lambda i: (
-                reqs[i].max_new,
-                reqs[i].stop,
-                reqs[i].temperature,
-                reqs[i].top_p,
-                -len(reqs[i].prompt),
-            ),
-        )
-        outs: list[Out | None] = [None] * len(reqs)
-        i = 0
-        while i < len(order):
-            first = reqs[order[i]]
-            same = [
-                j
-                for j in order[i : i + self.batch_size]
-                if (reqs[j].max_new, reqs[j].stop, reqs[j].temperature, reqs[j].top_p)
-                == (first.max_new, first.stop, first.temperature, first.top_p)
-            ]
-            try:
-                for j, o in zip(same, self._run([reqs[j] for j in same])):
-                    outs[j] = o
-            except torch.cuda.OutOfMemoryError:
-                if self.batch_size == 1:
-                    raise
-                self.batch_size //= 2
-                torch.cuda.empty_cache()
-                log.warning("out of memory in generation: batch size %d", self.batch_size)
-                continue
-            i += len(same)
-        return outs  # type: ignore[return-value]
+def engine_options(section, *, context: int | None, **kw) -> EngineOptions:
+    """The options of an engine for ``section`` (``eval`` or ``distill``), plus the model's
+    settings in ``kw`` (dtype, seed, device, attn_implementation, revision, trust_remote_code)."""
+    return EngineOptions(
+        batch_size=section.batch_size,
+        max_batch_size=section.max_batch_size,
+        decoding=section.hf_decoding,
+        tensor_parallel_size=section.tensor_parallel_size,
+        max_model_len=context,
+        **kw,
+    )
 
 
 class VLLMEngine:
@@ -164,32 +101,22 @@ class VLLMEngine:
 
     name = "vllm"
 
-    def __init__(
-        self,
-        model_path: str,
-        *,
-        dtype: str,
-        seed: int,
-        tensor_parallel_size: int,
-        max_model_len=None,
-        revision=None,
-        trust_remote_code=False,
-    ):
+    decoding = "vllm"
+
+    def __init__(self, model_path: str, opts: EngineOptions):
         from transformers import AutoTokenizer
         from vllm import LLM
 
-        self.tok = AutoTokenizer.from_pretrained(
-            model_path, revision=revision, trust_remote_code=trust_remote_code
-        )
-        self.seed = seed
+        kw = {"revision": opts.revision, "trust_remote_code": opts.trust_remote_code}
+        self.tok = AutoTokenizer.from_pretrained(model_path, **kw)
+        self.seed = opts.seed
         self.llm = LLM(
             model=model_path,
-            dtype=dtype,
-            seed=seed,
-            tensor_parallel_size=tensor_parallel_size,
-            max_model_len=max_model_len,
-            revision=revision,
-            trust_remote_code=trust_remote_code,
+            dtype=opts.dtype,
+            seed=opts.seed,
+            tensor_parallel_size=opts.tensor_parallel_size,
+            max_model_len=opts.max_model_len,
+            **kw,
         )
 
     def generate(self, reqs: list[Gen]) -> list[Out]:
@@ -217,17 +144,3 @@ class VLLMEngine:
             )
             for o in outs
         ]
-
-
-def make_engine(backend: str, model_path: str, **kw):
-    started = time.perf_counter()
-    if backend == "vllm":
-        kw.pop("batch_size", None)
-        kw.pop("device", None)
-        engine = VLLMEngine(model_path, **kw)
-    else:
-        kw.pop("tensor_parallel_size", None)
-        kw.pop("max_model_len", None)
-        engine = HFEngine(model_path, **kw)
-    log.info("%s engine for %s loaded in %.1f s", backend, model_path, time.perf_counter() - started)
-    return engine

@@ -24,7 +24,8 @@ from typing import Any
 from limo_exp.config import ConfigError, EvalConfig
 from limo_exp.evaluation import backend as be
 from limo_exp.evaluation import grading, registry
-from limo_exp.evaluation.engines import make_engine
+from limo_exp.evaluation.backend import make_engine
+from limo_exp.evaluation.engines import engine_options, hf_decoding
 from limo_exp.evaluation.metrics import metric_name, sampling_metrics
 from limo_exp.evaluation.store import model_fingerprint, response_store
 from limo_exp.evaluation.stored_lm import Budget, StoredLM
@@ -52,6 +53,7 @@ def evaluate(
     seed: int = 0,
     store_dir: str | Path | None = None,
     revision: str | None = None,
+    attn_implementation: str = "auto",
 ) -> EvalResult:
     """Run lm-eval on ``suite.tasks`` (limo_ task or group names) through ``StoredLM``; collect
     metrics, samples, settings. Stored responses are served without loading the model."""
@@ -97,10 +99,11 @@ def evaluate(
     tok = AutoTokenizer.from_pretrained(model_path, revision=revision, trust_remote_code=trust_remote_code)
     fp = model_fingerprint(model_path, revision)
     store = response_store(suite.store, store_dir, fp)  # auto without a store_dir: none
-    engine_kw = {"dtype": dtype, "seed": seed, "revision": revision, "trust_remote_code": trust_remote_code}
-    engine_kw |= {"batch_size": suite.batch_size, "tensor_parallel_size": suite.tensor_parallel_size}
-    engine_kw |= {"max_model_len": context, "device": device}
-    lm = StoredLM(model_path, tok, store, lambda: make_engine(backend, model_path, **engine_kw), budget)
+    opts = engine_options(
+        suite, context=context, dtype=dtype, seed=seed, device=device, attn_implementation=attn_implementation,
+        revision=revision, trust_remote_code=trust_remote_code,
+    )  # fmt: skip
+    lm = StoredLM(model_path, tok, store, lambda: make_engine(backend, model_path, opts), budget)
     template = lm.chat_template(True) or ""
     gen_kwargs = be.default_gen_kwargs(max_gen_toks, suite.temperature, suite.top_p)
     be.warn_slow_generation(backend, device, loaded["tasks"], suite, max_gen_toks)
@@ -135,6 +138,8 @@ def evaluate(
         "device": device,
         "tensor_parallel_size": str(suite.tensor_parallel_size),
         "batch_size": str(suite.batch_size),
+        "hf_decoding": hf_decoding(suite.hf_decoding, device) if backend == "hf" else "n/a",
+        "attn_implementation": attn_implementation,
         "tasks": ",".join(tasks),
         "limit": str(suite.limit),
         "max_gen_toks": str(max_gen_toks),
@@ -225,6 +230,11 @@ def _collect(
             metrics[f"eval/{task}/gen_tokens_per_s"] = tokens / seconds if seconds else float("nan")
         metrics["eval/responses_generated"] = float(lm.store.added)
         metrics["eval/responses_from_store"] = float(lm.store.hits)
+        stats = getattr(lm._engine, "stats", None)  # the hf engine's decoding, when it ran
+        if stats is not None:
+            metrics["eval/compile_seconds"] = stats.compile_seconds  # kept out of gen_tokens_per_s
+            metrics["eval/compiled_shapes"] = float(len(stats.shapes))
+            metrics["eval/decode_segments"] = float(stats.segments)
     return metrics, samples
 
 

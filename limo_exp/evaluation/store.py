@@ -67,6 +67,7 @@ class Stored:
     waits: int = 0
     forced: bool = False  # budget forcing cut the thinking at its budget
     seconds: float | None = None  # generation time (its share of the batch's, by tokens): the cost
+    decoding: str | None = None  # the engine and decoding that wrote it (hf/compiled, hf/eager, vllm/vllm)
 
 
 class ResponseStore:

@@ -1,0 +1,172 @@
+"""The hf engine's static-cache decoding (eval.hf_decoding=static|compiled) against transformers'
+generate (eager): the same greedy responses token for token, batches re-formed as rows end,
+per-row max_new and stop strings, budget forcing, samples that depend on their seed only, the
+batch fitted to memory and out-of-memory handled."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from limo_exp.config import ConfigError, EvalConfig
+from limo_exp.evaluation import decoding
+from limo_exp.evaluation.decoding import cache_bucket, fit_batch
+from limo_exp.evaluation.engines import EngineOptions, Gen, hf_decoding, sample_seed
+from limo_exp.evaluation.hf import HFEngine
+from limo_exp.evaluation.store import NoStore
+from limo_exp.evaluation.stored_lm import Budget, StoredLM
+
+PROMPTS = [
+    "What is 2+2?",
+    "Solve x^2 = 9 for positive x, and show all of the steps",
+    "hi",
+    "The sum of the first ten odd numbers is",
+    "a b c d e f g h i j k",
+    "Find the remainder when 7^100 is divided by 5.",
+    "ok",
+]
+
+
+@pytest.fixture(scope="module")
+def varied(tmp_path_factory):
+    """A tiny random Llama whose responses end after a spread of lengths (its end-of-turn row of
+    the output layer scaled up), unlike the test suite's tiny model that never ends."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from limo_exp.training.models import build_tiny_tokenizer
+
+    out = tmp_path_factory.mktemp("varied")
+    tok = build_tiny_tokenizer()
+    cfg = LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=False,
+        initializer_range=0.3,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        model.lm_head.weight[tok.eos_token_id] *= 2
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)
+
+
+def engine(path, decoding_, batch_size=2, **kw):
+    return HFEngine(path, EngineOptions(decoding=decoding_, batch_size=batch_size, **kw))
+
+
+def test_cache_lengths_come_in_few_buckets():
+    sizes = [cache_bucket(n) for n in (1, 128, 129, 193, 257, 385, 1000, 20000)]
+    assert sizes == [128, 128, 192, 256, 384, 512, 1024, 24576]
+    assert cache_bucket(5000, limit=4096) == 4096
+    assert len({cache_bucket(n) for n in range(1, 32769)}) == 17  # 128 .. 32768, two per octave
+
+
+def test_greedy_static_decoding_is_generate_token_for_token(varied):
+    """Prompts of different lengths and different max_new, two slots: rows that end leave and
+    waiting prompts take their place (more segments than batches), as generate's answers."""
+    reqs = [Gen(p, max_new=[40, 12, 60][i % 3]) for i, p in enumerate(PROMPTS)]
+    eager = engine(varied, "eager").generate(reqs)
+    static = engine(varied, "static")
+    outs = static.generate(reqs)
+    assert outs == eager
+    assert {o.finish for o in eager} == {"stop", "length"} and len({o.n_tokens for o in eager}) >= 4
+    s = static.stats
+    assert s.segments > len(reqs) / 2 and s.decode_steps < sum(r.max_new for r in reqs)
+    assert s.shapes == [] and s.compile_seconds == 0.0  # static: nothing compiled
+
+
+def test_stop_strings_cut_the_same_text(varied):
+    long = engine(varied, "eager", batch_size=1).generate([Gen(PROMPTS[1], max_new=60)])[0]
+    words = [w for w in long.text.split() if w.isascii() and w.isalpha() and len(w) >= 2]
+    assert words, long.text  # the model writes some plain word to stop at
+    reqs = [Gen(p, max_new=60, stop=(words[0], "zzzz")) for p in PROMPTS[:4]]
+    eager = engine(varied, "eager").generate(reqs)
+    assert eager == engine(varied, "static", batch_size=3).generate(reqs)
+    assert eager[1].finish == "stop" and words[0] not in eager[1].text
+
+
+def test_budget_forcing_rounds_are_the_same(varied):
+    budget = Budget(think_max=20, think_min=8, max_waits=2, answer_max=6)
+    s = {"until": [], "temperature": 0.0, "top_p": 1.0, "max_gen_toks": 40, "budget": None}
+    part = [(f"k{i}", "t", i, 0, p, s) for i, p in enumerate(PROMPTS)]
+    done = {}
+    for d in ("eager", "static"):
+        lm = StoredLM(varied, None, NoStore("fp"), lambda d=d: engine(varied, d), budget)
+        done[d] = lm._forced(part)
+    assert done["static"] == done["eager"]
+    assert {x.forced for x in done["eager"]} == {True, False} or any(x.waits for x in done["eager"])
+
+
+def test_a_sample_depends_on_its_seed_not_on_its_batch(varied):
+    """k samples of one prompt are k distinct responses; each comes back the same alone, in
+    another batch, or after the batch was re-formed around it."""
+    k = [Gen(PROMPTS[0], max_new=30, temperature=1.0, top_p=0.9, seed=sample_seed(f"s{i}")) for i in range(4)]
+    others = [Gen(p, max_new=30, temperature=1.0, top_p=0.9, seed=sample_seed(p)) for p in PROMPTS[1:]]
+    batched = engine(varied, "static", batch_size=3).generate(others[:2] + k + others[2:])[2:6]
+    alone = [engine(varied, "static", batch_size=1).generate([g])[0] for g in k]
+    assert batched == alone
+    assert len({o.text for o in alone}) == 4
+    again = engine(varied, "static", batch_size=1, seed=1).generate(k[:1])[0]
+    assert again != alone[0]  # the run's seed (eval's seed) is part of every sample's
+
+
+def test_compiled_decoding_is_generate_token_for_token(varied):
+    """torch.compile'd decoding step (inductor on the CPU); the compile time is counted apart."""
+    reqs = [Gen(p, max_new=[30, 9][i % 2]) for i, p in enumerate(PROMPTS[:5])]
+    eager = engine(varied, "eager").generate(reqs)
+    compiled = engine(varied, "compiled")
+    assert compiled.generate(reqs) == eager
+    assert compiled.stats.shapes and compiled.stats.compile_seconds > 0
+    assert len(compiled.stats.shapes) == len(set(compiled.stats.shapes)) <= 8
+
+
+def test_auto_decoding_and_attention(varied):
+    assert hf_decoding("auto", "cuda") == "compiled" and hf_decoding("auto", "cpu") == "eager"
+    with pytest.raises(ValueError, match="unknown hf decoding 'fast'"):
+        hf_decoding("fast", "cpu")
+    with pytest.raises(ConfigError, match="eval.hf_decoding"):
+        EvalConfig(hf_decoding="fast")
+    assert engine(varied, "static", attn_implementation="eager").model.config._attn_implementation == "eager"
+    assert engine(varied, "static").model.config._attn_implementation == "sdpa"  # auto
+
+
+def test_the_batch_is_fitted_to_free_memory(varied, monkeypatch):
+    """Qwen2.5-1.5B-like numbers: 28 layers, 2 KV heads of 128, bf16: 28 KiB of cache a position."""
+    from types import SimpleNamespace
+
+    cfg = SimpleNamespace(
+        num_hidden_layers=28, num_key_value_heads=2, num_attention_heads=12, head_dim=128,
+        hidden_size=1536, intermediate_size=8960, vocab_size=151936,
+    )  # fmt: skip
+    model = SimpleNamespace(config=cfg, parameters=lambda: iter([torch.zeros(1, dtype=torch.bfloat16)]))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (100 * 2**30, 140 * 2**30))
+    per_row = 2 * 28 * 2 * 128 * 2 * 4096 + 4096 * (4 * 1536 + 2 * 8960) * 2 + 2 * 151936 * 4
+    assert 0.8 * 100 * 2**30 // per_row == 272 and fit_batch(model, 4096, cap=1024) == 256
+    assert fit_batch(model, 4096, cap=64) == 64
+    assert fit_batch(model, 32768, cap=1024) == 32
+
+
+def test_out_of_memory_halves_the_batch_then_names_the_key(varied, monkeypatch):
+    reqs = [Gen(p, max_new=20) for p in PROMPTS]
+    want = engine(varied, "eager").generate(reqs)
+    real, failures = decoding.StaticDecoder.run, []
+
+    def flaky(self, rows):
+        if self.batch_size > 2:
+            failures.append(self.batch_size)
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, rows)
+
+    monkeypatch.setattr(decoding.StaticDecoder, "run", flaky)
+    eng = engine(varied, "static", batch_size=8)
+    assert eng.generate(reqs) == want and failures == [8, 4] and eng.batch_size == 2
+
+    def always(self, rows):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(decoding.StaticDecoder, "run", always)
+    with pytest.raises(RuntimeError, match="lower eval.max_gen_toks"):
+        engine(varied, "static", batch_size=1).generate(reqs)
