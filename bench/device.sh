@@ -12,11 +12,12 @@
 # folder back), else results/bench/. TRAIN_ARGS / EVAL_ARGS pass options to the two scripts
 # (e.g. TRAIN_ARGS="--settings limo_16k,trl_16k --rounds 1"); ONLY=train or ONLY=eval runs one of
 # the two; TRAIN_LIMIT / EVAL_LIMIT (seconds) stop a bench that runs long: 540 each when ONLY is
-# set, 330 + 240 when both run, so that one call ends inside a 10-minute limit. Both benches write
+# set, 270 + 300 when both run, so that one call ends inside a 10-minute limit. Both benches write
 # their file after every setting, so a stopped bench keeps what it measured; the training bench
 # also gets --budget (its limit less 30 s) and skips a setting it expects to end past it. With
-# ~10 minutes of GPU: `ONLY=train bash bench/device.sh run` in one call (~8-9 minutes on an H200:
-# the issue's target settings twice, the others once), ONLY=eval in the next. `rehearse` builds
+# one ~10-minute call: `bash bench/device.sh run` (training's target settings first, then the
+# eval workloads: compiled vs eager on equal and varied lengths); with two calls, ONLY=train
+# (the target settings twice, the others once) then ONLY=eval. `rehearse` builds
 # (once) a Python 3.12 venv of the image's versions in $REHEARSE_VENV (../device-rehearsal) and
 # writes into its out/ (~10 minutes on 2 cores; only fp32 results count in the interpreter).
 set -euo pipefail
@@ -80,12 +81,12 @@ PY
   if [ -n "$only" ]; then one=540; else one=""; fi
   if [ "$only" != eval ]; then
     # shellcheck disable=SC2086
-    limit="${TRAIN_LIMIT:-${one:-330}}"
+    limit="${TRAIN_LIMIT:-${one:-270}}"
     timeout "$limit" python3 bench/bench_gpu_train.py --out "$out/gpu_train.json" --budget $((limit - 30)) ${TRAIN_ARGS:-} || echo "bench_gpu_train.py: exit $?" >&2
   fi
   if [ "$only" != train ]; then
     # shellcheck disable=SC2086
-    timeout "${EVAL_LIMIT:-${one:-240}}" python3 bench/bench_gpu_eval.py --out "$out/gpu_eval.json" ${EVAL_ARGS:-} || echo "bench_gpu_eval.py: exit $?" >&2
+    timeout "${EVAL_LIMIT:-${one:-300}}" python3 bench/bench_gpu_eval.py --out "$out/gpu_eval.json" ${EVAL_ARGS:-} || echo "bench_gpu_eval.py: exit $?" >&2
   fi
   ;;
 rehearse)
@@ -109,7 +110,7 @@ rehearse)
   PATH="$venv/bin:$PATH" PYTHONPATH="$venv/numpy-2.3" TRITON_INTERPRET=1 OUT="${OUT:-$venv/out}" SITE="$venv/site" \
     TRAIN_LIMIT="${TRAIN_LIMIT:-1500}" EVAL_LIMIT="${EVAL_LIMIT:-600}" \
     TRAIN_ARGS="${TRAIN_ARGS:---shape tiny --seq 256 --steps 2 --rounds 1}" \
-    EVAL_ARGS="${EVAL_ARGS:---shape tiny --batches 1,2 --limit 2 --max-gen-toks 8}" bash "$0" run
+    EVAL_ARGS="${EVAL_ARGS:---shape tiny --batches 2 --limit 2 --max-gen-toks 8 --equal-prompts 4 --equal-new 8 --varied-prompts 8 --varied-median 8 --varied-cap 32}" bash "$0" run
   ;;
 *)
   sed -n '2,21p' "$0" >&2

@@ -22,11 +22,14 @@ NON_SEMANTIC_LEAVES = ("eval.data_dir", "pool.data_dir", "train.checkpoint_every
 NON_SEMANTIC_LEAVES += ("train.keep_states_at_end", "train.save", "eval.store")  # neither changes a result
 NON_SEMANTIC_LEAVES += ("train.liger_layers",)  # the same layers in fused kernels: equal to rounding
 NON_SEMANTIC_LEAVES += ("train.checkpoint_skip_layers",)  # recomputed or kept: the same activations
+NON_SEMANTIC_LEAVES += ("eval.max_batch_size",)  # static/compiled decoding: a sample is not its batch's
 EVAL_ONLY_GROUPS = ("model", "eval", "seed")  # what an evaluation without training depends on
 # Leaves added after runs existed, with the value that computes what those runs did: at that value
 # the leaf, and the leaves read only at other values of it, stay out of the key, so the runs made
 # before the leaf existed keep their keys (and are skipped by a relaunch). Any other value is keyed.
 NEUTRAL_LEAVES = {"train.format": ("plain", ("train.answer_prefix", "train.explain_prefix"))}
+# greedy responses are the same whatever decodes them; a sampled one records its decoding
+NEUTRAL_LEAVES["eval.hf_decoding"] = ("auto", ())
 
 
 def is_semantic(flat_key: str) -> bool:

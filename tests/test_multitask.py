@@ -110,8 +110,9 @@ def test_runs_from_before_the_format_are_on_the_plain_curve(tmp_path):
     old = {"data.n_samples": "8", "train.lr": "1e-05"}
     plain = old | {"train.format": "plain", "train.answer_prefix": "Answer directly."}
     mt = plain | {"train.format": "multitask"}
-    assert with_neutral_leaves(old) == with_neutral_leaves(plain) == old | {"train.format": "plain"}
-    assert with_neutral_leaves(mt) == mt
+    neutral = {"train.format": "plain", "eval.hf_decoding": "auto"}  # every neutral leaf a run predates
+    assert with_neutral_leaves(old) == with_neutral_leaves(plain) == old | neutral
+    assert with_neutral_leaves(mt) == mt | {"eval.hf_decoding": "auto"}
     uri = f"sqlite:///{tmp_path}/m.db"
     t = Tracker(uri, "study", str(tmp_path / "art"))
     for name, params in (("old", old), ("plain", plain | {"data.n_samples": "16"}), ("mt", mt)):

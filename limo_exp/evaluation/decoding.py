@@ -1,7 +1,8 @@
 """Static-cache decoding for the hf engine (``eval.hf_decoding=static|compiled``).
 
-One loop over a fixed number of batch slots. A segment: the rows in the slots are prefilled
-(left-padded) into a static KV cache whose length is one of a few buckets, then decoded a token
+One loop over a fixed number of batch slots and one static KV cache per call, its length the
+bucket (``cache_bucket``) of the longest prompt plus ``max_new`` of the call. A segment: the rows
+in the slots are prefilled (left-padded) into the cache, then decoded a token
 at a time with every shape fixed -- the batch, the cache, the attention mask -- so that the
 decoding step compiles once per (batch, cache length) and, on CUDA, replays as a CUDA graph
 (``compiled``). Tokens are chosen on the device (``sampling.select``) and read by the host every
@@ -10,9 +11,9 @@ decoding step compiles once per (batch, cache length) and, on CUDA, replays as a
 A batch does not wait for its longest response: once ``refill`` of its rows have ended and
 requests are waiting, the segment stops, finished rows leave, waiting requests take their slots
 and the unfinished rows continue from their prompt and the tokens generated so far (prefilled
-again: prefill is cheap next to decoding). A row that outgrows its cache continues the same way
-in a longer one. Greedy responses are those of ``generate``; a sampled response depends on its
-seed only (``sampling``), so re-forming a batch does not change it.
+again: prefill is cheap next to decoding); the cache holds any row to its ``max_new``, so the
+shape does not change. Greedy responses are those of ``generate``; a sampled response depends on
+its seed only (``sampling``), so re-forming a batch does not change it.
 """
 
 from __future__ import annotations
@@ -145,20 +146,21 @@ class StaticDecoder:
     # --- the loop -------------------------------------------------------------------------
     def run(self, rows: list[Row]) -> None:
         """Decode every row to its end (fills ``out`` and ``finish``), longest prompt first."""
+        # one cache length for the call: every row, however re-batched, fits it to its max_new
+        length = cache_bucket(max(len(r.prompt) + r.max_new for r in rows), self.limit)
         waiting = deque(sorted(rows, key=lambda r: -len(r.prompt)))
         slots: list[Row] = []
         while waiting or slots:
             while waiting and len(slots) < self.batch_size:
                 slots.append(waiting.popleft())
-            self._segment(slots, waiting_requests=bool(waiting))
+            self._segment(slots, length, waiting_requests=bool(waiting))
             slots = [r for r in slots if r.finish is None]
 
-    def _segment(self, rows: list[Row], waiting_requests: bool) -> None:
+    def _segment(self, rows: list[Row], length: int, waiting_requests: bool) -> None:
         b, dev = self.batch_size, self.device
         ids = [r.prompt + r.out for r in rows]
         width = max(len(x) for x in ids)
         need = max(r.max_new - len(r.out) for r in rows)
-        length = cache_bucket(width + need, self.limit)
         if length <= width:
             raise ValueError(f"a prompt of {width} tokens fills the model's {self.limit} positions")
         steps = min(length - width, need)

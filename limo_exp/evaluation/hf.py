@@ -145,7 +145,9 @@ class HFEngine:
         enc = enc.to(self.device)
         kw = {"max_new_tokens": g.max_new, "pad_token_id": self.tok.pad_token_id}
         if g.temperature > 0:
-            kw |= {"do_sample": True, "temperature": g.temperature, "top_p": g.top_p}
+            # top_k=0: the protocol's temperature and top_p only, not the model's top_k (50 unless
+            # its generation_config says otherwise), as the static loop and vLLM sample
+            kw |= {"do_sample": True, "temperature": g.temperature, "top_p": g.top_p, "top_k": 0}
         else:
             kw |= {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         if g.stop:
