@@ -3,6 +3,7 @@ Rendered and dry-run here (submitit's executor replaced): nothing is submitted."
 
 from __future__ import annotations
 
+import sys
 import types
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import yaml
 from conftest import CONF_DIR, compose
 from omegaconf import OmegaConf
 
-from limo_exp.training import launch
+from hydra_plugins.limo_exp_launcher import points as launch
 
 FSDP = yaml.safe_load((CONF_DIR / "accelerate" / "fsdp.yaml").read_text())
 
@@ -22,17 +23,40 @@ def test_command_of_a_two_node_fsdp_point(tmp_path):
     assert yaml.safe_load(Path(point.config_file).read_text()) == FSDP
     port = launch.port_for("987654_3")
     assert port == launch.port_for("987654_3") != launch.port_for("987655_3") and 20000 <= port < 40000
+    assert launch.port_for("77_13") != launch.port_for("771_3")  # the same digits, other jobs
     cmd = launch.accelerate_command(point, node_rank=1, hostnames=["gpu-a01", "gpu-a02"], port=port)
+    venv_accelerate = str(Path(sys.executable).parent / "accelerate")  # the venv's, whatever PATH says
     assert " ".join(cmd) == (
-        f"accelerate launch --config_file {tmp_path}/3/accelerate.yaml --num_processes 16 --num_machines 2 "
+        f"{venv_accelerate} launch --config_file {tmp_path}/3/accelerate.yaml --num_processes 16 --num_machines 2 "
         f"--machine_rank 1 --main_process_ip gpu-a01 --main_process_port {port} -m limo_exp run --multirun "
         f"hydra/launcher=basic ~hydra.callbacks.sweep_parent hydra.sweep.dir={tmp_path} hydra.sweep.subdir=3 "
         "data.n_samples=400 seed=1"
     )
     with pytest.raises(ValueError, match="the job has 1 nodes"):
         launch.accelerate_command(point, node_rank=0, hostnames=["gpu-a01"], port=port)
-    with pytest.raises(ValueError, match="choose its topology, accelerate=ddp|fsdp"):
+    with pytest.raises(
+        ValueError, match=r"choose its topology, accelerate=ddp\|deepspeed_zero3\|fsdp\|single"
+    ):
         launch.write_topology(point, None)
+
+
+def test_accelerate_missing_beside_the_python_is_named(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python"))
+    with pytest.raises(FileNotFoundError, match=f"looked for {tmp_path}/bin/accelerate"):
+        launch.accelerate_executable()
+
+
+def test_the_cause_of_a_failed_point_is_the_inner_exception():
+    lines = [
+        "Traceback (most recent call last):",
+        '  File "x.py", line 3, in <module>',
+        "limo_exp.selection.NotEnoughRecords: asked for 5000 records, the curated pool has 812",
+        "Traceback (most recent call last):",
+        "subprocess.CalledProcessError: Command '['python', '-m', 'limo_exp']' returned non-zero exit status 1.",
+        "",
+    ]
+    assert launch.cause(lines) == lines[2]
+    assert launch.cause(["just a line", ""]) == "just a line"
 
 
 def test_accelerate_is_a_group_outside_the_run_key():
@@ -68,15 +92,26 @@ def _dry_run(monkeypatch, *overrides: str) -> list[list[str]]:
             for k, call in enumerate(zip(*args)):
                 results = []
                 for node in (0, 1):
-                    env = types.SimpleNamespace(node=node, hostnames=["gpu-a01", "gpu-a02"], job_id=f"77_{k}")
+                    env = types.SimpleNamespace(
+                        node=node,
+                        hostnames=["gpu-a01", "gpu-a02"],
+                        job_id=f"77_{k}",
+                        global_rank=node,
+                        paths=types.SimpleNamespace(stderr=f"/logs/77_{k}_%t_log.err"),
+                    )
                     monkeypatch.setattr(submitit, "JobEnvironment", lambda env=env: env)
                     results.append(fn(*call))
-                jobs.append(types.SimpleNamespace(results=lambda r=results: r))
+                paths = types.SimpleNamespace(stderr=f"/logs/77_{k}_%t_log.err")
+                jobs.append(
+                    types.SimpleNamespace(results=lambda r=results: r, paths=paths, state="COMPLETED")
+                )
             return jobs
 
     monkeypatch.setattr(submitit, "AutoExecutor", Executor)
     monkeypatch.setattr(
-        plugin.subprocess, "run", lambda cmd: ran.append(cmd) or types.SimpleNamespace(returncode=0)
+        plugin.AccelerateSubmititLauncher,
+        "_run_forwarding",
+        lambda self, cmd: ran.append(cmd) or (0, [], None),
     )
     main(
         [
@@ -97,7 +132,7 @@ def test_a_slurm_sweep_runs_each_point_under_accelerate(tmp_path, monkeypatch):
     sweep_dir = next(a.split("=", 1)[1] for a in ran[0] if a.startswith("hydra.sweep.dir="))
     for k, cmd in enumerate(ran):
         point, node = divmod(k, 2)
-        assert cmd[:4] == ["accelerate", "launch", "--config_file", f"{sweep_dir}/{point}/accelerate.yaml"]
+        assert cmd[1:4] == ["launch", "--config_file", f"{sweep_dir}/{point}/accelerate.yaml"]
         assert (
             cmd[cmd.index("--machine_rank") + 1] == str(node)
             and cmd[cmd.index("--num_processes") + 1] == "16"

@@ -16,6 +16,7 @@ LAYERS = {
     "config_eval": 0,
     "typed": 0,
     "identity": 0,
+    "stopping": 0,
     "data": 0,
     "curation": 1,
     "selection": 1,

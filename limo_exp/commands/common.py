@@ -98,7 +98,11 @@ def stopped_by_signal() -> bool:
 
 
 def _stop(signum, frame):
+    from limo_exp import stopping
+
     _stopping.append(signum)
+    if signum != signal.SIGINT and stopping.defer(signum):
+        return  # training saves its state at the end of the step, then stops (limo_exp.stopping)
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     sys.exit(128 + signum)

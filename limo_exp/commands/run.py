@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from limo_exp import stopping
 from limo_exp.commands.common import (
     already_done,
     command,
@@ -32,6 +34,22 @@ from limo_exp.tracking import run_log
 from limo_exp.tracking.names import mask_tree
 from limo_exp.tracking.tracker import NullTracker, make_tracker, parent_run_id
 
+RUN_ID_FILE = "run_id"  # in the run's Hydra folder: its MLflow run id (hydra_plugins/limo_exp_launcher)
+
+
+def identify(spec) -> tuple[list, str, list, str]:
+    """A configuration's pool, the pool's fingerprint, its benchmarks and its run key: what
+    decides whether it already ran (no model, no curation)."""
+    from limo_exp.data import pools
+    from limo_exp.data.fingerprints import pool_fingerprint
+    from limo_exp.evaluation import registry
+
+    c = spec.config
+    pool = pools.load_pool_from_config(c.pool)
+    fingerprint = pool_fingerprint(pool)
+    benchmarks = registry.benchmarks_for(c.eval)
+    return pool, fingerprint, benchmarks, spec.key(fingerprint, registry.benchmarks_fingerprint(benchmarks))
+
 
 def run(cfg: DictConfig) -> dict:
     """Run one configuration; returns its run key, MLflow run id and metrics."""
@@ -39,8 +57,7 @@ def run(cfg: DictConfig) -> dict:
     from accelerate.utils import broadcast_object_list, set_seed
 
     from limo_exp import training
-    from limo_exp.data import hub, pools
-    from limo_exp.data.fingerprints import pool_fingerprint
+    from limo_exp.data import hub
     from limo_exp.evaluation import registry
     from limo_exp.evaluation.evaluate import evaluate_to_dir
     from limo_exp.evaluation.isolated import evaluate_isolated
@@ -56,10 +73,7 @@ def run(cfg: DictConfig) -> dict:
     training.check_loss_impl(c.train)  # a Liger loss needs CUDA and liger-kernel
     set_seed(c.seed)
 
-    pool = pools.load_pool_from_config(c.pool)
-    fingerprint = pool_fingerprint(pool)
-    benchmarks = registry.benchmarks_for(c.eval)
-    key = spec.key(fingerprint, registry.benchmarks_fingerprint(benchmarks))
+    pool, fingerprint, benchmarks, key = identify(spec)
     run_dir = Path(c.paths.output_root) / "runs" / key
     tracker = make_tracker(c.tracking) if main_rank else NullTracker()
     done = already_done(tracker, key, c.force)
@@ -79,6 +93,8 @@ def run(cfg: DictConfig) -> dict:
         tags |= {"limo.previous_attempt": earlier[0]} if earlier else {}
         parent = parent_run_id(sweep_dir())
         with tracker.run(name, run_log.run_tags(key, "run", **tags), parent):
+            if main_rank and hydra_output_dir():  # where a launcher's job finds the run it ran
+                (Path(hydra_output_dir()) / RUN_ID_FILE).write_text(tracker.run_id)
             for old in earlier:  # the killed attempts say which run replaced them
                 tracker.set_tags({"limo.replaced_by": tracker.run_id}, run_id=old)
             run_log.link_child(tracker, parent, key, tracker.run_id)
@@ -107,7 +123,10 @@ def run(cfg: DictConfig) -> dict:
             tracker.set_tags(tags | hub.as_tags(hub.loaded()))  # a hub model's commit too
             n_params = sum(p.numel() for p in model.parameters())  # before sharding (ZeRO-3 / FSDP)
             kw = {"seed": c.seed, "state_dir": state_dir, "run_key": key}
-            result = training.train(model, tok, data, c.train, accelerator, tracker.log_metrics, **kw)
+            with stopping.deferred():  # SIGTERM: the state is saved at the end of the step, then KILLED
+                result = training.train(model, tok, data, c.train, accelerator, tracker.log_metrics, **kw)
+            if stopping.asked():  # it came after the last step's check
+                sys.exit(128 + stopping.asked())
             metrics = run_log.log_training(
                 tracker, result, len(examples), n_params, accelerator.num_processes
             )

@@ -21,7 +21,7 @@ from limo_exp.config import TrackingConfig
 from limo_exp.tracking.names import KIND_TAG
 from limo_exp.tracking.run_log import git_info
 from limo_exp.tracking.tracker import PARENT_FILE, Tracker, make_tracker
-from limo_exp.typed import flatten
+from limo_exp.typed import ConfigError, flatten
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,27 @@ def swept_axes(config: DictConfig) -> dict[str, str]:
     return axes
 
 
+def topology_error() -> str:
+    from limo_exp import CONF_DIR
+
+    names = "|".join(sorted(p.stem for p in (Path(CONF_DIR) / "accelerate").glob("*.yaml")))
+    return f"a SLURM point runs under accelerate launch: choose its topology, accelerate={names} (conf/accelerate/)"
+
+
+def check_topology(config: DictConfig) -> None:
+    """A sweep on the SLURM launcher names an Accelerate topology (fixed or swept): checked before
+    its parent run is created or anything is queued."""
+    launcher = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
+    swept = any(
+        str(o).startswith("accelerate=") for o in OmegaConf.select(config, "hydra.overrides.task") or []
+    )
+    if launcher.endswith("AccelerateLauncher") and not config.get("accelerate") and not swept:
+        raise ConfigError(topology_error())
+
+
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        check_topology(config)
         tracking = TrackingConfig.from_dict(OmegaConf.to_container(config.tracking, resolve=True), "tracking")
         if not tracking.enabled:
             return
@@ -65,9 +84,11 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:  # not reached when a job raised
         tracker: Tracker | None = getattr(self, "_tracker", None)
-        if tracker is not None:
+        if tracker is None:
+            return
+        atexit.unregister(self._closer)
+        if (Path(config.hydra.sweep.dir) / PARENT_FILE).exists():  # gone: nothing ran (commands.finished)
             tracker.end("FAILED" if tracker.failed_children(tracker.run_id) else "FINISHED")
-            atexit.unregister(self._closer)
 
 
 def _close_if_open(tracker: Tracker) -> None:

@@ -11,6 +11,7 @@ Runs come back as plain ``TrackedRun`` records, never as MLflow objects.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from contextlib import contextmanager
@@ -139,7 +140,9 @@ class Tracker(NullTracker):
                 monitor = None
             self.end("KILLED")
             raise
-        except BaseException:
+        except BaseException as e:
+            with contextlib.suppress(Exception):  # what failed, on the run itself (its first line)
+                self.set_tags({"limo.error": f"{type(e).__module__}.{type(e).__qualname__}: {e}"[:5000]})
             self.end("FAILED")
             raise
         finally:

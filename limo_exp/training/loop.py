@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from limo_exp import stopping
 from limo_exp.config import TrainConfig
 from limo_exp.data import progress
 from limo_exp.data.records import Example
@@ -163,19 +165,35 @@ def train(
             account(pending)
         pending = (step, total.to(torch.float64), sched.get_last_lr()[0], plan, seen)
         every = cfg.checkpoint_every if state_dir is not None else None
-        if every and (step + 1) % every == 0 and step + 1 < steps:  # the last: the saved model
+        stop = _stop_asked(accelerator, step, world)
+        if stop or (every and (step + 1) % every == 0 and step + 1 < steps):  # the last: the saved model
             account(pending)
             pending = None
             r, seconds = result, earlier + time.perf_counter() - start
             done = checkpoints.Progress(
                 run_key, r.steps, r.losses, r.target_tokens, r.seen_tokens, seconds, r.real_tokens
             )
-            checkpoints.save(accelerator, state_dir, done, cfg.keep_states)
+            if state_dir is not None:
+                checkpoints.save(accelerator, state_dir, done, cfg.keep_states)
+            if stop:  # a signal asked: the state is saved, the run ends KILLED and resumes from it
+                sys.exit(128 + stop)
     if pending is not None:
         account(pending)
     shown.close()
     result.seconds = earlier + time.perf_counter() - start
     return result
+
+
+def _stop_asked(accelerator, step: int, world: int) -> int:
+    """The signal that asked this process to stop (``limo_exp.stopping``), agreed by every rank:
+    checked every step alone, every 8 steps across ranks (an all-reduce waits for the step)."""
+    asked = stopping.asked() or 0
+    if world == 1 or (step + 1) % 8:
+        return asked if world == 1 else 0
+    import torch
+
+    flag = torch.tensor([asked], device=accelerator.device)
+    return int(accelerator.reduce(flag, reduction="sum").max().item() and (asked or 15))
 
 
 def _row_width(data: list[Tokenized], row: tuple[int, ...], packed: bool) -> int:

@@ -1,26 +1,30 @@
-"""One multi-GPU, multi-node job per sweep point: the command every node of a SLURM job runs.
+"""What a SLURM job of ``hydra/launcher=slurm`` runs for its sweep point, on every node:
 
-``limo-exp run --multirun ... hydra/launcher=slurm accelerate=fsdp`` submits one job per point
-(hydra_plugins/limo_exp_launcher); each of its nodes runs
-
-    accelerate launch --config_file <point>/accelerate.yaml --num_processes <gpus x nodes>
+    <venv>/bin/accelerate launch --config_file <point>/accelerate.yaml --num_processes <gpus x nodes>
         --num_machines <nodes> --machine_rank <node> --main_process_ip <first host> --main_process_port <port>
         -m limo_exp run --multirun <the point's overrides> <the sweep's folder and number, no new parent run>
 
+``accelerate`` is the one beside the Python that runs the job (the venv's), whatever PATH says.
 The Accelerate file is the point's ``accelerate`` group written out (conf/accelerate/<topology>.yaml
 plus any ``accelerate.*`` override). The inner run is a one-point multirun in the sweep's own folder,
-so every rank composes the same Hydra folder and the run joins the sweep's MLflow parent run.
+so every rank composes the same Hydra folder and the run joins the sweep's MLflow parent run; its
+rank 0 writes its MLflow run id to ``<point>/run_id`` (``RUN_ID_FILE``) for the job to attach its log.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import re
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-TOPOLOGIES = "accelerate=ddp|fsdp|deepspeed_zero3 (conf/accelerate/)"
+from limo_exp.commands.sweep import topology_error
+
+RUN_ID_FILE = "run_id"
 
 
 @dataclass(frozen=True)
@@ -32,16 +36,21 @@ class Point:
     job_num: int
     nodes: int
     gpus_per_node: int
+    tracking: dict = field(default_factory=dict, compare=False)  # its tracking group, resolved
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.sweep_dir) / str(self.job_num)
 
     @property
     def config_file(self) -> str:
-        return str(Path(self.sweep_dir) / str(self.job_num) / "accelerate.yaml")
+        return str(self.dir / "accelerate.yaml")
 
 
 def write_topology(point: Point, accelerate: dict[str, Any] | None) -> str:
     """Write the point's Accelerate topology (its ``accelerate`` group) where its job reads it."""
     if not accelerate:
-        raise ValueError(f"a SLURM point runs under accelerate launch: choose its topology, {TOPOLOGIES}")
+        raise ValueError(topology_error())
     path = Path(point.config_file)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(dict(accelerate), sort_keys=False))
@@ -49,9 +58,21 @@ def write_topology(point: Point, accelerate: dict[str, Any] | None) -> str:
 
 
 def port_for(job_id: str | int, base: int = 20000, span: int = 20000) -> int:
-    """The rendezvous port of a job: the same on its every node, different for neighbouring jobs."""
-    digits = "".join(c for c in str(job_id) if c.isdigit()) or "0"
-    return base + int(digits) % span
+    """The rendezvous port of a job: the same on its every node; a hash of the whole id, so array
+    tasks ``77_13`` and ``771_3`` (whose digits read the same) get different ports."""
+    h = int(hashlib.sha256(str(job_id).encode()).hexdigest()[:12], 16)
+    return base + h % span
+
+
+def accelerate_executable() -> str:
+    """The ``accelerate`` beside the running Python (a venv's ``bin/``), not PATH's."""
+    exe = Path(sys.executable).parent / "accelerate"
+    if not exe.exists():
+        raise FileNotFoundError(
+            f"no accelerate beside {sys.executable} (looked for {exe}): install limo-exp into the "
+            "environment whose Python runs the jobs (make venv)"
+        )
+    return str(exe)
 
 
 def accelerate_command(point: Point, *, node_rank: int, hostnames: list[str], port: int) -> list[str]:
@@ -68,7 +89,7 @@ def accelerate_command(point: Point, *, node_rank: int, hostnames: list[str], po
         f"hydra.sweep.subdir={point.job_num}",
     ]
     return [
-        "accelerate",
+        accelerate_executable(),
         "launch",
         "--config_file",
         point.config_file,
@@ -88,3 +109,15 @@ def accelerate_command(point: Point, *, node_rank: int, hostnames: list[str], po
         *inner,
         *point.overrides,
     ]
+
+
+def cause(lines: list[str]) -> str:
+    """The error a failed run printed last (a traceback's last line: ``pkg.Name: message``), else its
+    last line: the inner exception, not the wrappers accelerate and torch's launcher print after it."""
+    wrappers = ("CalledProcessError", "ChildFailedError")
+    for line in reversed(lines):
+        text = line.strip()
+        m = re.match(r"^([A-Za-z_][\w.]*)(:|$)", text)
+        if m and m.group(1).rsplit(".", 1)[-1][:1].isupper() and not m.group(1).endswith(wrappers):
+            return text
+    return next((ln.strip() for ln in reversed(lines) if ln.strip()), "no output")
