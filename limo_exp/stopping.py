@@ -1,7 +1,8 @@
-"""A stop that waits for a step to end: while training runs inside ``deferred()``, SIGTERM (SLURM's
-time limit or preemption, forwarded by the launcher) only asks; the loop saves a resumable state
-at the end of the step and then stops the process (``commands.common.stop_on_signals``). A second
-signal, or one outside ``deferred()``, stops at once."""
+"""A stop that waits for a step to end: while training runs inside ``deferred()``, SIGTERM or
+SIGUSR2 (SLURM's time-limit warning, which reaches every process of the job, and the launcher's
+SIGTERM after it) only ask; the loop saves a resumable state at the end of the step and then stops
+the process (``commands.common.stop_on_signals``). Outside ``deferred()`` they stop at once;
+SIGINT (Ctrl-C) always does."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ def deferred():
 
 
 def defer(signum: int) -> bool:
-    """Called by the signal handler: True when the stop is left to the loop (the first signal, while
-    deferring)."""
-    if _deferring and not _asked:
+    """Called by the signal handler: True when the stop is left to the loop (while deferring; the
+    signals that follow the first change nothing, SLURM's SIGKILL ends a loop that never gets there)."""
+    if _deferring:
         _asked.append(signum)
         return True
     return False

@@ -16,7 +16,10 @@ Without hydra-submitit-launcher this module defines nothing, so Hydra's plugin s
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -56,6 +59,34 @@ def _attach_log(point: points.Point, log_path: str, why: str) -> str | None:
     except Exception as e:  # the cause is still printed; the store may be unreachable from a node
         print(f"could not attach the log to run {run_id}: {e}", file=sys.stderr)
     return run_id
+
+
+def watch_without_accounting() -> None:
+    """submitit reads job states with ``sacct``; on a cluster without accounting that fails at every
+    poll (a warning each time) and a job that died without a result would be waited for forever.
+    There, states come from ``squeue -t all`` (which knows jobs for MinJobAge after they end)."""
+    from submitit.slurm import slurm
+
+    if getattr(slurm.SlurmJob.watcher, "limo_squeue", False):
+        return
+    probe = subprocess.run(["sacct", "-n", "-X", "-j", "1"], capture_output=True, text=True)
+    if probe.returncode == 0:
+        return
+
+    class SqueueWatcher(slurm.SlurmInfoWatcher):
+        limo_squeue = True
+
+        def _make_command(self):
+            ids = sorted({x.split("_")[0] for x in self._registered - self._finished})
+            if not ids:
+                return None
+            query = f"squeue -h -t all -o '%i|%T|%N' -j {','.join(ids)}"
+            return ["sh", "-c", f"echo 'JobID|State|NodeList'; {query}"]
+
+    slurm.SlurmJob.watcher = SqueueWatcher(delay_s=slurm.SlurmJob.watcher._delay_s)
+    print(
+        "SLURM accounting is off (sacct: " + (probe.stderr.strip() or "failed") + "): job states from squeue"
+    )
 
 
 def refused(e: Exception):
@@ -135,6 +166,8 @@ if BaseSubmititLauncher is not None:
                     )
             if todo:
                 Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+                if self._EXECUTOR == "slurm":
+                    watch_without_accounting()
                 params = [
                     (o, "hydra.sweep.dir", p.job_num, f"job_id_for_{p.job_num}", Singleton.get_state())
                     for p, o in todo
@@ -146,29 +179,32 @@ if BaseSubmititLauncher is not None:
                 for (p, o), job in zip(todo, jobs):
                     returns[p.job_num], rows[p.job_num] = self._collect(p, o, job)
             self._summary(composed, rows)
+            bad = [n for n, (state, _, _) in rows.items() if state in ("FAILED", "KILLED")]
+            if bad:  # the summary says why; no traceback of Hydra's (the parent run ends FAILED at exit)
+                print(
+                    f"{len(bad)} of {len(composed)} point(s) did not finish: #{', #'.join(map(str, bad))}",
+                    file=sys.stderr,
+                )
+                raise SystemExit(1)
             return [returns[p.job_num] for p, _ in composed]
 
         def _collect(self, p: points.Point, overrides, job):
             run_file = p.dir / points.RUN_ID_FILE
             log_path = str(job.paths.stderr).replace("%t", "0")
             try:
-                ret = job.results()[0]
+                ret, state, why = job.results()[0], "FINISHED", ""
             except Exception as e:  # the job failed (it raised, or SLURM ended it)
                 text = str(e)
-                why = next((ln.strip() for ln in text.splitlines() if "failed on node" in ln), "")
-                why = why or points.cause(text.splitlines())
+                m = re.search(r"failed on node \d+(?: \(run \w+\))?: (.*); log: (\S+)", text)
+                why = m.group(1) if m else points.cause(text.splitlines())
                 ret = JobReturn(
                     overrides=list(overrides), status=JobStatus.FAILED, _return_value=RuntimeError(why)
                 )
-                state = (
-                    "KILLED"
-                    if "signal" in why or job.state in ("TIMEOUT", "CANCELLED", "PREEMPTED")
-                    else "FAILED"
-                )
-            else:
-                state, why = "FINISHED", ""
+                ended = job.state in ("TIMEOUT", "CANCELLED", "PREEMPTED", "NODE_FAIL")
+                state = "KILLED" if ended or why.startswith("stopped by ") else "FAILED"
+                why = why or f"SLURM state {job.state}"
             run_id = run_file.read_text().strip() if run_file.exists() else "-"
-            return ret, (state, run_id, why + (f" (log: {log_path})" if why else f"log: {log_path}"))
+            return ret, (state, run_id, (f"{why}; " if why else "") + f"log: {log_path}")
 
         @staticmethod
         def _summary(composed, rows) -> None:
@@ -189,12 +225,19 @@ if BaseSubmititLauncher is not None:
             log_path = str(env.paths.stderr).replace("%t", str(env.global_rank))
             print(f"node {env.node} of job {env.job_id}:", " ".join(cmd), flush=True)  # in the job's .out log
             rc, tail, came = self._run_forwarding(cmd)
-            if came == signal.SIGUSR2:  # SLURM's time-limit warning: the run saved its state and ended
-                previous = self._previous.get(signal.SIGUSR2)  # submitit's: requeue (max_num_timeout)
-                if callable(previous):
-                    previous(signal.SIGUSR2, None)
+            note = ""
+            if came == signal.SIGUSR2 and env.global_rank == 0:  # SLURM's time-limit (or preemption) warning
+                requeue = self._previous.get(signal.SIGUSR2)  # submitit's: requeue, up to max_num_timeout
+                if callable(requeue):
+                    try:
+                        requeue(signal.SIGUSR2, None)  # requeued: the job exits here, and resumes
+                    except Exception as e:
+                        note = f"; {e}"
             if rc != 0:
-                why = f"{'stopped by signal ' + str(came) + ': ' if came else ''}{points.cause(tail)}"
+                why = points.cause(tail)
+                if came:
+                    name = signal.Signals(came).name
+                    why = f"stopped by {name}: its state saved, it ended KILLED; a relaunch resumes{note}"
                 run_id = _attach_log(point, log_path, why) if env.node == 0 else None
                 raise RuntimeError(
                     f"point #{job_num} ({' '.join(point.overrides)}) failed on node {env.node}"
@@ -205,13 +248,17 @@ if BaseSubmititLauncher is not None:
         def _run_forwarding(self, cmd: list[str]) -> tuple[int, list[str], int | None]:
             """Run ``cmd``; its stderr goes on to the job's log and its last lines are kept; SLURM's
             signals reach it as SIGTERM (the run saves and ends KILLED)."""
-            proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, errors="replace")
+            # a session of its own: the signal goes to accelerate and the processes it started (on
+            # SIGTERM accelerate's launcher dies at once, leaving its worker to run on unsignalled)
+            proc = subprocess.Popen(
+                cmd, stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True
+            )
             came: list[int] = []
 
             def forward(signum, frame):
                 came.append(signum)
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
 
             self._previous = {s: signal.signal(s, forward) for s in FORWARDED}
             tail: collections.deque[str] = collections.deque(maxlen=200)

@@ -81,11 +81,12 @@ _unraisablehook = sys.unraisablehook  # the hook before ours: it still reports w
 
 
 def stop_on_signals() -> None:
-    """SIGTERM (SLURM time limits, preemption, `timeout`) and Ctrl-C unwind the process: its MLflow
+    """SIGTERM (SLURM time limits, preemption, `timeout`), SIGUSR2 and Ctrl-C unwind the process: its MLflow
     runs end KILLED, the last training state stays for a relaunch. A SIGINT that the launcher set to
     be ignored (a background job of a script, ``nohup``) stays ignored."""
     global _unraisablehook
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGUSR2, _stop)  # SLURM's warning before the time limit (--signal=USR2@...)
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, _stop)
     if sys.unraisablehook is not _stop_again:

@@ -1,0 +1,126 @@
+"""hydra/launcher=slurm_cpu on a real one-node SLURM (Debian's slurmctld, slurmd, munge) started on
+this machine by tests/slurm/cluster.sh, run as a user would: ``.venv/bin/limo-exp`` with no venv
+on PATH. A 2-point sweep, its relaunch (nothing submitted), a failing point, a time-limited point
+(SIGUSR2 before the limit: state saved, KILLED) and the relaunch that resumes it; SLURM's and
+MLflow's states asserted. Needs root (CI's machine); skips saying why elsewhere. ~3 minutes."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CLUSTER = Path(__file__).parent / "slurm" / "cluster.sh"
+LIMO_EXP = Path(sys.executable).parent / "limo-exp"
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("a SLURM cluster on this machine needs root (munge, slurmd)")
+    d = tmp_path_factory.mktemp("slurm")
+    env = os.environ | {"SLURMCTLD_PORT": "6937", "SLURMD_PORT": "6938"}
+    r = subprocess.run(
+        ["bash", str(CLUSTER), "start", str(d)], capture_output=True, text=True, timeout=600, env=env
+    )
+    if r.returncode == 3:
+        pytest.skip(r.stderr.strip())
+    assert r.returncode == 0, r.stderr
+    yield r.stdout.strip().splitlines()[-1]
+    subprocess.run(["bash", str(CLUSTER), "stop", str(d)], check=False)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("sweeps")
+
+
+def sweep(slurm: str, work: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin", "SLURM_CONF": slurm}
+    base = ["run", "--multirun", "debug=fast", "hydra/launcher=slurm_cpu", "accelerate=single"]
+    paths = [f"paths.output_root={work}/out", f"paths.cache_dir={work}/cache"]
+    return subprocess.run(
+        [str(LIMO_EXP), *base, *paths, *overrides],
+        env=env,
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def jobs(slurm: str) -> dict[str, str]:
+    out = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-o", "%i %T"], env=os.environ | {"SLURM_CONF": slurm},
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return dict(line.split() for line in out.splitlines())
+
+
+def runs(work: Path) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{work}/out/mlruns.db")
+    exps = [e.experiment_id for e in client.search_experiments()]
+    return client, client.search_runs(exps, order_by=["attributes.start_time ASC"], max_results=100)
+
+
+def summary(out: str) -> dict[int, str]:
+    """The launcher's last lines: point -> state."""
+    return {
+        int(m[1]): m[2]
+        for m in re.finditer(r"^  #(\d+) .*?: (FINISHED|skipped|FAILED|KILLED), run", out, re.M)
+    }
+
+
+def test_a_sweep_on_slurm_its_relaunch_a_failure_and_a_time_limit(slurm, work):
+    r = sweep(slurm, work, "data.n_samples=4,8")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert summary(r.stdout) == {0: "FINISHED", 1: "FINISHED"}
+    assert sorted(jobs(slurm).values()) == ["COMPLETED", "COMPLETED"]
+    assert r.stderr.count("Bypassing sacct error") == 0  # no accounting here: squeue says
+    client, found = runs(work)
+    points = [x for x in found if x.data.tags.get("limo.kind") == "run"]
+    assert [x.info.status for x in points] == ["FINISHED", "FINISHED"]
+
+    again = sweep(slurm, work, "data.n_samples=4,8")  # nothing left: nothing queued, no parent run
+    assert again.returncode == 0 and summary(again.stdout) == {0: "skipped", 1: "skipped"}
+    assert len(jobs(slurm)) == 2 and len(runs(work)[1]) == len(found)
+
+    bad = sweep(slurm, work, "data.n_samples=4,5000")  # 5000 > the pool: NotEnoughRecords in the job
+    assert bad.returncode == 1 and summary(bad.stdout) == {0: "skipped", 1: "FAILED"}
+    assert "NotEnoughRecords: asked for 5000 records" in bad.stdout and "Traceback" not in bad.stderr[-400:]
+    log = re.search(r"NotEnoughRecords.*; log: (\S+)", bad.stdout)[1]
+    assert Path(log).exists() and "NotEnoughRecords" in Path(log).read_text()
+    assert sorted(jobs(slurm).values()) == ["COMPLETED", "COMPLETED", "FAILED"]  # the job failed
+    client, found = runs(work)
+    failed = next(x for x in found if x.info.status == "FAILED" and x.data.tags.get("limo.kind") == "run")
+    assert "NotEnoughRecords" in failed.data.tags["limo.error"]
+    assert [a.path for a in client.list_artifacts(failed.info.run_id, "logs")] == [f"logs/{Path(log).name}"]
+
+    # a one-minute limit: SLURM's SIGUSR2 30 s before it; the run saves its state and ends KILLED
+    limited = ["data.n_samples=6", "train.max_steps=600", "train.checkpoint_every=100000"]
+    short = [
+        "hydra.launcher.timeout_min=1",
+        "hydra.launcher.signal_delay_s=30",
+        "hydra.launcher.max_num_timeout=0",
+    ]
+    cut = sweep(slurm, work, *limited, *short)
+    assert cut.returncode == 1 and summary(cut.stdout) == {0: "KILLED"}, cut.stdout[-2000:]
+    client, found = runs(work)
+    killed = found[-1]
+    assert killed.info.status == "KILLED" and list(
+        Path(killed.data.tags["limo.run_dir"], "state").glob("step-*")
+    )
+    # the relaunch (a longer limit: not part of the run key) resumes from that state and finishes
+    done = sweep(slurm, work, *limited, "hydra.launcher.timeout_min=10")
+    assert done.returncode == 0 and summary(done.stdout) == {0: "FINISHED"}, done.stdout[-2000:]
+    last = runs(work)[1][-1]
+    assert last.info.status == "FINISHED" and last.data.tags["limo.previous_attempt"] == killed.info.run_id
+    assert last.data.tags["limo.resumed_from_state"] != "none"
