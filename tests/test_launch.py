@@ -119,6 +119,7 @@ def _dry_run(monkeypatch, *overrides: str) -> list[list[str]]:
             "--multirun",
             "hydra/launcher=slurm",
             "hydra.launcher.nodes=2",
+            "hydra.launcher.gpus_per_node=8",  # the preset's default is one GPU
             "tracking=disabled",
             *overrides,
         ]
