@@ -125,3 +125,16 @@ def test_a_sweep_on_slurm_its_relaunch_a_failure_and_a_time_limit(slurm, work):
     last = [x for x in runs(work)[1] if x.data.tags.get("limo.kind") == "run"][-1]
     assert last.info.status == "FINISHED" and last.data.tags["limo.previous_attempt"] == killed.info.run_id
     assert last.data.tags["limo.resumed_from_state"] != "none"
+
+
+def test_resources_the_cluster_lacks_are_one_line(slurm, work):
+    """The GPU preset on a partition without GPUs: sbatch's refusal, in one line naming the keys."""
+    env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin", "SLURM_CONF": slurm}
+    r = subprocess.run(
+        [str(LIMO_EXP), "run", "--multirun", "debug=fast", "hydra/launcher=slurm", "accelerate=single",
+         f"paths.output_root={work}/gpu", "data.n_samples=4"],
+        env=env, cwd=work, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert "SLURM refused the sweep's jobs" in last and "hydra/launcher=slurm_cpu" in last, last

@@ -90,13 +90,11 @@ def watch_without_accounting() -> None:
 
 
 def refused(e: Exception):
-    """sbatch's refusal as one line naming the settings (a ConfigError ends the command in one line)."""
-    from limo_exp.typed import ConfigError
-
+    """sbatch's refusal as one line naming the settings to change (no traceback of Hydra's)."""
     text = str(e)
     line = next((ln.strip() for ln in text.splitlines() if "error" in ln.lower()), text.strip()[:300])
-    raise ConfigError(
-        f"SLURM refused the sweep's jobs: {line}. Set hydra.launcher.partition / gpus_per_node / "
+    raise SystemExit(
+        f"limo-exp: SLURM refused the sweep's jobs: {line}. Set hydra.launcher.partition / gpus_per_node / "
         "cpus_per_task / mem_gb / timeout_min to what the cluster offers (a CPU partition: "
         "hydra/launcher=slurm_cpu); see conf/hydra/launcher/slurm.yaml"
     ) from None

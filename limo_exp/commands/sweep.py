@@ -21,7 +21,7 @@ from limo_exp.config import TrackingConfig
 from limo_exp.tracking.names import KIND_TAG
 from limo_exp.tracking.run_log import git_info
 from limo_exp.tracking.tracker import PARENT_FILE, Tracker, make_tracker
-from limo_exp.typed import ConfigError, flatten
+from limo_exp.typed import flatten
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ def check_topology(config: DictConfig) -> None:
         str(o).startswith("accelerate=") for o in OmegaConf.select(config, "hydra.overrides.task") or []
     )
     if launcher.endswith("AccelerateLauncher") and not config.get("accelerate") and not swept:
-        raise ConfigError(topology_error())
+        # SystemExit, not ConfigError: Hydra turns a callback's Exception into a warning and goes on
+        raise SystemExit(f"limo-exp: config error: {topology_error()}")
 
 
 class SweepCallback(Callback):
