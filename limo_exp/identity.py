@@ -23,6 +23,8 @@ NON_SEMANTIC_LEAVES += ("train.keep_states_at_end", "train.save", "eval.store") 
 NON_SEMANTIC_LEAVES += ("train.liger_layers",)  # the same layers in fused kernels: equal to rounding
 NON_SEMANTIC_LEAVES += ("train.checkpoint_skip_layers",)  # recomputed or kept: the same activations
 NON_SEMANTIC_LEAVES += ("eval.max_batch_size",)  # static/compiled decoding: a sample is not its batch's
+NON_SEMANTIC_LEAVES += ("eval.vllm_kv_cache_gb", "eval.vllm_gpu_memory_utilization")  # memory, not results
+NON_SEMANTIC_LEAVES += ("eval.vllm_max_model_len",)  # a budget it cannot hold fails, it never changes one
 EVAL_ONLY_GROUPS = ("model", "eval", "seed")  # what an evaluation without training depends on
 # Leaves added after runs existed, with the value that computes what those runs did: at that value
 # the leaf, and the leaves read only at other values of it, stay out of the key, so the runs made

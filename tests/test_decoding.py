@@ -170,3 +170,11 @@ def test_out_of_memory_halves_the_batch_then_names_the_key(varied, monkeypatch):
     monkeypatch.setattr(decoding.StaticDecoder, "run", always)
     with pytest.raises(RuntimeError, match="lower eval.max_gen_toks"):
         engine(varied, "static", batch_size=1).generate(reqs)
+
+
+def test_eager_batches_of_16_give_batch_1s_greedy_texts(varied):
+    """The CPU default batch (engines.AUTO_BATCH) changes no greedy response."""
+    reqs = [Gen(p, max_new=30) for p in PROMPTS * 3]
+    assert engine(varied, "eager", batch_size=16).generate(reqs) == engine(
+        varied, "eager", batch_size=1
+    ).generate(reqs)

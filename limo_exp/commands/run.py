@@ -93,7 +93,7 @@ def run(cfg: DictConfig) -> dict:
         tags |= {"limo.previous_attempt": earlier[0]} if earlier else {}
         parent = parent_run_id(sweep_dir())
         with tracker.run(name, run_log.run_tags(key, "run", **tags), parent):
-            if main_rank and hydra_output_dir():  # where a launcher's job finds the run it ran
+            if main_rank and hydra_output_dir() and tracker.run_id:  # where a launcher's job finds its run
                 (Path(hydra_output_dir()) / RUN_ID_FILE).write_text(tracker.run_id)
             for old in earlier:  # the killed attempts say which run replaced them
                 tracker.set_tags({"limo.replaced_by": tracker.run_id}, run_id=old)

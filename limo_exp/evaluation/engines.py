@@ -5,7 +5,7 @@ tokens and how generation ended, so that budgets and truncation are counted in r
     engine = backend.make_engine("hf", path, EngineOptions(dtype="bfloat16", device="cuda"))
     outs = engine.generate([Gen(prompt, max_new=512, stop=("</think>",))])
 
-The hf engine is in ``evaluation.hf``; ``backend.make_engine`` builds either.
+The hf engine is in ``evaluation.hf``, vLLM in ``evaluation.vllm_engine``; ``backend.make_engine`` builds either.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from limo_exp.config_eval import HF_DECODINGS as DECODINGS
 
 log = logging.getLogger(__name__)
 
-AUTO_BATCH = {"cuda": 64, "cpu": 1}  # batch_size=auto starts here; CUDA halves on out-of-memory
+# batch_size=auto for eager generate; CUDA halves on out-of-memory. CPU 16: the same 64 greedy texts
+# as batch 1 at 5.5x its speed (SmolLM2-135M, 2 cores, issue 27; tests/test_decoding.py checks the texts)
+AUTO_BATCH = {"cuda": 64, "cpu": 16}
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,14 @@ def _cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
     return (text[: min(cuts)], True) if cuts else (text, False)
 
 
+def response(tok, ids: list[int], stop: tuple[str, ...], ended: bool) -> Out:
+    """A response from its generated ids, the one rule of every engine: the ids leave out the
+    end-of-turn token and count a stop string's tokens; the text is the tokenizer's decoding of
+    the ids (special tokens skipped) cut at the first stop string."""
+    text, stopped = _cut_at_stop(tok.decode(ids, skip_special_tokens=True), stop)
+    return Out(text, len(ids), "stop" if ended or stopped else "length")
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     """What an engine is built from, assembled once per command (``evaluate``, ``distill``)."""
@@ -71,6 +81,8 @@ class EngineOptions:
     attn_implementation: str = "auto"
     tensor_parallel_size: int = 1
     max_model_len: int | None = None
+    vllm_kv_cache_gb: float = 4.0  # vLLM on CPU: its KV cache (VLLM_CPU_KVCACHE_SPACE)
+    vllm_gpu_memory_utilization: float = 0.9  # vLLM on GPU: the share of GPU memory it takes
     revision: str | None = None
     trust_remote_code: bool = False
 
@@ -91,56 +103,10 @@ def engine_options(section, *, context: int | None, **kw) -> EngineOptions:
         max_batch_size=section.max_batch_size,
         decoding=section.hf_decoding,
         tensor_parallel_size=section.tensor_parallel_size,
-        max_model_len=context,
+        max_model_len=min(context, section.vllm_max_model_len)
+        if context and section.vllm_max_model_len
+        else context,
+        vllm_kv_cache_gb=section.vllm_kv_cache_gb,
+        vllm_gpu_memory_utilization=section.vllm_gpu_memory_utilization,
         **kw,
     )
-
-
-class VLLMEngine:
-    """vLLM's offline ``LLM.generate`` on token ids (GPU only; not exercised by the CPU tests)."""
-
-    name = "vllm"
-
-    decoding = "vllm"
-
-    def __init__(self, model_path: str, opts: EngineOptions):
-        from transformers import AutoTokenizer
-        from vllm import LLM
-
-        kw = {"revision": opts.revision, "trust_remote_code": opts.trust_remote_code}
-        self.tok = AutoTokenizer.from_pretrained(model_path, **kw)
-        self.seed = opts.seed
-        self.llm = LLM(
-            model=model_path,
-            dtype=opts.dtype,
-            seed=opts.seed,
-            tensor_parallel_size=opts.tensor_parallel_size,
-            max_model_len=opts.max_model_len,
-            **kw,
-        )
-
-    def generate(self, reqs: list[Gen]) -> list[Out]:
-        from vllm import SamplingParams
-
-        prompts = [
-            {"prompt_token_ids": self.tok(r.prompt, add_special_tokens=False)["input_ids"]} for r in reqs
-        ]
-        params = [
-            SamplingParams(
-                temperature=r.temperature,
-                top_p=r.top_p,
-                max_tokens=r.max_new,
-                stop=list(r.stop) or None,
-                seed=None if r.seed is None else (self.seed * 1_000_003 + r.seed) % 2**31,
-            )
-            for r in reqs
-        ]
-        outs = self.llm.generate(prompts, params, use_tqdm=False)
-        return [
-            Out(
-                o.outputs[0].text,
-                len(o.outputs[0].token_ids),
-                "length" if o.outputs[0].finish_reason == "length" else "stop",
-            )
-            for o in outs
-        ]

