@@ -13,6 +13,17 @@ EVAL_DIR = SHARED_DATA / "eval"
 POOL_DIR = SHARED_DATA / "pools"
 CONF_DIR = REPO / "conf"
 GPQA_FILE = Path(__file__).parent / "data" / "gpqa_diamond.jsonl"  # synthetic, in GPQA's schema
+# prompts of different lengths for comparing generation engines (test_decoding, test_vllm)
+PROMPTS = [
+    "What is 2+2?",
+    "Solve x^2 = 9 for positive x, and show all of the steps",
+    "hi",
+    "The sum of the first ten odd numbers is",
+    "a b c d e f g h i j k",
+    "Find the remainder when 7^100 is divided by 5.",
+    "ok",
+    "Compute 12*13.",
+]
 needs_eval_data = pytest.mark.skipif(not EVAL_DIR.is_dir(), reason=f"benchmark files not found at {EVAL_DIR}")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

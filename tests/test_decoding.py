@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import PROMPTS
 
 from limo_exp.config import ConfigError, EvalConfig
 from limo_exp.evaluation import decoding
@@ -15,16 +16,6 @@ from limo_exp.evaluation.engines import EngineOptions, Gen, hf_decoding, sample_
 from limo_exp.evaluation.hf import HFEngine
 from limo_exp.evaluation.store import NoStore
 from limo_exp.evaluation.stored_lm import Budget, StoredLM
-
-PROMPTS = [
-    "What is 2+2?",
-    "Solve x^2 = 9 for positive x, and show all of the steps",
-    "hi",
-    "The sum of the first ten odd numbers is",
-    "a b c d e f g h i j k",
-    "Find the remainder when 7^100 is divided by 5.",
-    "ok",
-]
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +58,8 @@ def test_cache_lengths_come_in_few_buckets():
 def test_greedy_static_decoding_is_generate_token_for_token(varied):
     """Prompts of different lengths and different max_new, two slots: rows that end leave and
     waiting prompts take their place (more segments than batches), as generate's answers."""
-    reqs = [Gen(p, max_new=[40, 12, 60][i % 3]) for i, p in enumerate(PROMPTS)]
+    # seven prompts in two slots: a row ends while another runs on, so the batch is re-formed
+    reqs = [Gen(p, max_new=[40, 12, 60][i % 3]) for i, p in enumerate(PROMPTS[:7])]
     eager = engine(varied, "eager").generate(reqs)
     static = engine(varied, "static")
     outs = static.generate(reqs)

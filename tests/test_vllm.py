@@ -17,19 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import PROMPTS
 
 pytestmark = pytest.mark.vllm
-
-PROMPTS = [
-    "What is 2+2?",
-    "Solve x^2 = 9 for positive x, and show all of the steps",
-    "hi",
-    "The sum of the first ten odd numbers is",
-    "a b c d e f g h i j k",
-    "Find the remainder when 7^100 is divided by 5.",
-    "ok",
-    "Compute 12*13.",
-]
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +148,8 @@ def test_limo_exp_eval_and_run_with_the_vllm_backend(tmp_path):
     run = _cli("run", "debug=fast", *common, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     stored = [
-        json.loads(line) for f in (tmp_path / "cache" / "responses").glob("*.jsonl") for line in open(f)
+        json.loads(line)
+        for f in (tmp_path / "cache" / "responses").glob("*.jsonl")
+        for line in f.read_text().splitlines()
     ]
     assert stored and {s["decoding"] for s in stored} == {"vllm/vllm"}
