@@ -57,7 +57,10 @@ class HFEngine:
         self.model.eval()
         log.info("hf engine: %s decoding, attention %s (%s)", self.decoding, self.attn, why)
         self.opts = opts
-        auto = AUTO_BATCH[self.device] if self.decoding == "eager" else STATIC_CPU_BATCH
+        if self.decoding == "eager":
+            auto = AUTO_BATCH[self.device]
+        else:  # on CUDA: the cap, lowered to what free memory holds for each call's cache (fit_batch)
+            auto = opts.max_batch_size if self.device == "cuda" else STATIC_CPU_BATCH
         self.batch_size = auto if opts.batch_size == "auto" else int(opts.batch_size)
         self.seed = opts.seed
         self._batches = 0
