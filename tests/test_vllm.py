@@ -153,3 +153,29 @@ def test_limo_exp_eval_and_run_with_the_vllm_backend(tmp_path):
         for line in f.read_text().splitlines()
     ]
     assert stored and {s["decoding"] for s in stored} == {"vllm/vllm"}
+
+
+def test_the_demos_evaluation_gives_the_same_greedy_texts(tmp_path_factory, monkeypatch):
+    """SmolLM2-135M-Instruct (the demo's model, from its PyPI wheel) on the demo's 64 held-out
+    problems: vllm's responses are hf's, text for text and token for token."""
+    from conftest import CONF_DIR, compose
+    from omegaconf import OmegaConf
+
+    from limo_exp.config import EvalConfig, ModelConfig
+    from limo_exp.evaluation import evaluate as ev
+    from limo_exp.evaluation.backend import make_engine
+    from limo_exp.evaluation.engines import EngineOptions
+    from limo_exp.training.models import resolve
+
+    raw = OmegaConf.load(CONF_DIR / "model" / "smollm2_135m_instruct.yaml")
+    smol = resolve(
+        ModelConfig.from_dict(OmegaConf.to_container(raw), "model"), tmp_path_factory.mktemp("smol")
+    )
+    suite = OmegaConf.to_container(compose(["experiment=demo"]).eval, resolve=True)
+    suite = EvalConfig.from_dict(suite | {"store": "off"}, "eval")
+    engine = make_engine("vllm", smol, EngineOptions(dtype="float32", device="cpu", max_model_len=2048))
+    real = ev.make_engine
+    monkeypatch.setattr(ev, "make_engine", lambda b, p, o: engine if b == "vllm" else real(b, p, o))
+    got = {b: ev.evaluate(smol, EvalConfig(**{**suite.__dict__, "backend": b})) for b in ("hf", "vllm")}
+    hf, vllm = ([(r["response"], r["n_tokens"]) for r in got[b].responses] for b in ("hf", "vllm"))
+    assert len(hf) == 64 and vllm == hf
