@@ -17,8 +17,9 @@ from limo_exp.config_eval import HF_DECODINGS as DECODINGS
 
 log = logging.getLogger(__name__)
 
-# batch_size=auto for eager generate; CUDA halves on out-of-memory. CPU 16: the same 64 greedy texts
-# as batch 1 at 5.5x its speed (SmolLM2-135M, 2 cores, issue 27; tests/test_decoding.py checks the texts)
+# batch_size=auto for eager generate; CUDA halves on out-of-memory. CPU 16: the demo's evaluation
+# (SmolLM2-135M, 64 problems, 2 cores) gave batch 1's 64 greedy texts in 20 s instead of 80-92 s;
+# 64 took 13-15 s but holds 4x the KV cache of long generations (tests/test_decoding.py: the texts)
 AUTO_BATCH = {"cuda": 64, "cpu": 16}
 
 
