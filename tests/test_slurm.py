@@ -43,28 +43,19 @@ def work(tmp_path_factory):
     return tmp_path_factory.mktemp("sweeps")
 
 
-def sweep(slurm: str, work: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin", "SLURM_CONF": slurm}
-    base = ["run", "--multirun", "debug=fast", "hydra/launcher=slurm_cpu", "accelerate=single"]
-    paths = [f"paths.output_root={work}/out", f"paths.cache_dir={work}/cache"]
-    return subprocess.run(
-        [str(LIMO_EXP), *base, *paths, *overrides],
-        env=env,
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 def sweep_in_background(slurm: str, work: Path, *overrides: str) -> subprocess.Popen:
+    """``limo-exp run --multirun`` on the cluster as a user runs it: the venv's limo-exp, no venv on PATH."""
     env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin", "SLURM_CONF": slurm}
     base = ["run", "--multirun", "debug=fast", "hydra/launcher=slurm_cpu", "accelerate=single"]
     paths = [f"paths.output_root={work}/out", f"paths.cache_dir={work}/cache"]
     cmd = [str(LIMO_EXP), *base, *paths, *overrides]
-    return subprocess.Popen(
-        cmd, env=env, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
+    return subprocess.Popen(cmd, env=env, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def sweep(slurm: str, work: Path, *overrides: str) -> subprocess.CompletedProcess:
+    proc = sweep_in_background(slurm, work, *overrides)
+    out, err = proc.communicate(timeout=600)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def jobs(slurm: str) -> dict[str, str]:
@@ -131,7 +122,7 @@ def test_a_sweep_on_slurm_its_relaunch_a_failure_and_a_time_limit(slurm, work):
         time.sleep(1)  # and is training (it logs a loss a step)
     (job,) = [j for j, state in jobs(slurm).items() if state == "RUNNING"]
     subprocess.run(["scancel", "--signal=TERM", job], env=os.environ | {"SLURM_CONF": slurm}, check=True)
-    out, _ = stopped.communicate(timeout=300)
+    out, _ = stopped.communicate(timeout=300)  # stderr read too: a full pipe would block the sweep
     assert stopped.returncode == 1 and summary(out) == {0: "KILLED"}, out[-2000:]
     client, found = runs(work)
     killed = [x for x in found if x.data.tags.get("limo.kind") == "run"][-1]

@@ -62,7 +62,6 @@ def fit_batch(model, length: int, cap: int, headroom: float = 0.8) -> int:
 class Row:
     """One request in the loop: its prompt ids, what it has generated, and how it ended."""
 
-    index: int
     prompt: list[int]
     max_new: int
     stop: tuple[str, ...] = ()

@@ -91,8 +91,8 @@ class HFEngine:
 
         ids = self._encode([r.prompt for r in reqs])
         rows = [
-            Row(i, ids[i], r.max_new, r.stop, r.temperature, r.top_p, (self.seed << 32) | (r.seed or 0))
-            for i, r in enumerate(reqs)
+            Row(x, r.max_new, r.stop, r.temperature, r.top_p, (self.seed << 32) | (r.seed or 0))
+            for x, r in zip(ids, reqs)
         ]
         groups: dict[tuple, list[Row]] = {}
         for row in rows:
