@@ -404,7 +404,7 @@ def measure(name, args, config, gpu, device) -> dict:
     import torch
     from transformers import Qwen2ForCausalLM
 
-    from limo_exp.tracking.run_log import PEAK_BF16_FLOPS
+    from limo_exp.hardware import gpu as gpu_spec
     from limo_exp.training import attention
     from limo_exp.training.optim import changed_fraction
 
@@ -453,7 +453,7 @@ def measure(name, args, config, gpu, device) -> dict:
     real = sum(timed)
     cfg = config
     attention_flops = sum(6 * cfg.hidden_size * cfg.num_hidden_layers * s * (s + 1) for s in timed)
-    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in device), None)
+    peak = gpu_spec(device).bf16_flops if gpu_spec(device) else None
     flops = 6 * n_params * real
     result = {
         "side": side,

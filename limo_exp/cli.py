@@ -1,4 +1,4 @@
-"""``limo-exp <command> [hydra overrides]``: run, curate, distill, eval, report, compare, regrade.
+"""``limo-exp <command> [hydra overrides]``: run, plan, curate, distill, eval, report, compare, regrade.
 
 Each command is a Hydra app over the same config tree (conf/), so every override and
 ``--multirun`` works the same way for all of them.
@@ -15,6 +15,7 @@ from limo_exp.typed import hydra_quote
 
 COMMANDS = {
     "run": "limo_exp.commands.run:main",
+    "plan": "limo_exp.commands.plan:main",
     "curate": "limo_exp.commands.curate:main",
     "distill": "limo_exp.commands.distill:main",
     "eval": "limo_exp.commands.eval:main",
@@ -27,6 +28,7 @@ USAGE = f"""usage: limo-exp {{{",".join(COMMANDS)}}} [hydra overrides] [--multir
 
   limo-exp run model=tiny_random data.n_samples=8 train.max_steps=2
   limo-exp run --multirun experiment=demo data.n_samples=8,16,32
+  limo-exp plan --multirun sweep=less_is_more                 (cost and power before launch, no model)
   limo-exp curate pool=math_train pool.data_dir=../shared/data/pools eval=limo_paper eval.data_dir=../shared/data/eval
   limo-exp distill pool=arithmetic pool.n=64 model=smollm2_135m_instruct distill.mode=rationalize
   limo-exp eval model=tiny_random eval=limo_paper eval.data_dir=../shared/data/eval eval.limit=2
@@ -86,7 +88,7 @@ def shell_completion(argv: list[str]) -> list[str] | None:
                 ("\n" if action.endswith("fish") else " ").join(c for c in COMMANDS if c.startswith(partial))
             )
             return None
-        command = words[1]
+        command = "run" if words[1] == "plan" else words[1]  # plan takes run's overrides, through run's app
         os.environ["COMP_LINE"] = re.sub(r"^(\s*\S+\s+)\S+\s*", r"\1", line, count=1)  # drop the command
     return [command, *argv[at:]]
 

@@ -1,5 +1,6 @@
 """The generation sections of the config (``eval/``, ``distill``) and ``report``: the protocol an
-evaluation runs, how a teacher writes solutions, and the statistics the report draws; re-exported
+evaluation runs, how a teacher writes solutions, the statistics the report draws and what
+``limo-exp plan`` assumes; re-exported
 by ``limo_exp.config``."""
 
 from __future__ import annotations
@@ -180,6 +181,7 @@ class ReportConfig(Section):
     seed: int = 0  # of every resampling
     alpha: float = 0.05  # significance level of the paired tests (bold in tables, words in the report)
     reported: list[str] = field(default_factory=list)  # published rows (analysis/published.yaml) to add
+    labels: dict[str, str] | None = None  # {id: label} for tables, over conf/'s and the runs' labels
     a: str | None = None  # limo-exp compare A B: a run id, a run key, or param=value[;param=value]
     b: str | None = None
 
@@ -188,3 +190,26 @@ class ReportConfig(Section):
             raise ConfigError("report.level and report.alpha must be in (0, 1)")
         if self.n_boot < 100 or self.fit_boot < 0:
             raise ConfigError("report.n_boot must be >= 100 and report.fit_boot >= 0")
+
+
+@dataclass
+class PlanConfig(Section):
+    """``plan``: what limo-exp plan assumes where nothing measured says (every figure names its source)."""
+
+    device: str = "auto"  # H100 | H200 | A100 | L40S (hardware.GPUS) | cpu; auto: this machine's
+    gpus: int | str = "auto"  # per point; auto: the accelerate topology's processes, else 1
+    mfu: float = 0.3  # training, with no measured throughput: this share of the bf16 peak
+    bandwidth_use: float = 0.6  # generation, with no measured throughput: this share of HBM bandwidth
+    max_gpu_hours: float | None = None  # a sweep over this budget is refused before launch
+    baseline_accuracy: float | None = None  # power: the accuracy to detect a gain over; null: from the store
+    assumed_accuracy: float = 0.5  # ... when the store has no earlier run of the model (0.5: widest)
+    power: float = 0.8
+    alpha: float = 0.05
+    wanted_difference: float = 0.05  # comparisons that cannot resolve this gain get a cheapest fix
+
+    def __post_init__(self):
+        if isinstance(self.gpus, str):
+            one_of("plan.gpus", self.gpus, ("auto",))
+        for key in ("mfu", "bandwidth_use", "power", "alpha", "wanted_difference", "assumed_accuracy"):
+            if not 0 < getattr(self, key) <= 1:
+                raise ConfigError(f"plan.{key}={getattr(self, key)}: expected a share in (0, 1]")

@@ -23,6 +23,7 @@ def query(line: str, capsys, monkeypatch, shell: str = "bash") -> list[str]:
 def test_the_command_word_completes(capsys, monkeypatch):
     assert query("limo-exp ", capsys, monkeypatch) == [
         "run",
+        "plan",
         "curate",
         "distill",
         "eval",
@@ -39,6 +40,7 @@ def test_overrides_complete_after_the_command(capsys, monkeypatch):
     models = query("limo-exp eval model=", capsys, monkeypatch)
     assert {"model=tiny_random", "model=hub", "model=smollm2_135m_instruct"} <= set(models)
     assert "accelerate=fsdp" in query("limo-exp run accelerate=fs", capsys, monkeypatch)
+    assert "sweep=less_is_more" in query("limo-exp plan sweep=less", capsys, monkeypatch)  # run's overrides
 
 
 def test_install_registers_limo_exp(capsys):

@@ -20,7 +20,7 @@ def finished_points(cfgs: list[DictConfig], sweep_dir: str | Path) -> list[str |
     """Per point, the MLflow run id of a FINISHED run with its run key (``force=true``: none), else
     None. Found ones are listed on the sweep's parent run as reused children; when every point is
     found, the parent run this launch created is deleted (it would hold nothing)."""
-    from limo_exp.commands.run import identify
+    from limo_exp.commands.prepare import identify
 
     found: list[str | None] = []
     tracker = None
@@ -31,7 +31,7 @@ def finished_points(cfgs: list[DictConfig], sweep_dir: str | Path) -> list[str |
             found.append(None)
             continue
         tracker = tracker or make_tracker(c.tracking)
-        key = identify(spec)[3]
+        key = identify(spec).key
         done = tracker.find_finished(key)
         found.append(done.run_id if done else None)
         if done:

@@ -89,10 +89,6 @@ def fit_generation_budget(max_gen_toks: int, context: int | None, prompt_reserve
     return fitted
 
 
-# measured on one H100 with HF generate, bf16, a Qwen2.5-1.5B-shaped model (issue 9): new tokens/s
-HF_TOKENS_PER_S = {1: 11.0, 8: 87.0, 64: 700.0}
-
-
 def warn_slow_generation(backend: str, device: str, tasks: dict, suite, max_gen_toks: int) -> float | None:
     """Before a long ``hf`` evaluation on CUDA: the worst-case generated tokens and hours at the
     throughput measured for this batch size, naming vLLM. Returns the estimated hours."""
@@ -102,6 +98,8 @@ def warn_slow_generation(backend: str, device: str, tasks: dict, suite, max_gen_
     for name, task in tasks.items():
         docs = len(task.eval_docs) if suite.limit is None else min(suite.limit, len(task.eval_docs))
         n += docs * suite.samples_for(name)
+    from limo_exp.hardware import HF_TOKENS_PER_S
+
     batch = 64 if suite.batch_size == "auto" else int(suite.batch_size)
     rate = HF_TOKENS_PER_S[max(k for k in HF_TOKENS_PER_S if k <= batch)]
     hours = n * max_gen_toks / rate / 3600

@@ -160,7 +160,7 @@ def train(
         except torch.OutOfMemoryError as e:
             width = max((sum(len(data[i].input_ids) for i in r) for r in rows), default=0)
             raise out_of_memory(e, cfg, step + 1, width, state_dir, run_key) from e
-        seen = sum(_row_width(data, r, packed) for p in plan.rows for r in p if r)
+        seen = _seen(data, plan, packed)
         if pending is not None:
             account(pending)
         pending = (step, total.to(torch.float64), sched.get_last_lr()[0], plan, seen)
@@ -194,6 +194,36 @@ def _stop_asked(accelerator, step: int, world: int) -> int:
 
     flag = torch.tensor([asked], device=accelerator.device)
     return int(accelerator.reduce(flag, reduction="sum").max().item() and (asked or 15))
+
+
+@dataclass(frozen=True)
+class TokenCount:
+    """What ``train`` will compute on, as it logs it (``train/steps``, ``train/target_tokens``,
+    ``train/seen_tokens``; real: the examples' own tokens)."""
+
+    steps: int
+    target: int
+    seen: int
+    real: int
+
+
+def count_tokens(data: list[Tokenized], cfg: TrainConfig, world: int, seed: int, attn: str) -> TokenCount:
+    """``train``'s steps and token counts for tokenised ``data`` on ``world`` processes with
+    attention ``attn``, on the host without a model (``limo-exp plan``): the same step plans."""
+    steps = n_optimizer_steps(len(data), cfg, world)
+    per_step = accumulation_steps(cfg, world) * micro_size(cfg) * world
+    order = step_order(len(data), steps, per_step, seed)
+    packed = cfg.packing or bool(cfg.max_tokens_per_micro_batch) or reads_boundaries(attn)
+    target = seen = real = 0
+    for step in range(steps):
+        plan = plan_step(data, order[step * per_step : (step + 1) * per_step], cfg, world)
+        target, seen, real = target + plan.n_target, seen + _seen(data, plan, packed), real + plan.real
+    return TokenCount(steps, target, seen, real)
+
+
+def _seen(data: list[Tokenized], plan, packed: bool) -> int:
+    """Tokens a step computes on over all ranks, padding included."""
+    return sum(_row_width(data, r, packed) for p in plan.rows for r in p if r)
 
 
 def _row_width(data: list[Tokenized], row: tuple[int, ...], packed: bool) -> int:

@@ -1,0 +1,280 @@
+"""The figures of ``limo-exp plan`` (``analysis/plan.py`` holds the records and writes them):
+the store's earlier runs as rates, device-hours of training and generation, training memory, and
+what each benchmark's comparison can detect with the cheapest fixes.
+
+Device-hours come, in order, from earlier runs in the store (the same model on the same device:
+seconds per token), the project's GPU bench (results/bench/gpu_train.json on the same device,
+scaled by parameters), or a FLOP / bandwidth model at the stated ``plan.mfu`` / ``plan.bandwidth_use``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from limo_exp.analysis import power as pw
+from limo_exp.analysis.plan import PUBLISHED_SIZES, Detect, Eval, Figure, Memory, Shape, Train, mdd_text
+from limo_exp.hardware import gpu
+from limo_exp.tracking.names import accuracies, task_of
+
+BENCH_TRAIN = Path(__file__).resolve().parents[2] / "results" / "bench" / "gpu_train.json"
+# what pooling a small benchmark with its neighbours adds (the cheapest fix for AIME-sized suites)
+NEIGHBOURS = ("aime24", "aime25", "amc23")
+
+
+# ---- the store's earlier runs ---------------------------------------------------------------
+
+
+@dataclass
+class History:
+    """Figures of earlier FINISHED runs of the study: per (model, device) seconds per trained token,
+    per (model, device, task) generated tokens/s, per (model, task) accuracy and response length."""
+
+    train_seconds_per_token: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    gen_tokens_per_s: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)
+    accuracy: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    response_tokens: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, runs) -> History:
+        h = cls()
+        for r in runs:
+            model = r.params.get("model.name", "")
+            device = run_device(r.tags.get("hardware.gpus", ""))
+            m = r.metrics
+            if m.get("train/seen_tokens") and m.get("cost/device_hours"):
+                per = m["cost/device_hours"] * 3600 / m["train/seen_tokens"]
+                h.train_seconds_per_token.setdefault((model, device), []).append(per)
+            if r.tags.get("limo.kind") == "eval":  # the untrained model's headline, in any store's names
+                for name, value in accuracies(m).items():
+                    if value == value:
+                        h.accuracy.setdefault((model, task_of(name)), []).append(value)
+            for name, value in m.items():
+                parts = name.split("/")
+                if len(parts) != 3 or parts[0] != "eval" or value != value:  # NaN: nothing measured
+                    continue
+                task, metric = parts[1], parts[2]
+                if metric == "gen_tokens_per_s" and value > 0:
+                    h.gen_tokens_per_s.setdefault((model, device, task), []).append(value)
+                elif metric == "response_tokens_mean":
+                    h.response_tokens.setdefault((model, task), []).append(value)
+        return h
+
+
+def run_device(gpus_tag: str) -> str:
+    """A run's device as the plan names devices: its first GPU's data-sheet name, else cpu."""
+    first = gpus_tag.split(",")[0].strip()
+    if not first or first == "none":
+        return "cpu"
+    spec = gpu(first)
+    return spec.name if spec else first
+
+
+def _median(values: list[float] | None) -> float | None:
+    return statistics.median(values) if values else None
+
+
+# ---- cost ------------------------------------------------------------------------------------
+
+
+def train_hours(
+    t: Train, shape: Shape, model: str, device: str, gpus: int, history: History, mfu: float
+) -> Figure:
+    """Device-hours of training (all GPUs of the point): measured seconds per token of this model
+    on this device, else the GPU bench's tokens/s scaled by parameters, else 6 x params x tokens
+    (plus attention) at ``mfu`` of the device's bf16 peak."""
+    measured = _median(history.train_seconds_per_token.get((model, device)))
+    if measured is not None:
+        n = len(history.train_seconds_per_token[(model, device)])
+        return Figure(t.seen_tokens * measured / 3600, f"store: {n} earlier run(s) of {model} on {device}")
+    bench = _bench_rate(device)
+    if bench is not None and shape.params:
+        rate, params, when = bench
+        scaled = rate * params / shape.params
+        return Figure(
+            t.real_tokens / scaled / 3600,
+            f"GPU bench ({when}): {rate:,.0f} tokens/s at {params / 1e9:.2f}B params, scaled to "
+            f"{shape.params / 1e9:.2f}B",
+        )
+    spec = gpu(device)
+    if spec is None:
+        return Figure(
+            None, f"no earlier run of {model} on {device} in the store, and no data sheet for {device}"
+        )
+    flops = 6 * shape.params * t.real_tokens + 6 * shape.layers * shape.hidden * t.attention_tokens2
+    seconds = flops / (spec.bf16_flops * mfu * gpus)
+    return Figure(
+        seconds * gpus / 3600,
+        f"FLOP model: 6 x {shape.params / 1e9:.2f}B params x tokens + attention, at MFU {mfu:.0%} "
+        f"of {spec.name}'s {spec.bf16_flops / 1e12:.0f} TFLOP/s bf16 (plan.mfu)",
+    )
+
+
+def _bench_rate(device: str) -> tuple[float, int, str] | None:
+    """The GPU bench's best limo-exp training tokens/s on ``device``: (rate, params, file date)."""
+    if not BENCH_TRAIN.exists() or device == "cpu":
+        return None
+    try:
+        got = json.loads(BENCH_TRAIN.read_text())
+        if run_device(got.get("device", "")) != device:
+            return None
+        rates = [v["real_tokens_per_s"] for k, v in got.get("best", {}).items() if k.startswith("limo")]
+        return (max(rates), int(got["params"]), got.get("date", BENCH_TRAIN.name)) if rates else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def eval_hours(
+    ev: Eval,
+    shape: Shape,
+    model: str,
+    device: str,
+    gpus: int,
+    batch: int,
+    history: History,
+    bandwidth_use: float,
+    prompt_tokens: int = 256,
+) -> Figure:
+    """Device-hours of generation: the store's tokens/s for this model, device and tasks, else a
+    roofline of decoding: each step reads the weights once and every row's KV cache, at
+    ``bandwidth_use`` of the device's memory bandwidth (compute-bound steps at 50% of peak)."""
+    tokens = ev.expected_tokens.value or 0
+    rates = [_median(history.gen_tokens_per_s.get((model, device, t))) for t in ev.per_task]
+    if ev.per_task and all(r is not None for r in rates):
+        total = ev.responses or 1
+        seconds = sum(tokens * n / total / r for (_, n), r in zip(ev.per_task.items(), rates))
+        return Figure(seconds / 3600, f"store: generation tokens/s of earlier runs of {model} on {device}")
+    spec = gpu(device)
+    if spec is None:
+        return Figure(None, f"no earlier generation of {model} on {device} in the store, and no data sheet")
+    context = prompt_tokens + (tokens / max(ev.responses, 1)) / 2  # the mean length a row attends to
+    weight_bytes, kv_bytes = 2 * shape.params, 2 * 2 * shape.layers * shape.kv_dim  # bf16 K and V
+    step = max(
+        (weight_bytes + batch * context * kv_bytes) / (spec.bandwidth * bandwidth_use * gpus),
+        2 * shape.params * batch / (spec.bf16_flops * 0.5 * gpus),
+    )
+    seconds = tokens / batch * step
+    return Figure(
+        seconds * gpus / 3600,
+        f"roofline: batch {batch}, weights + KV cache read per step at {bandwidth_use:.0%} of "
+        f"{spec.name}'s {spec.bandwidth / 1e12:.2f} TB/s (plan.bandwidth_use) on {gpus} GPU(s)",
+    )
+
+
+def training_memory(
+    shape: Shape,
+    tokens: int,
+    *,
+    master_bytes: int,
+    lora: bool,
+    sharded_over: int,
+    checkpointing: bool,
+    full_logits: bool,
+    device: str,
+) -> Memory:
+    """Training memory per GPU, estimated: weights, gradients and AdamW's two moments (sharded
+    over the processes under FSDP / ZeRO-3), the activations of one micro-batch of ``tokens``
+    (layer inputs only under checkpointing, plus one layer's working set), and the logits when the
+    loss computes them all."""
+    per_param = master_bytes + (0 if lora else master_bytes + 8)
+    states = shape.params * per_param / sharded_over
+    layer_work = tokens * (10 * shape.hidden + 3 * shape.intermediate) * 2  # bf16, one layer's forward
+    kept = shape.layers * tokens * shape.hidden * 2 if checkpointing else shape.layers * layer_work
+    acts = kept + (layer_work if checkpointing else 0)
+    logits = tokens * shape.vocab * 4 * 2 if full_logits else 0  # fp32 logits and their gradient
+    need = (states + acts + logits) / 1e9
+    spec = gpu(device)
+    detail = (
+        f"states {states / 1e9:,.1f} GB ({per_param} B/param{f' / {sharded_over}' if sharded_over > 1 else ''}), "
+        f"activations {acts / 1e9:,.1f} GB ({tokens:,} tokens{', checkpointed' if checkpointing else ''})"
+        + (f", logits {logits / 1e9:,.1f} GB" if logits else "")
+    )
+    if spec is None:
+        return Memory(round(need, 1), None, None, detail + f"; no data sheet for {device}")
+    return Memory(round(need, 1), spec.memory_bytes / 1e9, need <= 0.9 * spec.memory_bytes / 1e9, detail)
+
+
+# ---- what a comparison can detect ------------------------------------------------------------
+
+
+def protocol(samples: int, pass_k: list[int], temperature: float) -> str:
+    if samples == 1:
+        return "greedy, one sample" if temperature == 0 else "one sample"
+    extra = f", pass@{max(pass_k)}" if max(pass_k) > 1 else ""
+    return f"mean@{samples}{extra}"
+
+
+def detect_all(
+    sizes: dict[str, int],
+    samples: dict[str, int],
+    baselines: dict[str, tuple[float, str]],
+    proto: dict[str, str],
+    opts,
+    eval_cost: dict[str, float | None],
+    point_hours: float | None,
+    seeds: int,
+) -> list[Detect]:
+    """Per benchmark and for the pooled suite: the minimum detectable gain at ``opts.power`` and
+    ``opts.alpha`` for the report's paired test, and for those that cannot resolve
+    ``opts.wanted_difference``, the cheapest fixes with their cost."""
+    out = []
+    for bench, n in sizes.items():
+        base, where = baselines[bench]
+        k = samples[bench]
+        d = pw.detectable(n, base, samples=k, power=opts.power, alpha=opts.alpha)
+        row = Detect(bench, n, k, proto[bench], base, where, d.difference, d.test)
+        if d.difference is None or d.difference > opts.wanted_difference:
+            row.fixes = _fixes(bench, n, k, base, sizes, opts, eval_cost.get(bench), point_hours, seeds)
+        out.append(row)
+    if len(sizes) > 1:
+        n = sum(sizes.values())
+        base = sum(baselines[b][0] * sizes[b] for b in sizes) / n
+        k = min(samples.values())
+        d = pw.detectable(n, base, samples=k, power=opts.power, alpha=opts.alpha)
+        out.append(
+            Detect("pooled suite", n, k, "pooled problems", base, "problem-weighted", d.difference, d.test)
+        )
+    return out
+
+
+def _fixes(bench, n, k, base, sizes, opts, cost, point_hours, seeds) -> list[str]:
+    """More samples a problem, pooling AIME-sized benchmarks, more seeds: each with the gain it
+    detects and its extra device-hours, cheapest first (unknown costs last)."""
+    fixes: list[tuple[float | None, str]] = []
+    for more in (8, 16, 64):
+        if more > k:
+            d = pw.detectable(n, base, samples=more, power=opts.power, alpha=opts.alpha)
+            extra = None if cost is None else cost * (more / k - 1)
+            fixes.append(
+                (extra, f"{more} samples a problem (mean@{more}): {mdd_text(d)}, {_cost(extra)} a point")
+            )
+            break
+    if bench in NEIGHBOURS:
+        pooled = sum(PUBLISHED_SIZES[b] for b in NEIGHBOURS)
+        d = pw.detectable(pooled, base, samples=k, power=opts.power, alpha=opts.alpha)
+        added = [b for b in NEIGHBOURS if b not in sizes]
+        what = f"adding {' and '.join(added)}" if added else f"pooling {', '.join(NEIGHBOURS)}"
+        extra = (
+            0.0 if not added else None if cost is None else cost / n * sum(PUBLISHED_SIZES[b] for b in added)
+        )
+        fixes.append(
+            (extra, f"{what} ({pooled} problems): {mdd_text(d)}, {_cost(extra)}{' a point' * bool(extra)}")
+        )
+    more_seeds = 4 if seeds < 4 else seeds * 2
+    d = pw.detectable(n, base, samples=k * more_seeds, power=opts.power, alpha=opts.alpha)
+    extra = None if point_hours is None else point_hours * (more_seeds - seeds)
+    fixes.append(
+        (
+            extra,
+            f"{more_seeds} seeds a setting (averaged per problem): {mdd_text(d)}, {_cost(extra)} a setting",
+        )
+    )
+    return [text for _, text in sorted(fixes, key=lambda f: float("inf") if f[0] is None else f[0])]
+
+
+def _cost(hours: float | None) -> str:
+    if hours == 0:
+        return "no extra cost (all are in the suite)"
+    return "+? device-hours" if hours is None else f"+{hours:,.2g} device-hours"

@@ -1,0 +1,260 @@
+"""One point of ``limo-exp plan``, prepared as ``run`` prepares it (``commands/prepare.py``) and
+counted: its training tokens as ``train`` will log them, its evaluation responses and tokens, its
+device-hours and memory (``analysis/plan_figures.py``); and the sweep's power per benchmark.
+Nothing loads a model's weights."""
+
+from __future__ import annotations
+
+import functools
+import statistics
+from dataclasses import dataclass
+
+from omegaconf import DictConfig
+
+from limo_exp.config import ConfigError
+
+_SHAPES: dict = {}  # model -> Shape, for the points of one plan
+_LOADS: dict = {}  # pools and suites read, for the points of one plan (prepare.identify)
+
+
+def forget() -> None:
+    _SHAPES.clear()
+    _LOADS.clear()
+
+
+def compose(overrides: list[str], hydra_config: bool = False) -> DictConfig:
+    """conf/ composed with ``overrides`` (Hydra initialised: by ``make_plan`` or the running app)."""
+    from hydra import compose as hydra_compose
+
+    return hydra_compose("config", overrides=overrides, return_hydra_config=hydra_config)
+
+
+def point_plan(name, overrides, device, gpus, history, tracker, warnings):
+    """One point: prepared as run prepares it, then counted and priced."""
+    from limo_exp.analysis import plan as P
+    from limo_exp.analysis import plan_figures as F
+    from limo_exp.commands import prepare
+    from limo_exp.commands.common import parse
+    from limo_exp.selection.select import NotEnoughRecords
+
+    try:
+        spec = parse(compose(overrides))
+        prepare.check(spec, gpus)
+    except (ConfigError, ValueError) as e:
+        warnings.append((name, f"will fail: {e}"))
+        return P.PointPlan(name, overrides, None, "fails", error=str(e)), None
+    c = spec.config
+    out = P.PointPlan(name, overrides, None, "left", model=c.model.name)
+    point = None
+    try:
+        point = prepare.identify(spec, _LOADS)
+        out.run_key, out.pool_records = point.key, len(point.pool)
+        done = tracker.find_finished(point.key) if tracker is not None and not c.force else None
+        if done is not None:
+            out.status, out.run_id = "finished", done.run_id
+        prepare.select(point)
+        out.curated_records = len(point.curated.records)
+    except NotEnoughRecords as e:
+        out.status, out.error = "fails", str(e)
+        warnings.append((name, f"will fail: {e}"))
+        return out, c
+    except (OSError, ConnectionError) as e:  # a hub pool or benchmark not in the local cache
+        warnings.append(
+            (
+                name,
+                f"{_first_line(e)}: not readable here; its training tokens are a bound, its "
+                "benchmarks' sizes the published ones",
+            )
+        )
+    shape = _shape(c, warnings)
+    out.train = _train(c, point, gpus, warnings)
+    out.eval = _eval(c, point, history)
+    if shape is not None:
+        out.train_hours = F.train_hours(out.train, shape, c.model.name, device, gpus, history, c.plan.mfu)
+        batch = c.eval.max_batch_size
+        out.eval_hours = F.eval_hours(
+            out.eval,
+            shape,
+            c.model.name,
+            device,
+            c.eval.tensor_parallel_size if gpus > 1 else 1,
+            batch,
+            history,
+            c.plan.bandwidth_use,
+        )
+        out.memory = _memory(c, shape, gpus, device)
+        if out.memory.fits is False:
+            warnings.append(
+                (
+                    name,
+                    f"training needs ~{out.memory.need_gb:,.0f} GB a GPU, more than 90% of {device}'s "
+                    f"{out.memory.have_gb:,.0f} GB ({out.memory.detail})",
+                )
+            )
+    return out, c
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+
+
+def _shape(c, warnings):
+    """The model's sizes from its config (local files or model.shape), never its weights."""
+    from limo_exp.analysis.plan import Shape
+    from limo_exp.training.shapes import count_params, model_config
+
+    key = (c.model.name, c.model.source, c.model.path, c.model.hub_id, str(c.model.shape))
+    if key not in _SHAPES:
+        config, where = model_config(c.model, c.paths.cache_dir)
+        _SHAPES[key] = None if config is None else Shape.of(config, count_params(config), where)
+        if config is None:
+            warnings.append(f"unknown model: {where}; add model.shape (config.json's sizes) to price it")
+    return _SHAPES[key]
+
+
+def _train(c, point, gpus, warnings):
+    """Training counts as ``train`` will log them: the model's tokenizer on the selected examples
+    when its files are here; else ~4 characters a token; else (no pool) N x max_length, a bound."""
+    from limo_exp.analysis.plan import Train
+    from limo_exp.training.attention import choose
+    from limo_exp.training.loop import count_tokens
+    from limo_exp.training.shapes import local_files
+
+    t = c.train
+    n = c.data.n_samples
+    where = local_files(c.model, c.paths.cache_dir)
+    if point is not None and point.examples and where is not None:
+        from limo_exp import training
+
+        tok = _tokenizer(where, c.model.trust_remote_code, c.model.revision)
+        data = [Sized(range(len(d.input_ids)), d.n_target) for d in training.prepare(point.examples, tok, t)]
+        source = f"the tokenizer of {where}"
+    elif point is not None and point.examples:
+        data = [_estimated(e, t) for e in point.examples]
+        source = "estimated at 4 characters a token (the model's tokenizer is not here)"
+    else:
+        data = [Sized(range(t.max_length), t.max_length - 1) for _ in range(n)]
+        source = f"a bound: N examples x train.max_length={t.max_length} (the pool is not readable here)"
+    attn = choose(c.model.attn_implementation, training=True)[0]
+    count = count_tokens(data, t, gpus, c.seed, attn)
+    squares = (
+        sum(len(d.input_ids) ** 2 for d in data) * count.real // max(sum(len(d.input_ids) for d in data), 1)
+    )
+    return Train(n, len(data), count.steps, count.target, count.seen, count.real, squares, source)
+
+
+@functools.cache
+def _tokenizer(where: str, trust_remote_code: bool, revision: str | None):
+    from limo_exp.training.models import load_tokenizer
+
+    return load_tokenizer(where, trust_remote_code, revision)
+
+
+@dataclass(frozen=True)
+class Sized:
+    """A tokenised sequence as ``count_tokens`` reads it: its length and its target tokens."""
+
+    input_ids: range
+    n_target: int
+
+
+def _estimated(e, t) -> Sized:
+    prompt = (len(e.problem) + len(t.instruction or "")) // 4 + 16
+    total = min(prompt + max(len(e.solution or "") // 4, 1), t.max_length)
+    return Sized(range(total), max(total - prompt, 0))
+
+
+def _eval(c, point, history):
+    from limo_exp.analysis.plan import Eval, Figure
+    from limo_exp.evaluation import registry
+
+    tasks, _ = registry.resolve_tasks(c.eval.tasks, c.eval.data_dir)
+    per_task = {}
+    for task in tasks:
+        bench = registry.benchmark_name(task)
+        n = _size(bench, c, point)
+        if n is None:
+            continue
+        n = n if c.eval.limit is None else min(n, c.eval.limit)
+        per_task[task] = n * c.eval.samples_for(task)
+    responses = sum(per_task.values())
+    cap = responses * c.eval.max_gen_toks
+    lengths = {
+        t: statistics.median(history.response_tokens[(c.model.name, t)])
+        for t in per_task
+        if history.response_tokens.get((c.model.name, t))
+    }
+    if per_task and len(lengths) == len(per_task):
+        expected = sum(min(lengths[t], c.eval.max_gen_toks) * n for t, n in per_task.items())
+        fig = Figure(expected, f"store: median response length of earlier runs of {c.model.name}")
+    else:
+        fig = Figure(
+            cap,
+            f"the cap: eval.max_gen_toks={c.eval.max_gen_toks} a response (no earlier run of "
+            f"{c.model.name} in the store)",
+        )
+    return Eval(responses, cap, fig, per_task)
+
+
+def _size(bench: str, c, point) -> int | None:
+    from limo_exp.analysis.plan import PUBLISHED_SIZES
+
+    if point is not None and bench in point.benchmarks:
+        return len(point.benchmarks[bench])
+    if bench in ("synthetic", "arithmetic"):
+        return c.eval.synthetic.n
+    return PUBLISHED_SIZES.get(bench)
+
+
+def _memory(c, shape, gpus, device):
+    from limo_exp.analysis.plan_figures import training_memory
+    from limo_exp.training.steps import checkpointing
+
+    t = c.train
+    tokens = t.max_tokens_per_micro_batch or t.batch_size * t.max_length
+    topology = (c.accelerate or {}).get("distributed_type", "")
+    sharded = topology == "FSDP" or "zero3" in str((c.accelerate or {}).get("deepspeed_config", {})).lower()
+    return training_memory(
+        shape,
+        tokens,
+        master_bytes=4 if t.master_dtype == "float32" else 2,
+        lora=bool(t.lora),
+        sharded_over=gpus if sharded else 1,
+        checkpointing=checkpointing(t),
+        full_logits=t.loss_impl == "hf",
+        device=device,
+    )
+
+
+def detect(plans, cfgs, opts, history, warnings):
+    from limo_exp.analysis import plan_figures as F
+    from limo_exp.evaluation import registry
+
+    c = next((c for c in cfgs if c is not None), None)
+    left = [p for p in plans if p.eval is not None]
+    if c is None or not left:
+        return []
+    ev = left[0].eval
+    sizes, samples, baselines, proto, cost = {}, {}, {}, {}, {}
+    for task, responses in ev.per_task.items():
+        bench = registry.benchmark_name(task)
+        k = c.eval.samples_for(task)
+        sizes[bench], samples[bench] = responses // k, k
+        proto[bench] = F.protocol(k, c.eval.pass_k, c.eval.temperature)
+        if opts.baseline_accuracy is not None:
+            baselines[bench] = (opts.baseline_accuracy, "plan.baseline_accuracy")
+        elif history.accuracy.get((c.model.name, task)):
+            acc = statistics.median(history.accuracy[(c.model.name, task)])
+            baselines[bench] = (acc, f"the store: {c.model.name} untrained")
+        else:
+            baselines[bench] = (opts.assumed_accuracy, "assumed: plan.assumed_accuracy")
+        share = responses / max(ev.responses, 1)
+        cost[bench] = None if left[0].eval_hours.value is None else left[0].eval_hours.value * share
+    hours = [p.hours for p in plans if p.status == "left" and p.hours is not None]
+    seeds = len({_seed(p.overrides) for p in plans})
+    point_hours = statistics.median(hours) if hours else None
+    return F.detect_all(sizes, samples, baselines, proto, opts, cost, point_hours, seeds)
+
+
+def _seed(overrides: list[str]) -> str:
+    return next((o.split("=", 1)[1] for o in overrides if o.startswith("seed=")), "0")

@@ -1,0 +1,32 @@
+"""What the hardware can do, in one place: the GPUs' data-sheet figures (MFU, ``limo-exp plan``)
+and the generation throughput measured with HF generate (the slow-evaluation warning)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GPU:
+    name: str
+    bf16_flops: float  # dense bf16 peak FLOP/s
+    memory_bytes: float
+    bandwidth: float  # HBM bytes/s
+
+
+# vendors' data sheets (SXM parts; A100: the 80 GB one)
+GPUS = {
+    "H200": GPU("H200", 989e12, 141e9, 4.8e12),
+    "H100": GPU("H100", 989e12, 80e9, 3.35e12),
+    "A100": GPU("A100", 312e12, 80e9, 2.0e12),
+    "L40S": GPU("L40S", 362e12, 48e9, 0.864e12),
+}
+
+# measured on one H100 with HF generate, bf16, a Qwen2.5-1.5B-shaped model (issue 9): new tokens/s
+HF_TOKENS_PER_S = {1: 11.0, 8: 87.0, 64: 700.0}
+
+
+def gpu(device: str) -> GPU | None:
+    """The data sheet of a device named as torch names it ("NVIDIA H100 80GB HBM3") or as a config
+    does ("H100"); None for a CPU or a GPU not in ``GPUS``."""
+    return next((g for k, g in GPUS.items() if k.lower() in device.lower()), None)

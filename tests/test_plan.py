@@ -1,0 +1,138 @@
+"""``limo-exp plan``: the sweep's points, costs and power before launch, without a model or an
+MLflow run; its counts equal what the runs then log."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from limo_exp.analysis.plan import write
+from limo_exp.commands import plan as plan_cmd
+from limo_exp.commands.run import run
+
+SWEEPS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"))
+
+
+def _paths(tmp_path, cache_dir) -> list[str]:
+    return [
+        f"paths.output_root={tmp_path}",
+        f"paths.cache_dir={cache_dir}",
+        f"paths.results_dir={tmp_path}/r",
+    ]
+
+
+def _no_model(monkeypatch):
+    import transformers
+
+    def refuse(*a, **k):
+        raise AssertionError("plan loaded a model")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
+
+
+def test_the_grid_is_the_sweep_files_axes_times_the_command_lines():
+    params = {"quality": "answer_only,short", "data.n_samples": "4,8"}
+    points = plan_cmd.grid(["experiment=demo", "data.n_samples=8,16,32", "seed=1"], params)
+    assert points[0] == ["experiment=demo", "seed=1", "quality=answer_only", "data.n_samples=8"]
+    assert len(points) == 6  # 2 tiers x the command line's 3 values of N (it wins over the file's)
+    assert points[-1][-2:] == ["quality=short", "data.n_samples=32"]
+    assert plan_cmd.grid(["model=tiny_random"], None) == [["model=tiny_random"]]
+
+
+def test_plan_counts_what_the_runs_then_log(small_cfg, tmp_path, cache_dir, monkeypatch):
+    """Training tokens and steps exactly, evaluation responses exactly and their tokens within the
+    cap; once the points ran, the plan skips them and prices from their logged figures."""
+    overrides = ["debug=fast", "study=test", *_paths(tmp_path, cache_dir), "data.n_samples=4,8"]
+    with monkeypatch.context() as m:
+        _no_model(m)
+        first, _ = plan_cmd.make_plan(overrides)
+    assert not (tmp_path / "mlruns.db").exists()  # no store is made, no run
+    assert [p.name for p in first.points] == ["data.n_samples=4", "data.n_samples=8"]
+    assert [p.status for p in first.points] == ["left", "left"]
+    assert first.points[0].train.source.startswith("the tokenizer of ")
+    assert first.points[0].train_hours.source.startswith("no earlier run of tiny_random on cpu")
+
+    logged = {}
+    for p in first.points:
+        out = run(small_cfg(p.overrides[-1]))
+        logged[p.name] = out
+        assert out["run_key"] == p.run_key
+        m = out["metrics"]
+        assert m["train/seen_tokens"] == p.train.seen_tokens
+        assert m["train/target_tokens"] == p.train.target_tokens
+        assert m["train/steps"] == p.train.steps
+        tasks = p.eval.per_task
+        assert {t: m[f"eval/{t}/n_questions"] for t in tasks} == {t: float(n) for t, n in tasks.items()}
+        generated = sum(m[f"eval/{t}/response_tokens_mean"] * n for t, n in tasks.items())
+        assert generated <= p.eval.max_tokens
+
+    again, _ = plan_cmd.make_plan(overrides)
+    assert [(p.status, p.run_id) for p in again.points] == [
+        ("finished", logged[p.name]["run_id"]) for p in first.points
+    ]
+    assert again.hours == 0.0  # nothing left to run
+    fresh, _ = plan_cmd.make_plan([*overrides[:-1], "data.n_samples=6"])  # a new point, priced from the store
+    p = fresh.points[0]
+    assert p.status == "left"
+    assert p.train_hours.source == "store: 2 earlier run(s) of tiny_random on cpu"
+    per_token = sorted(
+        o["metrics"]["cost/device_hours"] / o["metrics"]["train/seen_tokens"] for o in logged.values()
+    )
+    assert p.train_hours.value == pytest.approx(p.train.seen_tokens * sum(per_token) / 2)
+    assert p.eval.expected_tokens.source == "store: median response length of earlier runs of tiny_random"
+    assert p.eval_hours.source.startswith("store: generation tokens/s")
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_plan_on_every_sweep_loads_no_model_and_makes_no_run(sweep, tmp_path, cache_dir, monkeypatch):
+    _no_model(monkeypatch)
+    plan, base = plan_cmd.make_plan([f"sweep={sweep}", *_paths(tmp_path, cache_dir)])
+    assert len(plan.points) > 1 and plan.detect
+    assert all(p.status in ("left", "fails") for p in plan.points)
+    assert not (tmp_path / "mlruns.db").exists()
+    files = write(plan, tmp_path / "plan")
+    got = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    assert got["summary"] == plan.summary() and len(got["points"]) == len(plan.points)
+    assert [f.name for f in files] == ["plan.md", "plan.json"]
+
+
+def test_less_is_more_priced_on_gpus_says_what_aime24_cannot_detect(tmp_path, cache_dir):
+    plan, _ = plan_cmd.make_plan(["sweep=less_is_more", "plan.device=H200", *_paths(tmp_path, cache_dir)])
+    assert plan.device == "H200" and plan.gpus == 8  # accelerate=fsdp: 8 processes a point
+    assert len(plan.points) == 12 and plan.hours is not None and plan.hours > 0
+    point = plan.points[0]
+    assert point.train_hours.source.startswith("FLOP model: 6 x 32.76B params")
+    assert point.memory.fits is True  # 65.5 GB of states a GPU under FSDP over 8, of 141
+    aime = next(d for d in plan.detect if d.benchmark == "aime24")
+    assert (aime.problems, aime.samples, aime.mdd) == (30, 1, 0.27)  # exact McNemar at 50%
+    assert any(f.startswith("pooling aime24, aime25, amc23 (100 problems)") for f in aime.fixes)
+    assert "detects >= 27 points on aime24" in plan.summary()
+
+
+def test_points_that_will_fail_are_found_before_launch(tmp_path, cache_dir):
+    base = ["debug=fast", *_paths(tmp_path, cache_dir)]
+    plan, _ = plan_cmd.make_plan([*base, "data.n_samples=8,100000"])
+    assert [p.status for p in plan.points] == ["left", "fails"]
+    assert "asked for 100000 records" in plan.points[1].error
+    assert any(w.startswith("data.n_samples=100000: will fail: ") for w in plan.warnings)
+
+    plan, _ = plan_cmd.make_plan([*base, f"eval.data_dir={tmp_path}/none"])
+    assert plan.points[0].status == "fails" and "eval.data_dir" in plan.points[0].error
+
+    plan, _ = plan_cmd.make_plan([*base, "model=hub", "model.hub_id=nobody/no-such-model"])
+    assert any("unknown model: model " in w and "model.shape" in w for w in plan.warnings)
+    assert plan.points[0].train_hours.value is None and plan.hours is None
+
+
+def test_run_refuses_a_sweep_over_its_gpu_budget(tmp_path, cache_dir):
+    cmd = [sys.executable, "-m", "limo_exp", "run", "--multirun", "debug=fast", "data.n_samples=4,8"]
+    cmd += [*_paths(tmp_path, cache_dir), "plan.device=H100", "plan.max_gpu_hours=1e-12"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "plan: 2 points (2 to run, 0 already FINISHED, 0 will fail)" in proc.stdout
+    assert "over plan.max_gpu_hours=1e-12: nothing started" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()
