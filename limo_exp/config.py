@@ -19,6 +19,7 @@ from limo_exp.config_eval import (  # noqa: F401  (re-exported: the whole schema
     BudgetConfig,
     DistillConfig,
     EvalConfig,
+    PlanConfig,
     ReportConfig,
     SyntheticConfig,
 )
@@ -118,6 +119,7 @@ class TierConfig(Section):
 
     name: str
     tier: str
+    label: str | None = None  # tables and figures: "answer only"; null: the name (not in the run key)
 
 
 @dataclass
@@ -169,6 +171,7 @@ class ModelConfig(Section):
 
     name: str
     source: str  # hub | gguf_wheel | tiny_random | path
+    label: str | None = None  # tables and figures: "SmolLM2-135M-Instruct"; null: the name (not in the key)
     trust_remote_code: bool = False
     dtype: str = "auto"  # evaluation: bf16 on GPU, fp32 on CPU (training: train.master_dtype)
     attn_implementation: str = "auto"  # train: flash-attn, else limo_varlen; eval: flash-attn, else sdpa
@@ -178,8 +181,13 @@ class ModelConfig(Section):
     wheel: str | None = None  # source: gguf_wheel
     gguf_file: str | None = None
     tiny: TinyModelConfig | None = None  # source: tiny_random
+    shape: dict[str, Any] | None = None  # config.json's model_type and sizes: limo-exp plan without the hub
 
     def __post_init__(self):
+        if self.shape is not None and "model_type" not in self.shape:
+            raise ConfigError(
+                f"model.shape needs model_type (as in config.json), got keys {sorted(self.shape)}"
+            )
         one_of("model.source", self.source, MODEL_SOURCES)
         for key in (k for k in MODEL_NEEDS[self.source] if getattr(self, k) is None):
             raise ConfigError(f"model.source={self.source} needs model.{key}")
@@ -290,6 +298,7 @@ class Config(Section):
     distill: DistillConfig = field(default_factory=DistillConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)

@@ -16,7 +16,10 @@ from limo_exp.config import Config
 from limo_exp.typed import flatten
 
 NON_SEMANTIC = ("paths", "tracking", "hydra", "force", "study", "debug", "experiment", "report", "accelerate")
-NON_SEMANTIC += ("distill",)  # limo-exp distill's own settings: a distilled pool's content is in the key
+NON_SEMANTIC += (
+    "distill",
+    "plan",
+)  # limo-exp distill's own settings: a distilled pool's content is in the key
 # nor where the pool and benchmarks are read from (their content is in the key), nor when states are saved
 NON_SEMANTIC_LEAVES = ("eval.data_dir", "pool.data_dir", "train.checkpoint_every", "train.keep_states")
 NON_SEMANTIC_LEAVES += ("train.keep_states_at_end", "train.save", "eval.store")  # neither changes a result
@@ -24,7 +27,11 @@ NON_SEMANTIC_LEAVES += ("train.liger_layers",)  # the same layers in fused kerne
 NON_SEMANTIC_LEAVES += ("train.checkpoint_skip_layers",)  # recomputed or kept: the same activations
 NON_SEMANTIC_LEAVES += ("eval.max_batch_size",)  # static/compiled decoding: a sample is not its batch's
 NON_SEMANTIC_LEAVES += ("eval.vllm_kv_cache_gb", "eval.vllm_gpu_memory_utilization")  # memory, not results
-NON_SEMANTIC_LEAVES += ("eval.vllm_max_model_len",)  # a budget it cannot hold fails, it never changes one
+NON_SEMANTIC_LEAVES += ("eval.vllm_max_model_len",)
+NON_SEMANTIC_LEAVES += (
+    "model.shape",
+)  # what plan reads without the hub; the model is its id  # a budget it cannot hold fails, it never changes one
+NON_SEMANTIC_LEAVES += ("model.label", "quality.label")  # what tables call a model or a tier
 EVAL_ONLY_GROUPS = ("model", "eval", "seed")  # what an evaluation without training depends on
 # Leaves added after runs existed, with the value that computes what those runs did: at that value
 # the leaf, and the leaves read only at other values of it, stay out of the key, so the runs made
@@ -36,7 +43,8 @@ NEUTRAL_LEAVES["eval.hf_decoding"] = ("auto", ())
 
 def is_semantic(flat_key: str) -> bool:
     """Does a flattened config key (an MLflow param such as ``train.lr``) change what a run computes?"""
-    return flat_key.split(".")[0] not in NON_SEMANTIC and flat_key not in NON_SEMANTIC_LEAVES
+    leaf = ".".join(flat_key.split(".")[:2])  # model.shape.hidden_size -> model.shape
+    return flat_key.split(".")[0] not in NON_SEMANTIC and leaf not in NON_SEMANTIC_LEAVES
 
 
 def semantic_config(resolved: Mapping[str, Any]) -> dict:

@@ -18,7 +18,7 @@ def test_checkpoint_path_becomes_local_path_model(tiny_model):
 def test_unknown_command_lists_the_valid_ones():
     proc = subprocess.run([sys.executable, "-m", "limo_exp", "train"], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert "valid: run, curate, distill, eval, report, compare, regrade" in proc.stderr
+    assert "valid: run, plan, curate, distill, eval, report, compare, regrade" in proc.stderr
 
 
 def test_unknown_model_option_lists_the_valid_ones(tmp_path):
@@ -66,8 +66,10 @@ def test_multirun_makes_one_parent_and_a_relaunch_only_does_what_is_missing(tmp_
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
 
-    launch("4,8")
+    proc = launch("4,8")
+    assert "plan: 2 points (2 to run, 0 already FINISHED, 0 will fail)" in proc.stdout  # before the jobs
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
     exp = client.get_experiment_by_name("sweep").experiment_id
     runs = client.search_runs([exp])
@@ -77,20 +79,23 @@ def test_multirun_makes_one_parent_and_a_relaunch_only_does_what_is_missing(tmp_
     assert sorted(r.data.params["data.n_samples"] for r in children) == ["4", "8"]
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert {r.info.status for r in children} == {"FINISHED"}
-    assert sorted(r.data.tags["limo.curation_from_cache"] for r in children) == [
-        "false",
-        "true",
-    ]  # curated once
+    # curated once, by the sweep's plan before the first job: both runs find it in the cache
+    assert [r.data.tags["limo.curation_from_cache"] for r in children] == ["true", "true"]
 
     parent = parents[0].data
-    assert parents[0].info.run_name == "sweep sweep: data.n_samples=4,8"  # the study and its axes
+    assert parents[0].info.run_name == "sweep · tiny_random · data.n_samples=4,8"  # study, model, axes
     assert parent.tags["limo.swept.data.n_samples"] == "4,8"
-    assert parent.params["pool.seed"] == "123" and "data.n_samples" not in parent.params  # fixed settings
+    assert parent.params["data.n_samples"] == "4,8"  # the swept axis with its values
+    assert parent.params["pool.seed"] == "123"  # and the settings its children share
+    assert sorted(r.info.run_name for r in children) == ["N=4 · s0", "N=8 · s0"]  # what varies, first
     assert {v for k, v in parent.tags.items() if k.startswith("limo.child.")} == {
         r.info.run_id for r in children
     }
+    logged = {f.path for f in client.list_artifacts(parents[0].info.run_id, "plan")}
+    assert logged == {"plan/plan.md", "plan/plan.json"}
 
-    launch("4,8,12")  # relaunch with one more point: only n=12 runs
+    proc = launch("4,8,12")
+    assert "plan: 3 points (1 to run, 2 already FINISHED, 0 will fail)" in proc.stdout  # relaunch with one more point: only n=12 runs
     children = [r for r in client.search_runs([exp]) if "limo.run_key" in r.data.tags]
     assert sorted(r.data.params["data.n_samples"] for r in children) == ["12", "4", "8"]
     new_parent = next(
@@ -124,7 +129,7 @@ def test_two_process_run_logs_once_and_relaunch_skips_on_every_rank(tmp_path, ca
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
     runs = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    assert "eval/limo_synthetic/exact_match" in runs[0].data.metrics
+    assert "synthetic/accuracy" in runs[0].data.metrics
     assert first.stdout.count("finished; run_key") == 1  # printed by rank 0 only
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -148,6 +148,23 @@ def test_run_keys_are_pinned():
         )
 
 
+def test_labels_are_not_in_the_run_key():
+    """A label is what a table calls a model or tier: renaming one keeps every run key (and the
+    stores written before labels existed), and the label is parsed into the schema."""
+    from limo_exp.identity import RunSpec, is_semantic
+
+    base = ["experiment=demo"]
+    spec = RunSpec.parse(resolved(base))
+    assert (spec.config.model.label, spec.config.quality.label) == ("SmolLM2-135M-Instruct", "short CoT")
+    renamed = RunSpec.parse(
+        resolved(base + ["model.label=Smol 135M", "quality.label=short", "report.labels={short: S}"])
+    )
+    assert renamed.config.model.label == "Smol 135M" and renamed.config.report.labels == {"short": "S"}
+    assert renamed.key("fp", "bench") == spec.key("fp", "bench") == "422a92b3798513d66ae8"
+    assert renamed.eval_key("bench") == spec.eval_key("bench")
+    assert not is_semantic("model.label") and not is_semantic("quality.label") and is_semantic("model.name")
+
+
 @pytest.mark.parametrize("group", GROUPS)
 def test_every_option_parses_into_the_schema(group):
     from limo_exp.identity import RunSpec

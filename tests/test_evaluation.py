@@ -16,11 +16,11 @@ from limo_exp.evaluation.evaluate import EvalResult, evaluate
 from limo_exp.evaluation.metrics import (
     majority_correct,
     mean_stderr,
-    metric_name,
     pass_at_k,
     sampling_metrics,
 )
 from limo_exp.evaluation.registry import check_tasks, groups, resolve_tasks, tasks
+from limo_exp.tracking.names import metric_name, sampling_metric
 
 TASKS = tasks()
 PAPER_TASKS = groups()["limo_paper"]
@@ -84,11 +84,22 @@ def test_sampling_metrics_hand_made():
 
 
 def test_metric_names_are_mlflow_safe():
-    assert metric_name("limo_math500", "exact_match,none") == "eval/limo_math500/exact_match"
-    assert metric_name("limo_math500", "exact_match_stderr,none") == "eval/limo_math500/exact_match_stderr"
+    """The headline is <benchmark>/accuracy; other metrics eval/<task>/<metric>, a filter as a suffix."""
+    assert metric_name("limo_math500", "exact_match,none") == "math500/accuracy"
+    assert metric_name("limo_math500", "exact_match_stderr,none") == "math500/accuracy_stderr"
     assert metric_name("limo_aime24", "exact_match,flexible") == "eval/limo_aime24/exact_match/flexible"
     assert metric_name("limo_aime24", "maj@8,none") == "eval/limo_aime24/maj_at_8"
+    assert metric_name("limo_aime24", "no_answer,none") == "eval/limo_aime24/no_answer"
     assert MLFLOW_SAFE.match(metric_name("t", "a:b@c,d"))
+
+
+def test_copies_of_the_headline_are_not_named():
+    """mean@n and pass@1 are the headline again; maj@1 too at one sample, not at several."""
+    for copy in ("mean_at_n", "mean_at_n_stderr", "pass_at_1", "pass_at_1_stderr"):
+        assert sampling_metric("limo_x", copy, 4) is None
+    assert sampling_metric("limo_x", "maj_at_1", 1) is None
+    assert sampling_metric("limo_x", "maj_at_1", 4) == "eval/limo_x/maj_at_1"
+    assert sampling_metric("limo_x", "pass_at_2", 4) == "eval/limo_x/pass_at_2"
 
 
 def test_default_gen_kwargs():
@@ -141,21 +152,18 @@ def test_every_task_runs_on_two_items(tiny_model, eval_data_dir):
     assert isinstance(result, EvalResult)
     for task in TASKS:
         assert len(result.samples[task]) == 2
-        for key in (
-            "exact_match",
-            "exact_match_stderr",
-            "no_answer",
-            "timeout",
-            "pass_at_1",
-            "no_answer_count",
-            "timeout_count",
-        ):
+        bench = task.removeprefix("limo_")
+        assert {f"{bench}/accuracy", f"{bench}/accuracy_stderr"} <= set(result.metrics), task
+        for key in ("no_answer", "timeout", "no_answer_count", "timeout_count"):
             assert f"eval/{task}/{key}" in result.metrics, (task, key)
+        for copy in ("exact_match", "mean_at_n", "pass_at_1", "maj_at_1"):  # the headline, once
+            assert f"eval/{task}/{copy}" not in result.metrics, (task, copy)
         s = result.samples[task][0]
         assert {"prompt", "response", "gold", "extracted", "status", "correct"} <= set(s)
         assert "<|im_start|>user" in s["prompt"]  # the chat template was applied
         assert "\\boxed{}" in s["prompt"]
-    assert "eval/limo_paper/exact_match" in result.metrics
+    assert "paper/accuracy" in result.metrics  # the group's headline too
+    assert list(result.metrics)[0].endswith("/accuracy")  # headlines first
     assert all(MLFLOW_SAFE.match(k) for k in result.metrics)
     assert all(isinstance(v, float) for v in result.metrics.values())
     st = result.settings
@@ -195,8 +203,12 @@ def test_sampled_protocol_on_synthetic(tiny_model):
     rows = result.samples["limo_synthetic"]
     assert len(rows) == 2 * 3
     assert len({r["response"] for r in rows[:3]}) > 1  # sampling, not three greedy copies
-    for key in ("mean_at_n", "mean_at_n_stderr", "pass_at_3", "maj_at_3"):
+    for key in ("pass_at_3", "maj_at_3", "maj_at_1"):  # maj@1 at 3 samples: the first sample's accuracy
         assert f"eval/limo_synthetic/{key}" in result.metrics
+    assert "synthetic/accuracy" in result.metrics and "eval/limo_synthetic/mean_at_n" not in result.metrics
+    first = list(rows[0])  # a samples line reads id, verdict, answer, gold, response first; the prompt last
+    assert first[:7] == ["id", "sample", "correct", "status", "extracted", "gold", "response"]
+    assert first[-1] == "prompt"
     assert result.settings["num_samples"] == "3"
     assert json.loads(result.settings["gen_kwargs"])["do_sample"] is True
 

@@ -127,4 +127,4 @@ def test_limo_exp_eval_evaluates_the_pinned_revision(fake_hub, tmp_path, monkeyp
     out = run_eval(cfg)
     settings = json.loads(next(tmp_path.glob("evals/*/settings.json")).read_text())
     assert settings["model_context_length"] == "64"
-    assert "eval/limo_synthetic/exact_match" in out["metrics"]
+    assert "synthetic/accuracy" in out["metrics"]

@@ -1,5 +1,6 @@
 """The package's layout: imports go one way (commands -> stages -> data / config), no package
-imports another in a circle, and no module outgrows ~300 lines."""
+imports another in a circle, and no module outgrows ~300 lines. The README stays a front door:
+short, its layout table matching the tree, every command and link it shows real."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ LAYERS = {
     "typed": 0,
     "identity": 0,
     "stopping": 0,
+    "hardware": 0,
     "data": 0,
     "curation": 1,
     "selection": 1,
@@ -150,3 +152,69 @@ def test_readme_layout_table_matches_the_tree():
         if p.parent != PKG and p.name != "__init__.py" and p.parent.name != "tasks":
             row = next(r for r in table.splitlines() if r.startswith(f"| `limo_exp/{p.parent.name}/` |"))
             assert f"`{p.name}`" in row, f"README layout row of {p.parent.name}/ misses {p.name}"
+
+
+ROOT = PKG.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+README_MAX_LINES = 250  # the front door; detail goes to docs/
+COMMAND = re.compile(r"(?:^|[\s`(\"/])limo-exp\s+([a-z][\w-]*)|-m\s+limo_exp\s+([a-z][\w-]*)")  # limo-exp run
+MAKE = re.compile(r"(?:^|[\s`(;&])make\s+([a-z][\w-]*)")  # make demo
+
+
+def _code(text: str) -> list[str]:
+    """The fenced blocks and inline code spans of a Markdown text: where commands are shown."""
+    fenced = re.findall(r"^```.*?^```", text, flags=re.MULTILINE | re.DOTALL)
+    rest = re.sub(r"^```.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
+    return fenced + re.findall(r"`([^`\n]+)`", rest)
+
+
+def _make_targets() -> set[str]:
+    return set(re.findall(r"^([A-Za-z][\w-]*)\s*:(?!=)", (ROOT / "Makefile").read_text(), flags=re.MULTILINE))
+
+
+def test_readme_is_a_front_door():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= README_MAX_LINES, "README.md is the front door: move detail to docs/"
+    assert "make demo" in readme and "make test" in readme
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_command_shown_exists(doc):
+    """Every `limo-exp <command>` (or `-m limo_exp <command>`) and `make <target>` a page shows in its
+    code is a command of the CLI and a target of the Makefile."""
+    from limo_exp.cli import COMMANDS
+
+    targets = _make_targets()
+    for code in _code(doc.read_text()):
+        for cmd in (a or b for a, b in COMMAND.findall(code)):
+            assert cmd in COMMANDS, f"{doc.name} shows `limo-exp {cmd}`; commands: {sorted(COMMANDS)}"
+        for target in MAKE.findall(code):
+            assert target in targets, f"{doc.name} shows `make {target}`; Makefile targets: {sorted(targets)}"
+
+
+def test_the_command_finder_finds_commands():
+    text = "limo-exp and TRL; `limo-exp eval x=1`\n```\n.venv/bin/limo-exp run\npython -m limo_exp curate\nmake venv && make demo\n```\n"
+    code = _code(text)
+    assert sorted(a or b for s in code for a, b in COMMAND.findall(s)) == ["curate", "eval", "run"]
+    assert [m for s in code for m in MAKE.findall(s)] == ["venv", "demo"]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_resolve(doc):
+    """Every relative link of the README and the docs pages names a file that exists."""
+    for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue
+        path = (doc.parent / target.split("#")[0]).resolve()
+        assert path.exists(), f"{doc.relative_to(ROOT)} links {target}, which does not exist"
+
+
+def test_every_docs_page_is_a_linked_topic():
+    """Every docs page is reachable from the README and starts with its title and a one-line summary."""
+    readme = (ROOT / "README.md").read_text()
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        assert f"](docs/{page.name})" in readme, f"README does not link docs/{page.name}"
+        lines = page.read_text().splitlines()
+        assert lines[0].startswith("# ") and lines[1] == "" and lines[2].strip(), (
+            f"{page.name}: title, then a summary"
+        )

@@ -52,7 +52,7 @@ def test_two_step_run_end_to_end(small_cfg, tmp_path):
     ids = json.loads((tmp_path / "runs" / out["run_key"] / "selected_ids.json").read_text())
     assert ids == out["selected_ids"] and len(ids) == 8
     inputs = r.inputs.dataset_inputs
-    assert {d.tags[0].value for d in inputs} == {"pool", "training"}
+    assert {d.tags[0].value for d in inputs} == {"pool", "training", "evaluation"}  # + the benchmark
 
     # same config again: skipped, nothing recomputed; force=true reruns
     again = run(cfg)
@@ -96,7 +96,7 @@ def test_eval_only_baseline_and_report(small_cfg, tmp_path):
 
     runs = [run(small_cfg(f"data.n_samples={n}")) for n in (4, 8)]
     base = run_eval(small_cfg())
-    assert not base["skipped"] and "eval/limo_synthetic/exact_match" in base["metrics"]
+    assert not base["skipped"] and "synthetic/accuracy" in base["metrics"]
     cfg = small_cfg()
     logged = _client(cfg).get_run(base["run_id"]).data
     assert logged.tags["limo.kind"] == "eval"  # a baseline is a kind of run, not a fake N
@@ -111,7 +111,9 @@ def test_eval_only_baseline_and_report(small_cfg, tmp_path):
         assert r["run_id"] in table and r["run_id"] in out["report"].read_text()  # rows trace to MLflow runs
     # every graded sample logged by the pipeline is read back, per problem, by canonical id
     rows = {r.n: r for r in out["rows"]}
-    assert rows[0].cells["limo_synthetic"].mean == base["metrics"]["eval/limo_synthetic/exact_match"]
+    assert rows[0].cells["limo_synthetic"].mean == base["metrics"]["synthetic/accuracy"]
+    # named by the labels the runs logged (model.label, quality.label), not by their ids
+    assert (rows[0].label, rows[8].label) == ("tiny random Llama (untrained)", "long CoT")
     assert "2 value(s) of N: no fit" in out["report"].read_text()  # a 2-point curve is not fitted
     assert sorted(out["frame"]["data.n_samples"]) == [0, 4, 8]  # the baseline is N = 0
     assert sorted(out["frame"]["kind"]) == ["eval", "run", "run"]
@@ -124,7 +126,7 @@ def test_lora_recipe_runs_end_to_end(small_cfg):
     out = run(cfg)
     m = _client(cfg).get_run(out["run_id"]).data.metrics
     assert 0 < m["train/trainable_fraction"] < 0.5  # r=16 on a 64-wide model: ~23%
-    assert "eval/limo_synthetic/exact_match" in m
+    assert "synthetic/accuracy" in m
 
 
 def test_run_trains_on_a_curated_real_pool(small_cfg, shared_data):
@@ -139,10 +141,10 @@ def test_run_trains_on_a_curated_real_pool(small_cfg, shared_data):
     assert r.data.params["pool.name"] == "gsm8k" and len(out["selected_ids"]) == 8
     arts = {a.path for a in _client(cfg).list_artifacts(out["run_id"], "curation")}
     assert arts == {"curation/curated_pool.ref.json", "curation/funnel.json", "curation/contamination.jsonl"}
-    ref = json.loads((Path(out["run_dir"]) / "curation" / "curated_pool.ref.json").read_text())
-    assert (
-        Path(ref["cache"]).is_file() and ref["records"] == r.data.metrics["curation/pool_size"]
-    )  # stored once
+    folder = Path(out["run_dir"]) / "curation"
+    ref = json.loads((folder / "curated_pool.ref.json").read_text())
+    assert not Path(ref["cache"]).is_absolute() and (folder / ref["cache"]).is_file()  # a relative path
+    assert ref["records"] == r.data.metrics["curation/pool_size"]  # stored once
 
 
 def test_report_never_averages_different_settings():
@@ -158,7 +160,7 @@ def test_report_never_averages_different_settings():
             "train.lr": ["1e-5", "1e-5", "1e-5", "1e-4", "1e-5"],
             "quality.name": ["base", "short", "short", "short", "short"],
             "paths.output_root": ["a", "b", "c", "d", "e"],
-            "eval/limo_synthetic/exact_match": [0.0, 0.1, 0.2, 0.3, 0.4],
+            "synthetic/accuracy": [0.0, 0.1, 0.2, 0.3, 0.4],
         }
     )
     assert setting_columns(df) == ["train.lr"]  # seed, N, paths and the baseline row do not split curves

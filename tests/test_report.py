@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -70,8 +71,13 @@ def test_latex_table_shape(reported):
     assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
     body = tex[tex.index("\\midrule") : tex.index("\\bottomrule")]
     lines = [ln for ln in body.splitlines() if ln.endswith("\\\\")]
-    assert len(lines) == 11 and all(ln.count("&") == 4 for ln in lines)  # 11 rows, N + 2 tasks + avg
+    # 11 rows: N, 2 tasks, average, answered
+    assert len(lines) == 11 and all(ln.count("&") == 5 for ln in lines)
     assert "\\textbf{68.3 $\\pm$" in tex and "$^\\dagger$Published numbers, not measured" in tex
+    head = "Model / configuration & $N$ & aime24 ($n=30$) & math500 ($n=60$) & Avg. & answered, \\% \\\\"
+    assert head in tex and "\\multicolumn{3}{c}{accuracy, \\%}" in tex
+    assert "\\caption{Accuracy (\\%) of base, untrained ($N = 0$) and fine-tuned on $N$ examples" in tex
+    assert "paired test at $p < 0.05$." in tex and "p < 0.05" not in tex.replace("$p < 0.05$", "")
 
 
 def test_report_states_significance_in_words_with_run_ids(reported, store):
@@ -202,17 +208,91 @@ def test_compare_command_end_to_end(store, tmp_path):
     assert "Traceback" not in bad.stderr
 
 
+def test_report_command_names_rows_by_their_labels(store, tmp_path):
+    """`limo-exp report`: report.labels over conf/'s labels over the ids (the store logged none)."""
+    from conftest import compose
+
+    from limo_exp.commands.report import run_report
+
+    cfg = compose(
+        [
+            f"tracking.uri={store['uri']}",
+            f"study={store['experiment']}",
+            f"paths.results_dir={tmp_path}",
+            f"paths.cache_dir={store['root'] / 'cache'}",
+            "report.n_boot=200",
+            "report.fit_boot=0",
+            "report.labels={long: Long chains}",
+        ]
+    )
+    out = run_report(cfg)
+    labels = {r.label for r in out["rows"]}
+    assert {"Long chains", "short CoT", "base (untrained)"} <= labels and "long" not in labels
+    md = (tmp_path / "fake" / "table.md").read_text()
+    assert "| Long chains | 64 | **68.3 ± " in md and "| short CoT | 8 | " in md
+    assert "Long chains at N=64 vs base" in (tmp_path / "fake" / "report.md").read_text()
+
+
+NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "less_is_more.ipynb"
+
+
 def test_notebook_builds_the_report_from_mlflow(store, tmp_path):
-    """The committed notebook has no outputs and its code runs against a throwaway store."""
-    nb = json.loads((Path(__file__).parents[1] / "notebooks" / "less_is_more.ipynb").read_text())
-    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    """The committed notebook has no outputs, a papermill parameters cell first and a sentence
+    before every code cell, and its code runs against a throwaway store."""
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    code = [c for c in cells if c["cell_type"] == "code"]
     assert all(not c["outputs"] and c["execution_count"] is None for c in code)
+    assert code[0]["metadata"].get("tags") == ["parameters"]
+    assert all(
+        cells[i - 1]["cell_type"] == "markdown" for i, c in enumerate(cells) if c["cell_type"] == "code"
+    )
     ns: dict = {}
     exec("".join(code[0]["source"]), ns)  # the parameters cell, then point it at the test store
-    ns |= {"URI": store["uri"], "STUDY": store["experiment"], "CACHE": tmp_path / "c", "RESULTS": tmp_path}
+    ns |= {
+        "URI": store["uri"],
+        "STUDY": store["experiment"],
+        "CACHE_DIR": tmp_path / "c",
+        "RESULTS_DIR": tmp_path,
+    }
     for cell in code[1:]:
         exec("".join(cell["source"]), ns)
     assert (tmp_path / "fake" / "curve_notebook.png").exists()
+    # the tiers by their labels in conf/quality/ (the store logged none)
     assert any(
-        "long at N=64 vs short at N=64" in f for f in ns["findings"](ns["study"], ns["rows"], ns["opts"])
+        "long CoT at N=64 vs short CoT at N=64" in f
+        for f in ns["findings"](ns["study"], ns["rows"], ns["opts"])
     )
+
+
+def test_notebook_reads_the_configured_store_and_writes_to_the_results_dir(tmp_path):
+    """Run as Jupyter runs it (in notebooks/), the notebook reads the store of LIMO_TRACKING_URI
+    and writes its figure under LIMO_RESULTS_DIR/<study>/, nothing into the repository."""
+    repo = NOTEBOOK.parents[1]
+    st = make_study(tmp_path / "store", experiment="demo", tiers=("short",), ns=(8, 16), seeds=(0,))
+    before = sorted(p for p in repo.joinpath("results").rglob("*") if p.is_file())
+    env = os.environ | {
+        "LIMO_TRACKING_URI": st["uri"],
+        "LIMO_RESULTS_DIR": str(tmp_path / "results"),
+        "LIMO_CACHE_DIR": str(tmp_path / "cache"),
+        "MPLBACKEND": "Agg",
+    }
+    run_cells = (
+        "import json, sys\n"
+        "for c in json.load(open(sys.argv[1]))['cells']:\n"
+        "    if c['cell_type'] == 'code':\n"
+        "        exec(''.join(c['source']))\n"
+        "print('URI', URI)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", run_cells, str(NOTEBOOK)],
+        cwd=NOTEBOOK.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"URI {st['uri']}" in out.stdout
+    assert "| short CoT | 16 | " in out.stdout and "| base (untrained) | 0 | " in out.stdout
+    assert (tmp_path / "results" / "demo" / "curve_notebook.png").stat().st_size > 10_000
+    assert sorted(p for p in repo.joinpath("results").rglob("*") if p.is_file()) == before
+    assert any((tmp_path / "cache" / "samples").iterdir())  # samples cached under LIMO_CACHE_DIR

@@ -127,7 +127,7 @@ def test_a_sweep_on_slurm_its_relaunch_a_failure_and_a_time_limit(slurm, work):
     client, found = runs(work)
     killed = [x for x in found if x.data.tags.get("limo.kind") == "run"][-1]
     assert killed.info.status == "KILLED" and list(
-        Path(killed.data.tags["limo.run_dir"], "state").glob("step-*")
+        Path(work, "out", killed.data.tags["limo.run_dir"], "state").glob("step-*")  # under the output root
     )
     # the relaunch (a longer limit: not part of the run key) resumes from that state and finishes
     done = sweep(slurm, work, *limited, "hydra.launcher.timeout_min=10")

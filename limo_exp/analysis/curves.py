@@ -49,14 +49,6 @@ def _save(fig, stem: Path) -> list[Path]:
     return paths
 
 
-def _answered(study: Study, run_ids, task: str) -> float | None:
-    col = f"eval/{task}/no_answer"
-    if col not in study.frame.columns:
-        return None
-    vals = study.frame.set_index("run_id").loc[list(run_ids), col].dropna()
-    return None if vals.empty else float(1.0 - vals.mean())
-
-
 def plot_curves(study: Study, rows: list[Row], fits: dict, stem: Path, caption: str) -> list[Path]:
     """One panel per benchmark (accuracy) and one per benchmark for the share of responses with
     an answer (how fast the format is learned)."""
@@ -79,7 +71,7 @@ def plot_curves(study: Study, rows: list[Row], fits: dict, stem: Path, caption: 
             y = (
                 r.cells[task].mean
                 if what == "accuracy" and task in r.cells
-                else _answered(study, r.run_ids, task)
+                else study.answered(r.run_ids, task)
             )
             if y is not None:
                 ax.axhline(y, ls="--", lw=1, color="grey", label=f"{r.label}")
@@ -101,7 +93,8 @@ def plot_curves(study: Study, rows: list[Row], fits: dict, stem: Path, caption: 
                         name += f" (N95 ≈ {fit.n95:.0f})"
             else:
                 x = np.array([r.n for r in line])
-                y = np.array([_answered(study, r.run_ids, task) or np.nan for r in line])
+                shares = [study.answered(r.run_ids, task) for r in line]
+                y = np.array([np.nan if v is None else v for v in shares])  # 0 answered is a point
                 name = label
             ax.plot(x, y, marker="o", color=colors[label], label=name)
         if ns:

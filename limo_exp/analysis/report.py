@@ -26,11 +26,17 @@ from limo_exp.config import ReportConfig, TrackingConfig
 
 
 def report(
-    tracking: TrackingConfig, opts: ReportConfig, results_dir: str | Path, cache_dir: str | Path
+    tracking: TrackingConfig,
+    opts: ReportConfig,
+    results_dir: str | Path,
+    cache_dir: str | Path,
+    labels: dict[str, str] | None = None,
 ) -> dict:
+    """``labels``: what tables call a model or tier (labels.conf_labels()); the runs'
+    logged labels under them, ``opts.labels`` over them, the ids where none is known."""
     out = Path(results_dir) / tracking.experiment
     out.mkdir(parents=True, exist_ok=True)
-    study = load_study(tracking, Path(cache_dir) / "samples")
+    study = load_study(tracking, Path(cache_dir) / "samples", dict(labels or {}) | (opts.labels or {}))
     tasks = study.tasks()
     if not tasks:
         raise SystemExit(
@@ -44,15 +50,18 @@ def report(
     table_caption = (
         caption + f"; bold: best, and better than the runner-up under a paired test at p < {opts.alpha}"
     )
-    (out / "table.md").write_text(markdown(rows + extra, tasks, table_caption))
-    (out / "table.tex").write_text(latex(rows + extra, tasks, table_caption, f"tab:{tracking.experiment}"))
+    subject = subject_of(study)
+    (out / "table.md").write_text(markdown(rows + extra, tasks, opts, subject))
+    (out / "table.tex").write_text(latex(rows + extra, tasks, opts, f"tab:{tracking.experiment}", subject))
     fits = line_fits(study, opts)
     figures = plot_curves(study, rows, fits, out / "curve", caption)
     figures += plot_bars(study, rows, out / "bars", caption)
     costs = cost_rows(study, rows)
     (out / "cost.md").write_text(cost_markdown(costs))
     words = findings(study, rows, opts)
-    text = _document(study, rows + extra, tasks, fits, best, words, costs, figures, table_caption, opts)
+    text = _document(
+        study, rows + extra, tasks, fits, best, words, costs, figures, table_caption, opts, subject
+    )
     (out / "report.md").write_text(text)
     return {
         "runs": len(study.frame),
@@ -67,6 +76,15 @@ def report(
         "fits": fits,
         "findings": words,
     }
+
+
+def subject_of(study: Study) -> str | None:
+    """The base model every run of the study shares, by its label (None: the study varies it)."""
+    held = held_fixed(study.frame)
+    models = set(study.frame["model.name"].dropna().astype(str)) if "model.name" in study.frame else set()
+    if "model.name" not in held or models != {held["model.name"]}:
+        return None
+    return study.label(held["model.name"])
 
 
 def _pair(study: Study, a: Row, b: Row, task: str, opts) -> dict | None:
@@ -125,7 +143,7 @@ def _fit_lines(fits: dict) -> list[str]:
     return lines
 
 
-def _document(study, rows, tasks, fits, best, words, costs, figures, caption, opts) -> str:
+def _document(study, rows, tasks, fits, best, words, costs, figures, caption, opts, subject) -> str:
     n_runs = len(study.frame)
     parts = [
         f"# Study `{study.name}`",
@@ -156,6 +174,6 @@ def _document(study, rows, tasks, fits, best, words, costs, figures, caption, op
         "",
     ]
     parts += _fit_lines(fits)
-    parts += ["", "## Table", "", markdown(rows, tasks, caption), "LaTeX: `table.tex`.", ""]
+    parts += ["", "## Table", "", markdown(rows, tasks, opts, subject), "LaTeX: `table.tex`.", ""]
     parts += ["## Cost and information", "", cost_markdown(costs)]
     return "\n".join(parts) + "\n"

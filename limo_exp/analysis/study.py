@@ -1,18 +1,21 @@
 """A study read back for analysis: the runs (a DataFrame), their graded samples per problem, and
 the points of its curves (one setting at one N, its seeds together).
 
-    study = load_study(tracking, cache_dir)
-    for pt in study.points(): pt.setting, pt.n, pt.run_ids
+    study = load_study(tracking, cache_dir, labels=conf_labels())
+    for pt in study.points(): pt.setting, pt.n, pt.run_ids, pt.label()   # "answer only" for answer_only
     study.array(pt.run_ids, "limo_math500")   # seeds x problems x samples, problems aligned
+
+Settings are shown by their labels (``limo_exp.analysis.labels``), ids where none is known.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from limo_exp.analysis.labels import logged_labels
 from limo_exp.config import TrackingConfig
 from limo_exp.identity import is_semantic
 from limo_exp.tracking.runs import SampleScores, open_store, runs_frame, sample_scores
@@ -30,9 +33,10 @@ class Point:
     n: int
     run_ids: tuple[str, ...]
     kind: str  # run | eval (an untrained baseline, N = 0)
+    names: tuple[str, ...] = ()  # the setting as tables show it (labels); empty: the ids
 
     def label(self) -> str:
-        parts = list(dict.fromkeys(self.setting))  # quality.name and quality.tier often agree: once
+        parts = list(dict.fromkeys(self.names or self.setting))  # quality.name and .tier often agree: once
         return " / ".join(parts) or "all runs"
 
 
@@ -42,6 +46,7 @@ class Study:
     frame: object  # pandas DataFrame, one row per FINISHED run (runs_frame)
     scores: dict[str, SampleScores]  # run id -> graded samples
     tags: dict[str, dict[str, str]]  # run id -> its MLflow tags
+    labels: dict[str, str] = field(default_factory=dict)  # id -> what tables call it (analysis.labels)
 
     @property
     def settings(self) -> list[str]:
@@ -60,14 +65,30 @@ class Study:
             sub = df[df["kind"] == k]
             if sub.empty:
                 continue
-            by = (["model.name"] if k == "eval" and "model.name" in sub.columns else cols) + [
-                "data.n_samples"
-            ]
+            if k == "eval" and "model.name" in sub.columns:
+                by = ["model.name"]
+            else:  # one setting only: its tier names the rows
+                by = cols or [c for c in ("quality.name",) if c in sub.columns]
+            by = by + ["data.n_samples"]
             for key, g in sub.groupby(by, sort=True, dropna=False):
                 key = key if isinstance(key, tuple) else (key,)
                 setting = tuple(str(v) for v in key[:-1])
-                out.append(Point(setting, int(key[-1]), tuple(g.sort_values("seed")["run_id"]), k))
+                names = tuple(self.label(v) for v in setting)
+                out.append(Point(setting, int(key[-1]), tuple(g.sort_values("seed")["run_id"]), k, names))
         return out
+
+    def label(self, id_: str) -> str:
+        """What tables call a model, tier or other setting value: its label, else the id itself."""
+        return self.labels.get(id_, id_)
+
+    def answered(self, run_ids, task: str) -> float | None:
+        """Share of responses with an extractable answer (1 - ``eval/<task>/no_answer``), over the
+        runs; None where the evaluation did not track it."""
+        col = f"eval/{task}/no_answer"
+        if col not in self.frame.columns:
+            return None
+        vals = self.frame.set_index("run_id").loc[list(run_ids), col].dropna()
+        return None if vals.empty else float(1.0 - vals.mean())
 
     def array(self, run_ids, task: str, items: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
         """Per-problem correctness of ``run_ids`` on ``task``: seeds x problems x samples, on the
@@ -137,8 +158,11 @@ def missing_control(df) -> str | None:
     return None
 
 
-def load_study(tracking: TrackingConfig, cache_dir: str | Path) -> Study:
-    """Every FINISHED run of the study and its graded samples (downloaded once into ``cache_dir``)."""
+def load_study(
+    tracking: TrackingConfig, cache_dir: str | Path, labels: dict[str, str] | None = None
+) -> Study:
+    """Every FINISHED run of the study and its graded samples (downloaded once into ``cache_dir``).
+    Settings are shown by their label: ``labels`` over the labels the runs logged, else the id."""
     df = runs_frame(tracking)
     tags = dict(df.attrs.get("tags", {}))
     if "seed" not in df.columns:
@@ -147,4 +171,4 @@ def load_study(tracking: TrackingConfig, cache_dir: str | Path) -> Study:
     store = open_store(tracking)
     cache = Path(cache_dir)
     scores = {r: sample_scores(store, r, cache) for r in df["run_id"]}
-    return Study(tracking.experiment, df, scores, tags)
+    return Study(tracking.experiment, df, scores, tags, logged_labels(df) | dict(labels or {}))

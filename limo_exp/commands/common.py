@@ -131,6 +131,13 @@ def sweep_dir() -> str | None:
     return hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None
 
 
+def job_overrides() -> list[str]:
+    """This job's command-line overrides (a multirun's point: its values of the swept axes too)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def hydra_output_dir() -> str | None:
     from hydra.core.hydra_config import HydraConfig
 

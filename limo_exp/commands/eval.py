@@ -14,10 +14,19 @@ from omegaconf import DictConfig
 from limo_exp.commands.common import already_done, command, eval_options, parse, print_metrics
 from limo_exp.identity import EVAL_ONLY_GROUPS
 from limo_exp.tracking import run_log
+from limo_exp.tracking.names import MODEL_TAG
 from limo_exp.tracking.tracker import make_tracker
 
 
 def run_eval(cfg: DictConfig) -> dict:
+    """Evaluate the base model alone (the N = 0 baseline); the hub loads tagged are this run's own."""
+    from limo_exp.data import hub
+
+    with hub.recording():
+        return _run_eval(cfg)
+
+
+def _run_eval(cfg: DictConfig) -> dict:
     from limo_exp import training
     from limo_exp.data import hub
     from limo_exp.evaluation import registry
@@ -27,17 +36,22 @@ def run_eval(cfg: DictConfig) -> dict:
     c = spec.config
     registry.require_evaluable(c.eval.tasks, c.eval.data_dir)  # before any curation or model load
     base = training.resolve(c.model, c.paths.cache_dir)
-    key = spec.eval_key(registry.benchmarks_fingerprint(registry.benchmarks_for(c.eval)))
+    benchmarks = registry.benchmarks_for(c.eval)
+    key = spec.eval_key(registry.benchmarks_fingerprint(benchmarks))
     tracker = make_tracker(c.tracking)
     done = already_done(tracker, key, c.force)
     if done is not None:
         return done
     out_dir = Path(c.paths.output_root) / "evals" / key
-    tags = {"limo.base_model": base} | hub.as_tags(hub.loaded())  # hub benchmarks: commit, rows
-    with tracker.run(f"eval-{c.model.name}", run_log.run_tags(key, "eval", **tags)):
-        tracker.log_params(spec.params(EVAL_ONLY_GROUPS))
+    root = c.paths.output_root
+    tags = {MODEL_TAG: c.model.name, "limo.base_model": run_log.relative(base, root)}
+    tags |= hub.as_tags(hub.loaded())  # hub benchmarks: commit, rows
+    with tracker.run(f"baseline · N=0 · s{c.seed}", run_log.run_tags(key, "eval", **tags)):
+        tracker.log_params(run_log.run_params(spec.params(EVAL_ONLY_GROUPS)))
+        sources = {b: registry.data_source(b, c.eval.data_dir) for b in benchmarks}
+        run_log.log_benchmarks(tracker, benchmarks, sources, c.eval.limit)
         ev = evaluate_to_dir(base, c.eval, out_dir, **eval_options(c), revision=c.model.revision)
-        run_log.log_evaluation(tracker, ev.metrics, ev.settings, ev.artifacts)
+        run_log.log_evaluation(tracker, ev.metrics, ev.settings, ev.artifacts, root)
     print_metrics(ev.metrics, width=60)
     return {"run_key": key, "run_id": tracker.run_id, "skipped": False, "metrics": ev.metrics}
 

@@ -4,7 +4,7 @@ with the current grader, without loading a model (grader version logged).
     limo-exp regrade outputs/runs/<run_key>/eval
     limo-exp regrade 3f8e9c7d4d7a4102a5a03f5c7b79fad6 experiment=demo     # downloads, regrades, logs
 
-For an MLflow run the regraded accuracy is logged on that run as ``regrade/<task>/exact_match``
+For an MLflow run the regraded accuracy is logged on that run as ``regrade/<benchmark>/accuracy``
 with the tag ``regrade.grader_version``, and the regraded samples as artifacts under regrade/.
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from limo_exp.commands.common import command, parse
+from limo_exp.tracking.names import regrade_accuracy
 
 
 def run_regrade(cfg: DictConfig) -> dict:
@@ -54,9 +55,7 @@ def run_regrade(cfg: DictConfig) -> dict:
     print(f"grader {summary['grader_version']}, {summary['seconds']:.1f} s; written to {folder / 'regraded'}")
     if store is not None:
         store.run_id = run_id
-        store.log_metrics(
-            {f"regrade/{t}/exact_match": s["accuracy_after"] for t, s in summary["tasks"].items()}
-        )
+        store.log_metrics({regrade_accuracy(t): s["accuracy_after"] for t, s in summary["tasks"].items()})
         store.set_tags({"regrade.grader_version": summary["grader_version"]})
         store.log_artifact(folder / "regraded", "regrade")
     return summary

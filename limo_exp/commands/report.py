@@ -2,6 +2,7 @@
 (intervals, fits), paper tables (Markdown, LaTeX), cost, and what is significant in words.
 
 limo-exp report experiment=demo [report.reported=[limo_32b,s1_32b]] [report.n_boot=10000]
+    ["report.labels={smollm2_135m_instruct: 'SmolLM2 (135M)'}"]   (over conf/'s and the runs' labels)
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from limo_exp.tracking.names import mask
 
 
 def run_report(cfg: DictConfig) -> dict:
+    from limo_exp.analysis.labels import conf_labels
     from limo_exp.analysis.report import report
 
     c = parse(cfg).config
-    out = report(c.tracking, c.report, c.paths.results_dir, c.paths.cache_dir)
+    out = report(c.tracking, c.report, c.paths.results_dir, c.paths.cache_dir, labels=conf_labels())
     uri = c.tracking.uri
     print(f"\n{out['runs']} runs of study {c.tracking.experiment!r}")
     print(Path(out["table"]).read_text())

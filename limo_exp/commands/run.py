@@ -11,18 +11,19 @@ import json
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from limo_exp import stopping
+from limo_exp.commands import prepare
 from limo_exp.commands.common import (
     already_done,
     command,
     eval_options,
     fail_sweep,
     hydra_output_dir,
+    job_overrides,
     log,
     parse,
     print_metrics,
@@ -30,50 +31,43 @@ from limo_exp.commands.common import (
     stop_on_signals,
     sweep_dir,
 )
-from limo_exp.tracking import run_log
-from limo_exp.tracking.names import mask_tree
+from limo_exp.tracking import run_log, sweep_log
+from limo_exp.tracking.names import MODEL_TAG, accuracies, mask_tree
 from limo_exp.tracking.tracker import NullTracker, make_tracker, parent_run_id
 
 RUN_ID_FILE = "run_id"  # in the run's Hydra folder: its MLflow run id (hydra_plugins/limo_exp_launcher)
 
 
-def identify(spec) -> tuple[list, str, list, str]:
-    """A configuration's pool, the pool's fingerprint, its benchmarks and its run key: what
-    decides whether it already ran (no model, no curation)."""
-    from limo_exp.data import pools
-    from limo_exp.data.fingerprints import pool_fingerprint
-    from limo_exp.evaluation import registry
-
-    c = spec.config
-    pool = pools.load_pool_from_config(c.pool)
-    fingerprint = pool_fingerprint(pool)
-    benchmarks = registry.benchmarks_for(c.eval)
-    return pool, fingerprint, benchmarks, spec.key(fingerprint, registry.benchmarks_fingerprint(benchmarks))
-
-
 def run(cfg: DictConfig) -> dict:
-    """Run one configuration; returns its run key, MLflow run id and metrics."""
+    """Run one configuration; returns its run key, MLflow run id and metrics. The hub data sets and
+    models it reads are its own (a multirun's earlier points in this process are not tagged on it)."""
+    from limo_exp.data import hub
+
+    with hub.recording():
+        return _run(cfg)
+
+
+def _run(cfg: DictConfig) -> dict:
     import torch
     from accelerate.utils import broadcast_object_list, set_seed
 
     from limo_exp import training
     from limo_exp.data import hub
-    from limo_exp.evaluation import registry
     from limo_exp.evaluation.evaluate import evaluate_to_dir
     from limo_exp.evaluation.isolated import evaluate_isolated
     from limo_exp.training import checkpoints
 
     spec = parse(cfg)
     c = spec.config
-    registry.require_evaluable(c.eval.tasks, c.eval.data_dir)  # before any curation or model load
     gpu = torch.cuda.is_available()
     accelerator = training.make_accelerator(gpu)
     main_rank, distributed = accelerator.is_main_process, accelerator.num_processes > 1
-    training.accumulation_steps(c.train, accelerator.num_processes)  # the global batch divides: checked first
+    prepare.check(spec, accelerator.num_processes)  # before any curation or model load
     training.check_loss_impl(c.train)  # a Liger loss needs CUDA and liger-kernel
     set_seed(c.seed)
 
-    pool, fingerprint, benchmarks, key = identify(spec)
+    point = prepare.identify(spec)
+    key = point.key
     run_dir = Path(c.paths.output_root) / "runs" / key
     tracker = make_tracker(c.tracking) if main_rank else NullTracker()
     done = already_done(tracker, key, c.force)
@@ -83,9 +77,13 @@ def run(cfg: DictConfig) -> dict:
         run_log.link_child(tracker, parent_run_id(sweep_dir()), key, done["run_id"])  # reused in this sweep
         return done
 
-    name = f"{c.model.name}-{c.pool.name}-{c.quality.name}-n{c.data.n_samples}-s{c.seed}"
-    tags = {"limo.pool_fingerprint": fingerprint, "limo.run_dir": str(run_dir)}
-    tags["limo.hydra_output_dir"] = hydra_output_dir() or "none"
+    axes = sweep_log.point_axes(sweep_dir(), job_overrides())  # what this point of a sweep varies
+    name = run_log.run_name(c.quality.name, c.selection.strategy, c.data.n_samples, c.seed, axes)
+    root = c.paths.output_root
+    tags = {MODEL_TAG: c.model.name, "limo.pool_fingerprint": point.fingerprint}
+    tags["limo.run_dir"] = run_log.relative(run_dir, root)
+    if hydra_output_dir():
+        tags["limo.hydra_output_dir"] = run_log.relative(hydra_output_dir(), root)
     tags |= hub.as_tags(hub.loaded())  # the commit and row count of every hub data set read
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir if main_rank else None):
@@ -98,13 +96,13 @@ def run(cfg: DictConfig) -> dict:
             for old in earlier:  # the killed attempts say which run replaced them
                 tracker.set_tags({"limo.replaced_by": tracker.run_id}, run_id=old)
             run_log.link_child(tracker, parent, key, tracker.run_id)
-            tracker.log_params(spec.params())
+            tracker.log_params(run_log.run_params(spec.params(), tuple(axes)))
             if main_rank:  # files are written by rank 0 only
                 resolved = OmegaConf.to_container(cfg, resolve=True)  # secrets masked, as in params
                 (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(mask_tree(resolved)))
                 tracker.log_artifact(run_dir / "config.yaml")
 
-            examples = _curate_and_select(c, pool, fingerprint, benchmarks, run_dir, tracker, main_rank)
+            examples = _curate_and_select(point, run_dir, tracker, main_rank)
             ids = [e.id for e in examples]
 
             # model, train (from the last saved state, if a killed attempt left one), save
@@ -119,7 +117,7 @@ def run(cfg: DictConfig) -> dict:
             if c.train.lora:
                 tracker.log_metrics({"train/trainable_fraction": training.lora.trainable_fraction(model)})
             attn = model.config._attn_implementation
-            tags = {"limo.base_model": base, "limo.attn_implementation": attn}
+            tags = {"limo.base_model": run_log.relative(base, root), "limo.attn_implementation": attn}
             tracker.set_tags(tags | hub.as_tags(hub.loaded()))  # a hub model's commit too
             n_params = sum(p.numel() for p in model.parameters())  # before sharding (ZeRO-3 / FSDP)
             kw = {"seed": c.seed, "state_dir": state_dir, "run_key": key}
@@ -144,7 +142,7 @@ def run(cfg: DictConfig) -> dict:
             evaluate = evaluate_isolated if distributed else evaluate_to_dir
             ev = evaluate(str(ckpt), c.eval, run_dir / "eval", **eval_options(c))
             metrics |= ev.metrics
-            run_log.log_evaluation(tracker, ev.metrics, ev.settings, ev.artifacts)
+            run_log.log_evaluation(tracker, ev.metrics, ev.settings, ev.artifacts, root)
             if c.tracking.log_model:
                 tracker.log_model(ckpt, c.tracking.log_model)
             if not c.train.save:
@@ -153,31 +151,30 @@ def run(cfg: DictConfig) -> dict:
             return out | {"selected_ids": ids, "run_dir": str(run_dir)}
 
 
-def _curate_and_select(c, pool, fingerprint, benchmarks, run_dir, tracker, main_rank) -> list:
-    """Curate (cached by content: the runs of a sweep curate once), log the funnel, select N."""
-    from limo_exp import curation, selection
+def _curate_and_select(point: prepare.Point, run_dir: Path, tracker, main_rank: bool) -> list:
+    """Curate and select N (``prepare.select``), log the funnel, the selection and the datasets."""
+    from limo_exp import curation
     from limo_exp.data import pools
+    from limo_exp.evaluation import registry
 
-    d, how = c.data, c.selection
-    selection.check_pool(pool, d.n_samples, c.quality.tier, how)  # fields and counts, before curation
-    started = time.perf_counter()
-    curated = curation.curate_cached(pool, c.curation, benchmarks, Path(c.paths.cache_dir) / "curated")
+    c = point.spec.config
+    prepare.select(point)
+    curated, examples = point.curated, point.examples
     files = curation.write_outputs(curated, run_dir / "curation", copy_pool=False) if main_rank else []
     if main_rank:
         cached = " (from cache)" * curated.from_cache
         log.info("curation funnel%s:\n%s", cached, curation.format_funnel(curated.funnel))
-    run_log.log_curation(tracker, curated.funnel, curated.from_cache, time.perf_counter() - started, files)
-    run_log.log_teacher_cost(tracker, pool)  # a distilled pool's generation is part of its cost
-    examples = selection.select(
-        curated.records, d.n_samples, c.quality.tier, c.seed, d.stratify_by, curated.funnel, how
-    )
+    run_log.log_curation(tracker, curated.funnel, curated.from_cache, point.curation_seconds, files)
+    run_log.log_teacher_cost(tracker, point.pool)  # a distilled pool's generation is part of its cost
     if main_rank:
         (run_dir / "selected_ids.json").write_text(json.dumps([e.id for e in examples], indent=0))
         tracker.log_artifact(run_dir / "selected_ids.json")
-    strategy = "" if how.strategy == "random" else f"/{how.strategy}"
+    strategy = "" if c.selection.strategy == "random" else f"/{c.selection.strategy}"
     subset = f"train/{c.pool.name}/{c.quality.name}{strategy}/n{len(examples)}"
     origin = pools.pool_origin(c.pool)
-    run_log.log_datasets(tracker, pool, c.pool.name, fingerprint, examples, curated.records, subset, origin)
+    run_log.log_datasets(tracker, point.pool, c.pool.name, point.fingerprint, examples, subset, origin)
+    sources = {b: registry.data_source(b, c.eval.data_dir) for b in point.benchmarks}
+    run_log.log_benchmarks(tracker, point.benchmarks, sources, c.eval.limit)
     return examples
 
 
@@ -199,11 +196,12 @@ def _run_and_print(cfg: DictConfig) -> float | None:
     print(f"\nrun {out['run_id']} {state}; run_key {out['run_key']}")
     if out.get("run_dir"):
         print(f"  outputs in {out['run_dir']}")
+    head = accuracies(out["metrics"])  # a reused run of an older store: its names read the same
+    print_metrics(head)
     print_metrics(
         out["metrics"], lambda k: k.startswith("eval/") or k in ("train/final_loss", "train/tokens_per_s")
     )
-    acc = [v for k, v in out["metrics"].items() if k.startswith("eval/") and k.endswith("/exact_match")]
-    return acc[0] if acc else None
+    return next(iter(head.values()), None)
 
 
 main = command(_run_and_print)

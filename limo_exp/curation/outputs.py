@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ class CuratedPool:
 def write_outputs(curated: CuratedPool, out_dir: str | Path, copy_pool: bool = True) -> list[Path]:
     """Write curated_pool.jsonl, funnel.json and contamination.jsonl; returns their paths. With
     ``copy_pool=False`` (a run: the cache holds the pool once) curated_pool.ref.json names the
-    cached file, its fingerprint and size instead of a copy of the records."""
+    cached file (relative to ``out_dir``), its fingerprint and size instead of a copy of the records."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f for f in OUTPUT_FILES]
@@ -35,8 +36,8 @@ def write_outputs(curated: CuratedPool, out_dir: str | Path, copy_pool: bool = T
                 f.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
     else:
         paths[0] = out / "curated_pool.ref.json"
-        ref = {
-            "cache": curated.cache_path,
+        ref = {  # the cached file relative to this folder: no user's home in a logged artifact
+            "cache": os.path.relpath(Path(curated.cache_path).resolve(), out.resolve()),
             "fingerprint": curated.fingerprint,
             "records": len(curated.records),
         }

@@ -1,18 +1,38 @@
 """Hub data sets and models: loaded by id (``datasets`` imported only then), pinned to a revision
-when one is given, and recorded: which commit (and how many rows) every hub load of this process read.
+when one is given, and recorded: which commit (and how many rows) every hub load read, per run.
 
-    rows = load("Maxwell-Jia/AIME_2024", None, "train", revision=None)
-    record_model("Qwen/Qwen2.5-7B-Instruct", "main")   # a model's commit: the local cache, else the hub
-    loaded()   # [{"repo", "config", "split", "revision", "rows"}] for the run to log
+    with recording():   # one run: what it loads is its own, not the process's earlier points'
+        rows = load("Maxwell-Jia/AIME_2024", None, "train", revision=None)
+        record_model("Qwen/Qwen2.5-7B-Instruct", "main")   # a model's commit: the local cache, else the hub
+        loaded()   # [{"repo", "config", "split", "revision", "rows"}] for the run to log
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-_LOADED: dict[tuple, dict[str, Any]] = {}
+_LOADED: dict[tuple, dict[str, Any]] = {}  # outside any recording: what this process loaded
+_RECORDINGS: list[dict[tuple, dict[str, Any]]] = []  # the open recordings, innermost last
+
+
+@contextmanager
+def recording():
+    """Collect the hub loads of one run (a multirun runs several in one process): inside, ``loaded()``
+    is what was loaded since the block began, and nothing else."""
+    found: dict[tuple, dict[str, Any]] = {}
+    _RECORDINGS.append(found)
+    try:
+        yield found
+    finally:
+        _RECORDINGS.remove(found)
+
+
+def _record(key: tuple, entry: dict[str, Any]) -> None:
+    for found in (_LOADED, *_RECORDINGS):
+        found[key] = entry
 
 
 @cache  # one question per repo and revision (AIME 2025's two configs share a repo)
@@ -33,13 +53,8 @@ def load(repo: str, config: str | None, split: str, revision: str | None = None)
 
     kw = {"revision": revision} if revision else {}
     ds = datasets.load_dataset(repo, config, split=split, **kw)
-    _LOADED[(repo, config, split)] = {
-        "repo": repo,
-        "config": config,
-        "split": split,
-        "revision": resolve_revision(repo, revision),
-        "rows": len(ds),
-    }
+    entry = {"repo": repo, "config": config, "split": split, "revision": resolve_revision(repo, revision)}
+    _record((repo, config, split), entry | {"rows": len(ds)})
     return ds
 
 
@@ -62,13 +77,14 @@ def model_commit(repo: str, revision: str | None) -> str:
 def record_model(repo: str, revision: str | None) -> str:
     """Record the commit of a hub model this process reads (tagged ``limo.hub.<repo>``)."""
     sha = model_commit(repo, revision)
-    _LOADED[(repo, None, None)] = {"repo": repo, "config": None, "split": None, "revision": sha, "rows": None}
+    _record((repo, None, None), {"repo": repo, "config": None, "split": None, "revision": sha, "rows": None})
     return sha
 
 
 def loaded() -> list[dict[str, Any]]:
-    """Every hub data set this process loaded, with its commit and row count."""
-    return list(_LOADED.values())
+    """Every hub data set and model loaded in the innermost open ``recording`` (outside one: by
+    this process), with its commit and row count."""
+    return list((_RECORDINGS[-1] if _RECORDINGS else _LOADED).values())
 
 
 def as_tags(entries: list[dict[str, Any]]) -> dict[str, str]:
@@ -79,3 +95,18 @@ def as_tags(entries: list[dict[str, Any]]) -> dict[str, str]:
         name = "/".join(x for x in (e["repo"], e["config"], e["split"]) if x)
         out[f"limo.hub.{name}"] = e["revision"] + ("" if e["rows"] is None else f" rows={e['rows']}")
     return out
+
+
+@contextmanager
+def offline():
+    """Within: hub data sets and models are read from the local cache only, never asked of the
+    network (``limo-exp plan`` answers in seconds, whatever the network does)."""
+    import datasets
+    import huggingface_hub.constants as hf
+
+    kept = datasets.config.HF_HUB_OFFLINE, hf.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = hf.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, hf.HF_HUB_OFFLINE = kept

@@ -1,14 +1,16 @@
 """Evaluate a model on limo_ lm-eval tasks; return MLflow-ready metrics, samples and settings.
 
     result = evaluate("outputs/ckpt", EvalConfig(tasks=["limo_paper"], data_dir="../shared/data/eval"))
-    result.metrics["eval/limo_math500/exact_match"]
+    result.metrics["math500/accuracy"]     # the headline; the rest under eval/limo_math500/...
 
 Run-time settings reach the tasks as TaskManager metadata (data_dir, gpqa_seed, instruction,
 synthetic_n, synthetic_seed -> the custom_dataset functions of tasks/utils.py); num_samples
 sets each task's ``repeats``; sampling settings go in as ``gen_kwargs``. mean@n is lm-eval's
-``exact_match`` (its stderr is over questions); unbiased pass@k and maj@k are computed from the
-per-sample verdicts that the tasks' grading filter keeps (``metrics.sampling_metrics``).
-``evaluate_to_dir`` also writes results, settings and per-sample outputs as files.
+``exact_match``, logged as the benchmark's headline ``<benchmark>/accuracy`` (its stderr is over
+questions); unbiased pass@k and maj@k are computed from the per-sample verdicts that the tasks'
+grading filter keeps (``metrics.sampling_metrics``); copies of the headline are not logged again.
+``evaluate_to_dir`` also writes results, settings and per-sample outputs as files (a sample line
+reads id, verdict, answer, gold, response first and the prompt last).
 """
 
 from __future__ import annotations
@@ -26,16 +28,17 @@ from limo_exp.evaluation import backend as be
 from limo_exp.evaluation import grading, registry
 from limo_exp.evaluation.backend import make_engine
 from limo_exp.evaluation.engines import engine_options, hf_decoding
-from limo_exp.evaluation.metrics import metric_name, sampling_metrics
+from limo_exp.evaluation.metrics import length_metrics, sampling_metrics
 from limo_exp.evaluation.store import model_fingerprint, response_store
 from limo_exp.evaluation.stored_lm import Budget, StoredLM
+from limo_exp.tracking.names import eval_metric, metric_name, sampling_metric
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class EvalResult:
-    metrics: dict[str, float]  # eval/<task>/<metric>, MLflow-safe names
+    metrics: dict[str, float]  # <benchmark>/accuracy first, then eval/<task>/<metric> (tracking.names)
     samples: dict[str, list[dict]]  # task -> one dict per generated sample
     settings: dict[str, str]  # everything needed to reproduce / to log as tags
     raw: dict[str, Any] = field(default_factory=dict)  # lm-eval results, JSON-serialisable
@@ -190,10 +193,14 @@ def _collect(
 ) -> tuple[dict[str, float], dict[str, list[dict]]]:
     """lm-eval's results and logged samples -> MLflow metrics and one row per generated sample."""
     metrics: dict[str, float] = {}
-    for task, res in raw.get("results", {}).items():
-        for key, val in res.items():
-            if isinstance(val, (int, float)) and not isinstance(val, bool) and "," in key:
-                metrics[metric_name(task, key)] = float(val)
+    found = {
+        metric_name(task, key): float(val)
+        for task, res in raw.get("results", {}).items()
+        for key, val in res.items()
+        if isinstance(val, (int, float)) and not isinstance(val, bool) and "," in key
+    }
+    metrics |= {k: v for k, v in found.items() if not k.startswith("eval/")}  # the headlines first
+    metrics |= {k: v for k, v in found.items() if k.startswith("eval/")}
 
     samples: dict[str, list[dict]] = {}
     for task, logged in raw_samples.items():
@@ -203,27 +210,18 @@ def _collect(
             per_question.append(verdicts)
             prompt = s["arguments"][0][0] if s["arguments"] else ""
             for i, v in enumerate(verdicts):
-                rows.append(
-                    {
-                        "task": task,
-                        "doc_id": s["doc_id"],
-                        "id": s["doc"]["id"],
-                        "canonical_id": s["doc"].get("canonical_id", ""),
-                        "sample": i,
-                        "prompt": prompt,
-                        "gold": s["doc"]["answers"],
-                        "kind": s["doc"].get("kind", "math"),
-                        **v,
-                        **_generation(lm, task, s["doc_id"], i),
-                    }
-                )
+                rows.append(sample_row(task, s, i, v, prompt, _generation(lm, task, s["doc_id"], i)))
         samples[task] = rows
         if per_question:
+            n = min(len(v) for v in per_question)
             for name, val in sampling_metrics(per_question, pass_k).items():
-                metrics[f"eval/{task}/{name}"] = val
-            metrics[f"eval/{task}/no_answer_count"] = float(sum(r["status"] == "no_answer" for r in rows))
-            metrics[f"eval/{task}/timeout_count"] = float(sum(r["status"] == "timeout" for r in rows))
-            metrics[f"eval/{task}/n_questions"] = float(len(per_question))
+                if sampling_metric(task, name, n) is not None:
+                    metrics[sampling_metric(task, name, n)] = val
+            metrics[eval_metric(task, "no_answer_count")] = float(
+                sum(r["status"] == "no_answer" for r in rows)
+            )
+            metrics[eval_metric(task, "timeout_count")] = float(sum(r["status"] == "timeout" for r in rows))
+            metrics[eval_metric(task, "n_questions")] = float(len(per_question))
             metrics |= length_metrics(task, rows)
     if lm is not None:
         for task, (seconds, tokens) in lm.timing.per_task.items():
@@ -240,30 +238,34 @@ def _collect(
     return metrics, samples
 
 
+# what a reader looks at first in a samples file: which problem, right or not, the answer against
+# the gold, the response; the prompt (long, and the same for every sample of a problem) last
+SAMPLE_FIELDS_FIRST = ("id", "sample", "correct", "status", "extracted", "gold", "response")
+
+
+def sample_row(task: str, logged: dict, i: int, verdict: dict, prompt: str, generation: dict) -> dict:
+    """One line of ``samples_<task>.jsonl``: ``SAMPLE_FIELDS_FIRST``, then the rest, the prompt last."""
+    row = {
+        "task": task,
+        "doc_id": logged["doc_id"],
+        "id": logged["doc"]["id"],
+        "canonical_id": logged["doc"].get("canonical_id", ""),
+        "sample": i,
+        "gold": logged["doc"]["answers"],
+        "kind": logged["doc"].get("kind", "math"),
+        **verdict,
+        **generation,
+    }
+    first = {k: row.pop(k) for k in SAMPLE_FIELDS_FIRST if k in row}
+    return first | row | {"prompt": prompt}
+
+
 def _generation(lm: StoredLM | None, task: str, doc_id: int, sample: int) -> dict:
     served = lm.served.get((task, doc_id, sample)) if lm is not None else None
     if served is None:
         return {}
     s = served[1]
     return {"n_tokens": s.n_tokens, "finish": s.finish, "think_tokens": s.think_tokens, "waits": s.waits}
-
-
-def length_metrics(task: str, rows: list[dict]) -> dict[str, float]:
-    """The token-efficiency columns: mean and median response tokens and thinking tokens where
-    there are any (the share that ran out of tokens is the tasks' own ``truncated`` metric)."""
-    import statistics
-
-    n = [r["n_tokens"] for r in rows if r.get("n_tokens") is not None]
-    if not n:
-        return {}
-    out = {
-        f"eval/{task}/response_tokens_mean": statistics.fmean(n),
-        f"eval/{task}/response_tokens_median": float(statistics.median(n)),
-    }
-    think = [r["think_tokens"] for r in rows if r.get("think_tokens") is not None]
-    if think:
-        out[f"eval/{task}/think_tokens_mean"] = statistics.fmean(think)
-    return out
 
 
 def evaluate_to_dir(

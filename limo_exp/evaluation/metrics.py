@@ -1,19 +1,11 @@
-"""Metrics over n samples per question (mean@n, unbiased pass@k, maj@k, standard errors), and the
-MLflow name of an lm-eval metric."""
+"""Metrics over n samples per question (mean@n, unbiased pass@k, maj@k, standard errors). Their
+MLflow names are ``tracking.names``' (``metric_name``, ``sampling_metric``)."""
 
 from __future__ import annotations
 
 import math
 
 from limo_exp.evaluation.grading import equivalent
-from limo_exp.tracking.names import metric_name as mlflow_safe
-
-
-def metric_name(task: str, lm_eval_key: str) -> str:
-    """``exact_match,none`` -> ``eval/<task>/exact_match``; other filters become a suffix
-    (``exact_match,flexible`` -> ``.../exact_match/flexible``); ``@`` -> ``_at_``."""
-    metric, _, filt = lm_eval_key.partition(",")
-    return mlflow_safe(f"eval/{task}/{metric}" if filt in ("", "none") else f"eval/{task}/{metric}/{filt}")
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -71,4 +63,22 @@ def sampling_metrics(per_question: list[list[dict]], pass_k: tuple[int, ...] | l
         out[f"maj_at_{k}"], out[f"maj_at_{k}_stderr"] = mean_stderr(
             [float(majority_correct(vs[:k])) for vs in per_question]
         )
+    return out
+
+
+def length_metrics(task: str, rows: list[dict]) -> dict[str, float]:
+    """The token-efficiency columns: mean and median response tokens and thinking tokens where
+    there are any (the share that ran out of tokens is the tasks' own ``truncated`` metric)."""
+    import statistics
+
+    n = [r["n_tokens"] for r in rows if r.get("n_tokens") is not None]
+    if not n:
+        return {}
+    out = {
+        f"eval/{task}/response_tokens_mean": statistics.fmean(n),
+        f"eval/{task}/response_tokens_median": float(statistics.median(n)),
+    }
+    think = [r["think_tokens"] for r in rows if r.get("think_tokens") is not None]
+    if think:
+        out[f"eval/{task}/think_tokens_mean"] = statistics.fmean(think)
     return out

@@ -1,20 +1,72 @@
-"""What a tracked run logs beyond params: identity and environment tags, the curation funnel,
-the datasets, training cost and evaluation results. Plain data in, tracker calls out; every
-function is a no-op on a ``NullTracker``.
+"""What a tracked run logs: its name and params (what varies first), identity and environment
+tags, the curation funnel, the datasets (pool, the texts trained on, the benchmarks), training cost
+and evaluation results (the headline first). Plain data in, tracker calls out; every function is a
+no-op on a ``NullTracker``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import subprocess
 from pathlib import Path
 from typing import Any
 
-from limo_exp.data.fingerprints import pool_fingerprint
-from limo_exp.data.records import Example, Record
-from limo_exp.tracking.names import KIND_TAG, KINDS, RUN_KEY_TAG
+from limo_exp.data.fingerprints import items_digest
+from limo_exp.data.records import BenchItem, Example, Record
+from limo_exp.tracking.names import (
+    CHILD_TAG,
+    KIND_TAG,
+    KINDS,
+    RUN_KEY_TAG,
+    TRAINING_ROWS,
+    VIEW_PARAMS,
+    accuracies,
+)
 from limo_exp.tracking.tracker import NullTracker
+
+# the ablation axes (shared/DESIGN.md), logged first so that a run page's params open on them
+AXES = ("quality", "data.n_samples", "seed", "selection.strategy", "model.name", "pool.name")
+AXES += ("train.name", "eval.name")
+# config groups of other commands (report, distill, plan) or of composition only: not a run's params
+NOT_RUN_PARAMS = ("report", "distill", "plan", "debug", "experiment", "hydra")
+
+
+def run_name(quality: str, strategy: str, n: int, seed: int, axes: dict[str, str] | None = None) -> str:
+    """What varies first, N and the seed last: ``short · N=8 · s0``. In a sweep, the values of its
+    swept axes (``axes``: a group by its value, a leaf as ``lr=1e-5``); outside one, the solution
+    tier and a selection strategy other than random. The model is a tag and the parent's name."""
+    if axes:
+        parts = [v if "." not in k else f"{k.rsplit('.', 1)[-1]}={v}" for k, v in axes.items()]
+        parts = [p for k, p in zip(axes, parts) if k not in ("data.n_samples", "seed")]
+    else:
+        parts = [quality] + ([strategy] if strategy != "random" else [])
+    return " · ".join([*parts, f"N={n}", f"s{seed}"])
+
+
+def run_params(params: dict[str, str], first: tuple[str, ...] = ()) -> dict[str, str]:
+    """A run's flattened config as params, in the order a reader wants them: the swept axes
+    (``first``: keys or group prefixes), then ``AXES``, then the rest as composed; other commands'
+    settings (``NOT_RUN_PARAMS``) left out."""
+    kept = {k: v for k, v in params.items() if k.split(".")[0] not in NOT_RUN_PARAMS}
+
+    def rank(k: str) -> int:
+        for i, a in enumerate((*first, *AXES)):
+            if k == a or k.startswith(f"{a}."):
+                return i
+        return len(first) + len(AXES)
+
+    return dict(sorted(kept.items(), key=lambda kv: rank(kv[0])))  # stable: the rest as composed
+
+
+def relative(path: str | Path, root: str | Path) -> str:
+    """A path as logged: relative to the output root when under it (no user's home in a store)."""
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def git_info(path: Path | None = None) -> dict[str, str]:
@@ -81,7 +133,7 @@ def link_child(tracker: NullTracker, parent: str | None, key: str, run_id: str |
     """A sweep's parent lists every configuration of the sweep as a tag ``limo.child.<run key>``:
     the ones it ran and the ones it found FINISHED by an earlier launch and reused."""
     if parent and run_id:
-        tracker.set_tags({f"limo.child.{key}": run_id}, run_id=parent)
+        tracker.set_tags({f"{CHILD_TAG}{key}": run_id}, run_id=parent)
 
 
 def log_curation(
@@ -114,29 +166,43 @@ def log_teacher_cost(tracker: NullTracker, pool: list[Record]) -> None:
     tracker.set_tags({"limo.teacher": ",".join(sorted({str(m.get("teacher")) for m in written}))})
 
 
+def training_digest(examples: list[Example]) -> str:
+    """sha256 of the exact texts trained on (id, problem, the tier's solution), in id order: two
+    tiers of one selection (answer-only, short CoT) give two digests."""
+    rows = sorted([e.id, e.problem, e.tier, e.solution] for e in examples)
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()
+
+
 def log_datasets(
     tracker: NullTracker,
     pool: list[Record],
     pool_name: str,
     pool_digest: str,
     examples: list[Example],
-    curated: list[Record],
     train_name: str,
     origin: dict | None = None,
 ) -> None:
-    """``mlflow.log_input`` of the pool and of the training subset (digest of its curated
-    records), both with the pool's source (``origin``)."""
+    """``mlflow.log_input`` of the pool (context ``pool``) and of the training subset (``training``:
+    digest of the texts trained on), both with the pool's source (``origin``); the training rows
+    (id, problem, solution kind, text) as the table artifact ``training_rows.json``."""
     tracker.log_dataset(
         [{"id": r.id, "problem": r.problem} for r in pool], f"pool/{pool_name}", pool_digest, "pool", origin
     )
-    ids = {e.id for e in examples}
-    tracker.log_dataset(
-        [{"id": e.id, "problem": e.problem, "solution": e.solution} for e in examples],
-        train_name,
-        pool_fingerprint([r for r in curated if r.id in ids]),
-        "training",
-        origin,
-    )
+    rows = [{"id": e.id, "problem": e.problem, "solution_kind": e.tier, "text": e.solution} for e in examples]
+    tracker.log_dataset(rows, train_name, training_digest(examples), "training", origin)
+    tracker.log_table(rows, TRAINING_ROWS)
+
+
+def log_benchmarks(
+    tracker: NullTracker, benchmarks: dict[str, list[BenchItem]], sources: dict[str, str], limit: int | None
+) -> None:
+    """Each benchmark evaluated as an ``evaluation`` dataset ``eval/<benchmark>`` (the first
+    ``limit`` items when the suite has a limit; ``sources``: benchmark -> where it was read)."""
+    for bench, items in sorted(benchmarks.items()):
+        items = items[:limit] if limit else items
+        rows = [{"id": i.id, "problem": i.problem, "answer": i.answer} for i in items]
+        origin = {"kind": "benchmark", "benchmark": bench, "source": sources.get(bench, "unknown")}
+        tracker.log_dataset(rows, f"eval/{bench}", items_digest(items), "evaluation", origin)
 
 
 def log_training(
@@ -176,10 +242,6 @@ def log_training(
     return metrics
 
 
-# dense bf16 peak FLOP/s per device, from the vendors' data sheets (SXM parts)
-PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12}
-
-
 def device_name() -> str:
     try:
         import torch
@@ -193,17 +255,32 @@ def model_flops_utilisation(
     n_params: int, real_tokens: int, seconds: float, n_processes: int, device: str
 ) -> float | None:
     """6 x params x example tokens per second over the devices' bf16 peak; None for an unknown
-    device (a CPU, or a GPU missing from PEAK_BF16_FLOPS). Attention FLOPs are not counted."""
-    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in device), None)
-    if peak is None or not seconds:
+    device (a CPU, or a GPU missing from hardware.GPUS). Attention FLOPs are not counted."""
+    from limo_exp.hardware import gpu
+
+    spec = gpu(device)
+    if spec is None or not seconds:
         return None
-    return 6.0 * n_params * real_tokens / seconds / (peak * n_processes)
+    return 6.0 * n_params * real_tokens / seconds / (spec.bf16_flops * n_processes)
+
+
+PATH_SETTINGS = ("model_path", "response_store", "data_dir")  # logged relative to the output root
 
 
 def log_evaluation(
-    tracker: NullTracker, metrics: dict[str, float], settings: dict[str, str], files: list[Path]
+    tracker: NullTracker,
+    metrics: dict[str, float],
+    settings: dict[str, str],
+    files: list[Path],
+    root: str | Path | None = None,
 ) -> None:
-    tracker.log_metrics(metrics)
-    tracker.set_tags({f"eval.{k}": v for k, v in settings.items()})
+    """The headline accuracies first, then the other metrics; the settings as ``eval.*`` tags (none
+    empty; paths relative to ``root``, the output root); the files under ``eval/``."""
+    head = accuracies(metrics)
+    tracker.log_metrics(head)
+    tracker.add_to_view(sorted(head), list(VIEW_PARAMS))  # the runs table's "limo" view shows them
+    tracker.log_metrics({k: v for k, v in metrics.items() if k not in head})
+    tags = {k: relative(v, root) if root and k in PATH_SETTINGS else v for k, v in settings.items()}
+    tracker.set_tags({f"eval.{k}": v for k, v in tags.items() if str(v).strip()})
     for path in files:
         tracker.log_artifact(path, "eval")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from limo_exp.config import TrackingConfig
 from limo_exp.identity import with_neutral_leaves
-from limo_exp.tracking.names import KIND_TAG, LEGACY_KINDS, RUN_KEY_TAG
+from limo_exp.tracking.names import KIND_TAG, LEGACY_KINDS, RUN_KEY_TAG, current_metrics, is_accuracy
 from limo_exp.tracking.tracker import Tracker
 
 METRIC_PREFIXES = ("eval/", "train/", "cost/", "curation/")
@@ -23,7 +23,8 @@ def open_store(tracking: TrackingConfig) -> Tracker:
 def runs_frame(tracking: TrackingConfig):
     """One row per FINISHED run of a configuration or a baseline evaluation (sweep parents
     excluded): run id, kind, params and metrics. ``data.n_samples`` is 0 for a baseline (an
-    untrained model: ``limo.kind`` = eval)."""
+    untrained model: ``limo.kind`` = eval). Metrics under current names (``<benchmark>/accuracy``
+    for a store that logged ``eval/<task>/exact_match``)."""
     import pandas as pd
 
     store = open_store(tracking)
@@ -36,7 +37,8 @@ def runs_frame(tracking: TrackingConfig):
         row = {"run_id": r.run_id, "run_name": r.name, "run_key": r.tags[RUN_KEY_TAG], "kind": kind}
         row["start_time"] = r.start_time
         row |= with_neutral_leaves(r.params) if kind == "run" else r.params  # older runs: train.format=plain
-        row |= {k: v for k, v in r.metrics.items() if k.startswith(METRIC_PREFIXES)}
+        metrics = current_metrics(r.metrics)
+        row |= {k: v for k, v in metrics.items() if k.startswith(METRIC_PREFIXES) or is_accuracy(k)}
         if kind == "eval":
             row["data.n_samples"] = 0
         rows.append(row)

@@ -3,8 +3,9 @@ rest of the code calls a ``Tracker``.
 
 Layout (shared/DESIGN.md): experiment = the study; one parent run per sweep launch, one
 child run per configuration; params = the flattened resolved config; tags = run key, run kind,
-git, versions, hardware; metrics ``train/...`` and ``eval/<task>/<metric>``; artifacts =
-config, selected ids, curation reports, lm-eval results and per-sample outputs.
+git, versions, hardware; metrics ``<benchmark>/accuracy`` (the headline), ``train/...`` and
+``eval/<task>/<metric>`` (names.py); artifacts = config, selected ids, curation reports, lm-eval
+results and per-sample outputs. The experiment is tagged as training runs (MLflow 3's UI).
 ``NullTracker`` is the no-op twin used when tracking is disabled and on non-zero ranks.
 Runs come back as plain ``TrackedRun`` records, never as MLflow objects.
 """
@@ -15,29 +16,23 @@ import contextlib
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from limo_exp.config import TrackingConfig
-from limo_exp.tracking.names import RUN_KEY_TAG, mask, metric_name
+from limo_exp.tracking.names import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    RUN_KEY_TAG,
+    VIEW_TAG,
+    mask,
+    safe_metric,
+)
+from limo_exp.tracking.protocol import NullTracker, RunTracker, TrackedRun  # noqa: F401  (importable here)
 from limo_exp.tracking.store import dataset_source, open_checked, store_lock
 
 log = logging.getLogger(__name__)
 
 PARENT_FILE = ".mlflow_parent_run_id"
-
-
-@dataclass
-class TrackedRun:
-    """A logged run read back: ids, status, tags, params and the last value of each metric."""
-
-    run_id: str
-    name: str = ""
-    status: str = ""
-    start_time: int = 0
-    tags: dict[str, str] = field(default_factory=dict)
-    params: dict[str, str] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
 
 
 def _record(r) -> TrackedRun:
@@ -50,29 +45,6 @@ def _record(r) -> TrackedRun:
         dict(r.data.params),
         dict(r.data.metrics),
     )
-
-
-class NullTracker:
-    """Does nothing; same interface as ``Tracker``."""
-
-    run_id: str | None = None
-
-    def find_finished(self, run_key: str) -> TrackedRun | None:
-        return None
-
-    def close_unfinished(self, run_key: str) -> list[str]:
-        return []
-
-    @contextmanager
-    def run(self, name: str, tags: dict[str, str] | None = None, parent_run_id: str | None = None):
-        yield self
-
-    def log_params(self, params: dict[str, str]) -> None: ...
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
-    def set_tags(self, tags: dict[str, str]) -> None: ...
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
-    def log_dataset(self, rows: list[dict], name: str, digest: str, context: str, origin=None) -> None: ...
-    def log_model(self, checkpoint: str | Path, how: str) -> None: ...
 
 
 class Tracker(NullTracker):
@@ -95,9 +67,13 @@ class Tracker(NullTracker):
                 raise SystemExit(f"no MLflow experiment {experiment!r} in {mask(uri)}: run the study first")
             if exp is None:
                 location = Path(artifact_root).resolve().as_uri() if artifact_root else None
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+                self.experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+                )
             else:
                 self.experiment_id = exp.experiment_id
+                if create and EXPERIMENT_KIND_TAG not in exp.tags:  # a study begun before the tag
+                    self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         self.run_id = None
 
     def search(self, filter_string: str = "", max_results: int = 50000) -> list[TrackedRun]:
@@ -193,15 +169,18 @@ class Tracker(NullTracker):
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(
+        self, metrics: dict[str, float], step: int | None = None, run_id: str | None = None
+    ) -> None:
+        """Metrics of this run (or of ``run_id``), under MLflow-safe names, in the order given."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [
-            Metric(metric_name(k), float(v), now, step or 0) for k, v in metrics.items() if v is not None
+            Metric(safe_metric(k), float(v), now, step or 0) for k, v in metrics.items() if v is not None
         ]
         for i in range(0, len(items), 500):
-            self.client.log_batch(self.run_id, metrics=items[i : i + 500])
+            self.client.log_batch(run_id or self.run_id, metrics=items[i : i + 500])
 
     def set_tags(self, tags: dict[str, str], run_id: str | None = None) -> None:
         """Tags on this run (or on ``run_id``); secret-looking values are masked."""
@@ -217,6 +196,12 @@ class Tracker(NullTracker):
         else:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def log_table(self, rows: list[dict], artifact_file: str, run_id: str | None = None) -> None:
+        """Rows as an MLflow table artifact (``log_table``: a JSON file the UI shows as a table)."""
+        import pandas as pd
+
+        self.client.log_table(run_id or self.run_id, pd.DataFrame(rows), artifact_file)
+
     def log_dataset(self, rows: list[dict], name: str, digest: str, context: str, origin=None) -> None:
         """``mlflow.log_input``: the pool and the selected subset, with their digests and their
         source (``origin``: ``pools.pool_origin``: a hub data set at a commit, a file, a generator)."""
@@ -231,6 +216,23 @@ class Tracker(NullTracker):
         self.client.log_inputs(
             self.run_id, [DatasetInput(entity, [InputTag("mlflow.data.context", context)])]
         )
+
+    def add_to_view(self, metrics: list[str], params: list[str]) -> None:
+        """Add columns to the experiment's saved runs-table view ``names.VIEW`` (an experiment tag the
+        UI reads: ``#/experiments/<id>/runs?viewStateShareKey=limo``); columns already there stay."""
+        import json
+
+        tags = self.client.get_experiment(self.experiment_id).tags
+        try:
+            state = json.loads(tags.get(VIEW_TAG) or "{}")
+        except ValueError:  # edited by hand into something else: start again
+            state = {}
+        columns = list(state.get("selectedColumns") or [])
+        wanted = [f"metrics.`{m}`" for m in metrics] + [f"params.`{p}`" for p in params]
+        added = [c for c in wanted if c not in columns]
+        if added:  # (column widths: a shared view's are not applied by MLflow 3.17's UI)
+            state["selectedColumns"] = columns + added
+            self.client.set_experiment_tag(self.experiment_id, VIEW_TAG, json.dumps(state))
 
     def get(self, run_id: str) -> TrackedRun:
         from mlflow.exceptions import MlflowException
