@@ -46,7 +46,14 @@ def test_the_grid_is_the_sweep_files_axes_times_the_command_lines():
 def test_plan_counts_what_the_runs_then_log(small_cfg, tmp_path, cache_dir, monkeypatch):
     """Training tokens and steps exactly, evaluation responses exactly and their tokens within the
     cap; once the points ran, the plan skips them and prices from their logged figures."""
-    overrides = ["debug=fast", "study=test", *_paths(tmp_path, cache_dir), "data.n_samples=4,8"]
+    # eval.store=off: the responses are generated here (another test's stored ones would log no tokens/s)
+    overrides = [
+        "debug=fast",
+        "study=test",
+        "eval.store=off",
+        *_paths(tmp_path, cache_dir),
+        "data.n_samples=4,8",
+    ]
     with monkeypatch.context() as m:
         _no_model(m)
         first, _ = plan_cmd.make_plan(overrides)
@@ -58,7 +65,7 @@ def test_plan_counts_what_the_runs_then_log(small_cfg, tmp_path, cache_dir, monk
 
     logged = {}
     for p in first.points:
-        out = run(small_cfg(p.overrides[-1]))
+        out = run(small_cfg("eval.store=off", p.overrides[-1]))
         logged[p.name] = out
         assert out["run_key"] == p.run_key
         m = out["metrics"]

@@ -91,6 +91,7 @@ class PointPlan:
     model: str = ""
     pool_records: int | None = None
     curated_records: int | None = None
+    teacher_tokens: int = 0  # the generation a distilled pool cost (spent already, counted in the study)
     train: Train | None = None
     eval: Eval | None = None
     train_hours: Figure = field(default_factory=lambda: Figure(None, "not planned"))
@@ -174,11 +175,11 @@ def markdown(plan: Plan) -> str:
     if plan.warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in plan.warnings] + [""]
     lines += [
-        f"## Points ({plan.device}, {plan.gpus} GPU(s) a point)",
+        f"## Points ({plan.device}, {plan.gpus} {'process(es)' if plan.device == 'cpu' else 'GPU(s)'} a point)",
         "",
-        "| point | run key | status | train tokens (seen) | eval responses | eval tokens (expected / cap) "
-        "| device-hours | memory |",
-        "|---|---|---|---:|---:|---:|---:|---|",
+        "| point | run key | status | pool -> curated | train tokens (seen) | eval responses "
+        "| eval tokens (expected / cap) | device-hours | memory |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for p in plan.points:
         t = f"{p.train.seen_tokens:,}" if p.train else "-"
@@ -195,8 +196,10 @@ def markdown(plan: Plan) -> str:
             )
         )
         status = p.status + (f" ({p.run_id})" if p.run_id else "")
+        curated = "-" if p.pool_records is None else f"{p.pool_records:,} -> {p.curated_records or 0:,}"
+        curated += f" (teacher {p.teacher_tokens:,} tokens)" if p.teacher_tokens else ""
         lines.append(
-            f"| {p.name} | {p.run_key or '?'} | {status} | {t} | {resp} | {toks} | {hours} | {mem} |"
+            f"| {p.name} | {p.run_key or '?'} | {status} | {curated} | {t} | {resp} | {toks} | {hours} | {mem} |"
         )
     lines += ["", "Sources:", ""]
     seen = set()
