@@ -143,3 +143,44 @@ def test_run_refuses_a_sweep_over_its_gpu_budget(tmp_path, cache_dir):
     assert "plan: 2 points (2 to run, 0 already FINISHED, 0 will fail)" in proc.stdout
     assert "over plan.max_gpu_hours=1e-12: nothing started" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "kind, extra",
+    [
+        ("llama", {}),
+        ("llama", {"attention_bias": True, "mlp_bias": True, "head_dim": 32}),
+        ("mistral", {"tie_word_embeddings": True}),
+        ("qwen2", {"tie_word_embeddings": False}),
+    ],
+)
+def test_parameters_by_arithmetic_equal_a_meta_build(kind, extra):
+    """plan counts a dense decoder's parameters from config.json alone (no modeling code): the same
+    number as the built model's ``parameters()``; the Qwen YAMLs' shapes give the published sizes."""
+    from transformers import AutoConfig
+
+    from limo_exp.training.shapes import count_params, meta_params
+
+    sizes = {"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 3, "num_attention_heads": 4}
+    config = AutoConfig.for_model(kind, **sizes, num_key_value_heads=2, vocab_size=100, **extra)
+    assert count_params(config) == meta_params(config)
+
+
+def test_the_qwen_shapes_give_the_published_sizes(cache_dir):
+    from omegaconf import OmegaConf
+
+    from limo_exp import CONF_DIR
+    from limo_exp.config import ModelConfig
+    from limo_exp.training.shapes import count_params, model_config
+
+    got = {}
+    for name in ("qwen2_5_32b_instruct", "qwen2_5_7b_instruct", "qwen2_5_math_1_5b_instruct"):
+        yaml = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "model" / f"{name}.yaml"))
+        config, where = model_config(ModelConfig.from_dict(yaml, "model"), cache_dir)
+        assert where == f"model.shape of {name}"
+        got[name] = count_params(config)
+    assert got == {
+        "qwen2_5_32b_instruct": 32_763_876_352,
+        "qwen2_5_7b_instruct": 7_615_616_512,
+        "qwen2_5_math_1_5b_instruct": 1_543_714_304,
+    }

@@ -9,6 +9,7 @@ line's comma lists, the command line winning for a key both set, in that order, 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import sys
@@ -147,13 +148,31 @@ def _history(c):
     if not c.tracking.enabled:
         return History(), None, ["tracking is disabled: no run is known FINISHED, no figure is measured"]
     uri = c.tracking.uri or ""
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        return History(), None, []  # no store yet (and none is created here): nothing ran
+    if uri.startswith("sqlite:///") and not _sqlite_has(
+        uri.removeprefix("sqlite:///"), c.tracking.experiment
+    ):
+        return History(), None, []  # no store or no such study yet (none is created here): nothing ran
     try:
         tracker = Tracker(c.tracking.uri, c.tracking.experiment, create=False)
     except SystemExit:  # no experiment yet: nothing ran
         return History(), None, []
     return History.of(tracker.search("attributes.status = 'FINISHED'")), tracker, []
+
+
+def _sqlite_has(path: str, experiment: str) -> bool:
+    """Does a SQLite MLflow store at ``path`` hold ``experiment``? Read directly (MLflow takes
+    seconds to import and open a store); an unreadable file: let MLflow say what is wrong."""
+    import sqlite3
+
+    if not Path(path).exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            return (
+                db.execute("SELECT 1 FROM experiments WHERE name = ?", (experiment,)).fetchone() is not None
+            )
+    except sqlite3.Error:
+        return True
 
 
 def _point_names(points: list[list[str]], overrides: list[str]) -> list[str]:

@@ -47,10 +47,40 @@ def model_config(model: ModelConfig, cache_dir: str | Path):
     return None, f"model {model.name}: no local config.json and no model.shape"
 
 
+# decoder-only families whose parameters follow from config.json alone (tests/test_plan.py checks
+# each against a meta-device build): attention with biases on q/k/v?
+DENSE_DECODERS = {"llama": False, "mistral": False, "qwen2": True}
+
+
 def count_params(config) -> int:
-    """Parameters of a model of ``config``, built on the meta device (no memory, no weights): what
-    ``sum(p.numel() for p in model.parameters())`` gives once it is loaded. A deep stack of equal
-    decoder layers is counted from its one- and two-layer copies (exact, and a second not five)."""
+    """Parameters of a model of ``config``: what ``sum(p.numel() for p in model.parameters())``
+    gives once it is loaded. Dense decoders of ``DENSE_DECODERS`` by arithmetic on the config (no
+    modeling code imported); others built on the meta device (no memory, no weights)."""
+    kind = getattr(config, "model_type", "")
+    if kind in DENSE_DECODERS:
+        return _dense_decoder_params(config, DENSE_DECODERS[kind])
+    return meta_params(config)
+
+
+def _dense_decoder_params(c, qkv_bias: bool) -> int:
+    h, heads = c.hidden_size, c.num_attention_heads
+    head_dim = getattr(c, "head_dim", None) or h // heads
+    kv = (getattr(c, "num_key_value_heads", None) or heads) * head_dim
+    q = heads * head_dim
+    attention = (
+        h * q + 2 * h * kv + q * h + (q + 2 * kv if qkv_bias or getattr(c, "attention_bias", False) else 0)
+    )
+    if getattr(c, "attention_bias", False) and not qkv_bias:
+        attention += h  # the output projection's bias too
+    mlp = 3 * h * c.intermediate_size + (2 * c.intermediate_size + h if getattr(c, "mlp_bias", False) else 0)
+    layer = attention + mlp + 2 * h  # two RMSNorms
+    embeddings = c.vocab_size * h * (1 if c.tie_word_embeddings else 2)
+    return embeddings + c.num_hidden_layers * layer + h  # the final norm
+
+
+def meta_params(config) -> int:
+    """Parameters counted on a meta-device build of ``config``: a deep stack of equal decoder
+    layers from its one- and two-layer copies (exact, and a second not five)."""
     import copy
 
     import torch
