@@ -95,7 +95,9 @@ def test_multirun_makes_one_parent_and_a_relaunch_only_does_what_is_missing(tmp_
     assert logged == {"plan/plan.md", "plan/plan.json"}
 
     proc = launch("4,8,12")
-    assert "plan: 3 points (1 to run, 2 already FINISHED, 0 will fail)" in proc.stdout  # relaunch with one more point: only n=12 runs
+    assert (
+        "plan: 3 points (1 to run, 2 already FINISHED, 0 will fail)" in proc.stdout
+    )  # relaunch with one more point: only n=12 runs
     children = [r for r in client.search_runs([exp]) if "limo.run_key" in r.data.tags]
     assert sorted(r.data.params["data.n_samples"] for r in children) == ["12", "4", "8"]
     new_parent = next(

@@ -49,7 +49,9 @@ def point_plan(name, overrides, device, gpus, history, tracker, warnings):
     try:
         point = prepare.identify(spec, _LOADS)
         out.run_key, out.pool_records = point.key, len(point.pool)
-        out.teacher_tokens = sum(r.meta.get("teacher_tokens", 0) for r in point.pool)  # a distilled pool's cost
+        out.teacher_tokens = sum(
+            r.meta.get("teacher_tokens", 0) for r in point.pool
+        )  # a distilled pool's cost
         done = tracker.find_finished(point.key) if tracker is not None and not c.force else None
         if done is not None:
             out.status, out.run_id = "finished", done.run_id
