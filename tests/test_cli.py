@@ -87,7 +87,7 @@ def test_multirun_makes_one_parent_and_a_relaunch_only_does_what_is_missing(tmp_
     assert parent.tags["limo.swept.data.n_samples"] == "4,8"
     assert parent.params["data.n_samples"] == "4,8"  # the swept axis with its values
     assert parent.params["pool.seed"] == "123"  # and the settings its children share
-    assert sorted(r.info.run_name for r in children) == ["N=4 · s0", "N=8 · s0"]  # what varies, first
+    assert sorted(r.info.run_name for r in children) == ["N=4 · s0", "N=8 · s0"]  # N, then what else varies
     assert {v for k, v in parent.tags.items() if k.startswith("limo.child.")} == {
         r.info.run_id for r in children
     }

@@ -223,20 +223,33 @@ def test_the_runs_table_shows_readable_names_and_the_headline(tmp_path):
         assert float(parent["metrics.`arithmetic/accuracy`"]) == 0.5  # the sweep's best child, in its row
         assert sorted(children) == sorted(names)  # every child shown, under a name of its own
         for name, row in children.items():
-            tier, n = name.split(" · ")[:2]
+            n, tier = name.split(" · ")[:2]
             assert row["params.`quality.name`"] == tier and f"N={row['params.`data.n_samples`']}" == n, row
             expected = 0.25 + 0.0625 * int(n[2:]) / 8 + 0.125 * (tier == "short")
             assert float(row["metrics.`arithmetic/accuracy`"]) == expected, row  # its headline, whole
         # what the name column (190 px in MLflow 3.17; a shared view cannot widen it) shows of each
-        # child: at least what varies first, the tier; a cut tail is in the columns above, whole
-        visible = page.js(
-            """[...document.querySelectorAll('[col-id="attributes.`Run Name`"] a span')].map(s => {
-                 const text = s.firstChild, lead = s.innerText.split(' · ')[0], r = document.createRange();
-                 r.setStart(text, 0); r.setEnd(text, lead.length);
-                 return [s.innerText, r.getBoundingClientRect().right <= s.getBoundingClientRect().right + 1];
-               })"""
+        # child: the longest prefix of its name inside the cell; those prefixes are distinct, each
+        # reads its N whole and at least the start of its tier (a cut tail is in the columns above)
+        visible = dict(
+            page.js(
+                """[...document.querySelectorAll('[col-id="attributes.`Run Name`"] a span')].map(s => {
+                     const text = s.firstChild, edge = s.getBoundingClientRect().right + 1;
+                     const r = document.createRange();
+                     let shown = 0;
+                     for (let i = 1; i <= text.length; i++) {
+                       r.setStart(text, 0); r.setEnd(text, i);
+                       if (r.getBoundingClientRect().right > edge) break;
+                       shown = i;
+                     }
+                     return [s.innerText, s.innerText.slice(0, shown)];
+                   })"""
+            )
         )
-        assert {name: ok for name, ok in visible if name in names} == dict.fromkeys(names, True), visible
+        shown = {name: visible.get(name, "") for name in names}
+        assert len(set(shown.values())) == len(names), shown  # told apart in the name column alone
+        for name, prefix in shown.items():
+            n, tier = name.split(" · ")[:2]
+            assert prefix.startswith(f"{n} · {tier[:3]}"), shown
     finally:
         if chrome is not None:
             chrome.terminate()

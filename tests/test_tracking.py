@@ -202,10 +202,10 @@ def test_run_names_and_params_lead_with_what_varies():
     from limo_exp.tracking.run_log import run_name, run_params
     from limo_exp.tracking.sweep_log import point_axes
 
-    assert run_name("short", "random", 8, 0) == "short · N=8 · s0"
-    assert run_name("L5", "tier", 100, 2) == "L5 · tier · N=100 · s2"
+    assert run_name("short", "random", 8, 0) == "N=8 · short · s0"
+    assert run_name("L5", "tier", 100, 2) == "N=100 · L5 · tier · s2"
     axes = {"quality": "answer_only", "train.lr": "1e-5", "data.n_samples": "8", "seed": "1"}
-    assert run_name("answer_only", "random", 8, 1, axes) == "answer_only · lr=1e-5 · N=8 · s1"
+    assert run_name("answer_only", "random", 8, 1, axes) == "N=8 · answer_only · lr=1e-5 · s1"
     params = {"report.n_boot": "1", "distill.n": "2", "train.lr": "1e-5", "pool.name": "p"}
     params |= {"quality.name": "short", "data.n_samples": "8", "quality.tier": "short"}
     assert list(run_params(params, ("train",))) == [
@@ -287,11 +287,11 @@ def test_a_sweep_reads_back_from_the_store(small_cfg, tmp_path, monkeypatch):
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
     assert set(runs) == {
         "test · tiny_random · quality=short,answer_only",
-        "short · N=8 · s0",
-        "answer_only · N=8 · s0",
+        "N=8 · short · s0",
+        "N=8 · answer_only · s0",
     }
     parent = runs.pop("test · tiny_random · quality=short,answer_only")
-    short, answer = runs["short · N=8 · s0"], runs["answer_only · N=8 · s0"]
+    short, answer = runs["N=8 · short · s0"], runs["N=8 · answer_only · s0"]
     for r in (short, answer):
         assert r.data.tags["limo.model"] == "tiny_random" and r.data.params["model.name"] == "tiny_random"
         assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
@@ -306,8 +306,8 @@ def test_a_sweep_reads_back_from_the_store(small_cfg, tmp_path, monkeypatch):
     acc = {t: client.get_run(out[t]["run_id"]).data.metrics["synthetic/accuracy"] for t in out}
     rows = _table(client, parent.info.run_id, "sweep_summary.json")
     assert {(r["name"], r["run_id"], r["status"], r["synthetic/accuracy"]) for r in rows} == {
-        ("short · N=8 · s0", short.info.run_id, "FINISHED", acc["short"]),
-        ("answer_only · N=8 · s0", answer.info.run_id, "FINISHED", acc["answer_only"]),
+        ("N=8 · short · s0", short.info.run_id, "FINISHED", acc["short"]),
+        ("N=8 · answer_only · s0", answer.info.run_id, "FINISHED", acc["answer_only"]),
     }
     assert parent.data.metrics == {"synthetic/accuracy": max(acc.values())}
     best = client.get_run(parent.info.run_id).data.tags["limo.best_run"]

@@ -46,7 +46,7 @@ def _run_eval(cfg: DictConfig) -> dict:
     root = c.paths.output_root
     tags = {MODEL_TAG: c.model.name, "limo.base_model": run_log.relative(base, root)}
     tags |= hub.as_tags(hub.loaded())  # hub benchmarks: commit, rows
-    with tracker.run(f"baseline · N=0 · s{c.seed}", run_log.run_tags(key, "eval", **tags)):
+    with tracker.run(f"N=0 · baseline · s{c.seed}", run_log.run_tags(key, "eval", **tags)):
         tracker.log_params(run_log.run_params(spec.params(EVAL_ONLY_GROUPS)))
         sources = {b: registry.data_source(b, c.eval.data_dir) for b in benchmarks}
         run_log.log_benchmarks(tracker, benchmarks, sources, c.eval.limit)

@@ -35,15 +35,16 @@ NOT_RUN_PARAMS = ("report", "distill", "plan", "debug", "experiment", "hydra")
 
 
 def run_name(quality: str, strategy: str, n: int, seed: int, axes: dict[str, str] | None = None) -> str:
-    """What varies first, N and the seed last: ``short · N=8 · s0``. In a sweep, the values of its
-    swept axes (``axes``: a group by its value, a leaf as ``lr=1e-5``); outside one, the solution
-    tier and a selection strategy other than random. The model is a tag and the parent's name."""
+    """What varies, N first (the study's axis, and short: MLflow's name column shows ~16
+    characters), the seed last: ``N=8 · short · s0``. In a sweep, the values of its other swept
+    axes (``axes``: a group by its value, a leaf as ``lr=1e-5``); outside one, the solution tier
+    and a selection strategy other than random. The model is a tag and the parent's name."""
     if axes:
         parts = [v if "." not in k else f"{k.rsplit('.', 1)[-1]}={v}" for k, v in axes.items()]
         parts = [p for k, p in zip(axes, parts) if k not in ("data.n_samples", "seed")]
     else:
         parts = [quality] + ([strategy] if strategy != "random" else [])
-    return " · ".join([*parts, f"N={n}", f"s{seed}"])
+    return " · ".join([f"N={n}", *parts, f"s{seed}"])
 
 
 def run_params(params: dict[str, str], first: tuple[str, ...] = ()) -> dict[str, str]:
