@@ -184,3 +184,10 @@ def test_the_qwen_shapes_give_the_published_sizes(cache_dir):
         "qwen2_5_7b_instruct": 7_615_616_512,
         "qwen2_5_math_1_5b_instruct": 1_543_714_304,
     }
+
+
+def test_an_example_over_the_token_budget_is_a_failing_point(tmp_path, cache_dir):
+    base = ["debug=fast", *_paths(tmp_path, cache_dir), "train.max_tokens_per_micro_batch=16"]
+    plan, _ = plan_cmd.make_plan(base)
+    assert plan.points[0].status == "fails"
+    assert "more than train.max_tokens_per_micro_batch=16" in plan.points[0].error

@@ -49,9 +49,7 @@ def point_plan(name, overrides, device, gpus, history, tracker, warnings):
     try:
         point = prepare.identify(spec, _LOADS)
         out.run_key, out.pool_records = point.key, len(point.pool)
-        out.teacher_tokens = sum(
-            r.meta.get("teacher_tokens", 0) for r in point.pool
-        )  # a distilled pool's cost
+        out.teacher_tokens = sum(r.meta.get("teacher_tokens", 0) for r in point.pool)  # distilled: its cost
         done = tracker.find_finished(point.key) if tracker is not None and not c.force else None
         if done is not None:
             out.status, out.run_id = "finished", done.run_id
@@ -69,8 +67,13 @@ def point_plan(name, overrides, device, gpus, history, tracker, warnings):
                 "benchmarks' sizes the published ones",
             )
         )
+    try:
+        out.train = _train(c, point, gpus)
+    except ValueError as e:  # an example over the token budget, none left within max_length: run fails so
+        out.status, out.error = "fails", str(e)
+        warnings.append((name, f"will fail: {e}"))
+        return out, c
     shape = _shape(c, warnings)
-    out.train = _train(c, point, gpus, warnings)
     out.eval = _eval(c, point, history)
     if shape is not None:
         out.train_hours = F.train_hours(out.train, shape, c.model.name, device, gpus, history, c.plan.mfu)
@@ -115,7 +118,7 @@ def _shape(c, warnings):
     return _SHAPES[key]
 
 
-def _train(c, point, gpus, warnings):
+def _train(c, point, gpus):
     """Training counts as ``train`` will log them: the model's tokenizer on the selected examples
     when its files are here; else ~4 characters a token; else (no pool) N x max_length, a bound."""
     from limo_exp.analysis.plan import Train
