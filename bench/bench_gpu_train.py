@@ -603,6 +603,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from limo_exp.tracking.run_log import device_name
     from limo_exp.training.loss import liger_missing
+    from limo_exp.training.shapes import count_params
 
     gpu = torch.cuda.is_available()
     device = device_name()
@@ -624,7 +625,7 @@ def main(argv: list[str] | None = None) -> dict:
         "transformers": importlib.metadata.version("transformers"),
         "triton_interpreter": interpreted,
         "shape": args.shape,
-        "params": sum(p.numel() for p in _meta_model(config).parameters()),
+        "params": count_params(config),
         "seq": args.seq,
         "steps": args.steps,
         "rounds": args.rounds,
@@ -799,14 +800,6 @@ def targets(summary: dict) -> dict:
         "unmeasured": [k for k, c in checks.items() if c["pass"] is None],
         "checks": checks,
     }
-
-
-def _meta_model(config):
-    import torch
-    from transformers import Qwen2ForCausalLM
-
-    with torch.device("meta"):
-        return Qwen2ForCausalLM(config)
 
 
 if __name__ == "__main__":

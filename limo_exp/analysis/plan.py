@@ -9,10 +9,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-# the problem counts the benchmarks' sources publish: the plan's sizes when the data is not readable here
-PUBLISHED_SIZES = {"aime24": 30, "aime25": 30, "amc23": 40, "math500": 500, "olympiadbench": 675}
-PUBLISHED_SIZES["gpqa_diamond"] = 198
-
 
 @dataclass
 class Figure:

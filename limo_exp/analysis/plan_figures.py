@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from limo_exp.analysis import power as pw
-from limo_exp.analysis.plan import PUBLISHED_SIZES, Detect, Eval, Figure, Memory, Shape, Train, mdd_text
+from limo_exp.analysis.plan import Detect, Eval, Figure, Memory, Shape, Train, mdd_text
+from limo_exp.data.benchmarks import PUBLISHED_SIZES
 from limo_exp.hardware import gpu
 from limo_exp.tracking.names import accuracies, task_of
 

@@ -143,10 +143,7 @@ def _train(c, point, gpus):
         source = f"a bound: N examples x train.max_length={t.max_length} (the pool is not readable here)"
     attn = choose(c.model.attn_implementation, training=True)[0]
     count = count_tokens(data, t, gpus, c.seed, attn)
-    squares = (
-        sum(len(d.input_ids) ** 2 for d in data) * count.real // max(sum(len(d.input_ids) for d in data), 1)
-    )
-    return Train(n, len(data), count.steps, count.target, count.seen, count.real, squares, source)
+    return Train(n, len(data), count.steps, count.target, count.seen, count.real, count.squares, source)
 
 
 @functools.cache
@@ -203,7 +200,7 @@ def _eval(c, point, history):
 
 
 def _size(bench: str, c, point) -> int | None:
-    from limo_exp.analysis.plan import PUBLISHED_SIZES
+    from limo_exp.data.benchmarks import PUBLISHED_SIZES
 
     if point is not None and bench in point.benchmarks:
         return len(point.benchmarks[bench])

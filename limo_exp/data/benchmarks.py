@@ -43,6 +43,9 @@ SOURCES: dict[str, tuple[str | None, list[tuple[str | None, str]], list[str]]] =
     "arithmetic": (None, [], []),  # generated: the embedded demo's one- and two-step problems
 }
 BENCHMARKS = tuple(SOURCES)
+# the problem counts the sources publish (limo-exp plan's sizes where the data is not readable here)
+PUBLISHED_SIZES = {"aime24": 30, "aime25": 30, "amc23": 40, "math500": 500, "olympiadbench": 675}
+PUBLISHED_SIZES["gpqa_diamond"] = 198
 LETTERS = "ABCD"
 
 

@@ -205,6 +205,7 @@ class TokenCount:
     target: int
     seen: int
     real: int
+    squares: int  # sum of the sequences' squared lengths: causal attention's work, per document
 
 
 def count_tokens(data: list[Tokenized], cfg: TrainConfig, world: int, seed: int, attn: str) -> TokenCount:
@@ -214,11 +215,13 @@ def count_tokens(data: list[Tokenized], cfg: TrainConfig, world: int, seed: int,
     per_step = accumulation_steps(cfg, world) * micro_size(cfg) * world
     order = step_order(len(data), steps, per_step, seed)
     packed = cfg.packing or bool(cfg.max_tokens_per_micro_batch) or reads_boundaries(attn)
-    target = seen = real = 0
+    target = seen = real = squares = 0
     for step in range(steps):
-        plan = plan_step(data, order[step * per_step : (step + 1) * per_step], cfg, world)
+        indices = order[step * per_step : (step + 1) * per_step]
+        plan = plan_step(data, indices, cfg, world)
         target, seen, real = target + plan.n_target, seen + _seen(data, plan, packed), real + plan.real
-    return TokenCount(steps, target, seen, real)
+        squares += sum(len(data[i].input_ids) ** 2 for i in indices)
+    return TokenCount(steps, target, seen, real, squares)
 
 
 def _seen(data: list[Tokenized], plan, packed: bool) -> int:
