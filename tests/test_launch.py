@@ -3,7 +3,9 @@ Rendered and dry-run here (submitit's executor replaced): nothing is submitted."
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import types
 from pathlib import Path
 
@@ -70,10 +72,29 @@ def test_accelerate_is_a_group_outside_the_run_key():
         RunSpec.parse(OmegaConf.to_container(compose([f"accelerate={name}"]), resolve=True))
 
 
-def _dry_run(monkeypatch, *overrides: str) -> list[list[str]]:
+SLURM_CLIENT = ("sbatch", "squeue", "sacct")
+
+
+def _slurm_path(monkeypatch, commands=SLURM_CLIENT) -> None:
+    """PATH with stand-ins for the SLURM client ``commands`` (each exits 0) and without any real
+    SLURM command, whatever this machine has installed: the launcher sees only what the test says."""
+    fake = Path(tempfile.mkdtemp(prefix="slurm-client-"))
+    for c in commands:
+        (fake / c).write_text("#!/bin/sh\nexit 0\n")
+        (fake / c).chmod(0o755)
+    kept = [
+        d for d in os.environ["PATH"].split(os.pathsep) if not any(Path(d, c).exists() for c in SLURM_CLIENT)
+    ]
+    monkeypatch.setenv("PATH", os.pathsep.join([str(fake), *kept]))
+
+
+def _dry_run(monkeypatch, *overrides: str, commands=SLURM_CLIENT) -> list[list[str]]:
     """``limo-exp run --multirun hydra/launcher=slurm ...`` with a fake submitit: each job's two nodes run
-    in this process; returns the commands the nodes would have run."""
+    in this process; returns the commands the nodes would have run. The SLURM client on PATH is
+    ``commands`` (stand-ins), not what this machine happens to have installed."""
     import submitit
+
+    _slurm_path(monkeypatch, commands)
 
     from hydra_plugins.limo_exp_launcher import accelerate_submitit as plugin
     from limo_exp.cli import main
@@ -141,6 +162,31 @@ def test_a_slurm_sweep_runs_each_point_under_accelerate(tmp_path, monkeypatch):
         assert f"data.n_samples={(8, 16)[point]}" in cmd and "accelerate=fsdp" in cmd
         assert not any(a.startswith("hydra/launcher=slurm") for a in cmd)
         assert yaml.safe_load(Path(cmd[3]).read_text()) == FSDP
+
+
+def test_a_machine_without_a_slurm_client_says_so_in_one_line(tmp_path, monkeypatch):
+    """No sbatch (a laptop, CI's fresh machine): one line naming what is missing, nothing submitted."""
+    with pytest.raises(
+        SystemExit, match=r"this machine has no SLURM client \(sbatch and squeue not on PATH\)"
+    ):
+        _dry_run(monkeypatch, "accelerate=fsdp", f"paths.output_root={tmp_path}", commands=())
+
+
+def test_without_sacct_job_states_come_from_squeue(monkeypatch, capsys):
+    """A client without accounting (no sacct at all, or sacct failing): states from squeue."""
+    from submitit.slurm import slurm
+
+    from hydra_plugins.limo_exp_launcher import accelerate_submitit as plugin
+
+    monkeypatch.setattr(slurm.SlurmJob, "watcher", slurm.SlurmInfoWatcher(delay_s=1))
+    _slurm_path(monkeypatch, ("sbatch", "squeue"))
+    plugin.watch_without_accounting()
+    assert slurm.SlurmJob.watcher.limo_squeue
+    assert "SLURM accounting is off (no sacct on PATH): job states from squeue" in capsys.readouterr().out
+    monkeypatch.setattr(slurm.SlurmJob, "watcher", slurm.SlurmInfoWatcher(delay_s=1))
+    _slurm_path(monkeypatch)  # a sacct that answers: submitit's own watcher stays
+    plugin.watch_without_accounting()
+    assert not getattr(slurm.SlurmJob.watcher, "limo_squeue", False)
 
 
 def test_a_slurm_point_without_a_topology_fails_before_submitting(tmp_path, monkeypatch):

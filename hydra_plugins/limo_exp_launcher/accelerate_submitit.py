@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -69,9 +70,13 @@ def watch_without_accounting() -> None:
 
     if getattr(slurm.SlurmJob.watcher, "limo_squeue", False):
         return
-    probe = subprocess.run(["sacct", "-n", "-X", "-j", "1"], capture_output=True, text=True)
-    if probe.returncode == 0:
-        return
+    if shutil.which("sacct") is None:  # a client without the accounting command: no accounting
+        why = "no sacct on PATH"
+    else:
+        probe = subprocess.run(["sacct", "-n", "-X", "-j", "1"], capture_output=True, text=True)
+        if probe.returncode == 0:
+            return
+        why = "sacct: " + (probe.stderr.strip() or "failed")
 
     class SqueueWatcher(slurm.SlurmInfoWatcher):
         limo_squeue = True
@@ -84,9 +89,17 @@ def watch_without_accounting() -> None:
             return ["sh", "-c", f"echo 'JobID|State|NodeList'; {query}"]
 
     slurm.SlurmJob.watcher = SqueueWatcher(delay_s=slurm.SlurmJob.watcher._delay_s)
-    print(
-        "SLURM accounting is off (sacct: " + (probe.stderr.strip() or "failed") + "): job states from squeue"
-    )
+    print(f"SLURM accounting is off ({why}): job states from squeue")
+
+
+def require_slurm_client() -> None:
+    """One line, before anything is submitted, where this machine cannot submit to SLURM at all."""
+    missing = [c for c in ("sbatch", "squeue") if shutil.which(c) is None]
+    if missing:
+        raise SystemExit(
+            f"limo-exp: this machine has no SLURM client ({' and '.join(missing)} not on PATH): launch "
+            "the sweep from a cluster's login node, or run it here with hydra/launcher=basic or joblib"
+        )
 
 
 def refused(e: Exception):
@@ -165,6 +178,7 @@ if BaseSubmititLauncher is not None:
             if todo:
                 Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
                 if self._EXECUTOR == "slurm":
+                    require_slurm_client()
                     watch_without_accounting()
                 params = [
                     (o, "hydra.sweep.dir", p.job_num, f"job_id_for_{p.job_num}", Singleton.get_state())
