@@ -41,8 +41,8 @@ def lm_eval_hf(model: str, suite: EvalConfig) -> float:
     from lm_eval.api.registry import get_model
     from lm_eval.tasks import TaskManager
 
-    from limo_exp.evaluation import backend as be
     from limo_exp.evaluation import registry
+    from limo_exp.evaluation.generation import backend as be
 
     meta = {"synthetic_n": suite.synthetic.n, "synthetic_seed": 0, "instruction": suite.instruction}
     tm = TaskManager(include_path=str(registry.TASKS_DIR), include_defaults=False, metadata=meta)

@@ -130,8 +130,8 @@ def engine_run(model_dir: str, decoding: str, batch, reqs, dtype: str, device: s
 
     import torch
 
-    from limo_exp.evaluation.engines import EngineOptions
-    from limo_exp.evaluation.hf import HFEngine
+    from limo_exp.evaluation.generation.engines import EngineOptions
+    from limo_exp.evaluation.generation.hf import HFEngine
 
     eng = HFEngine(model_dir, EngineOptions(dtype=dtype, device=device, batch_size=batch, decoding=decoding))
     started = time.perf_counter()
@@ -167,7 +167,7 @@ def workloads(args, out: dict, tmp: Path, dtype, device: str) -> None:
     """The equal- and varied-length workloads through each decoding (see the module's doc)."""
     from transformers import AutoTokenizer
 
-    from limo_exp.evaluation.engines import Gen, sample_seed
+    from limo_exp.evaluation.generation.engines import Gen, sample_seed
 
     name = str(dtype).removeprefix("torch.")
     equal_dir, varied_dir = tmp / "equal", tmp / "varied"

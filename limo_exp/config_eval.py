@@ -11,7 +11,7 @@ from limo_exp.typed import ConfigError, Section, one_of
 
 LIMO_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 BACKENDS = ("auto", "hf", "vllm")  # auto: vLLM when CUDA and vllm are present, else hf
-HF_DECODINGS = ("auto", "eager", "static", "compiled")  # eval.hf_decoding (limo_exp.evaluation.hf)
+HF_DECODINGS = ("auto", "eager", "static", "compiled")  # eval.hf_decoding (limo_exp.evaluation.generation.hf)
 
 
 @dataclass

@@ -10,10 +10,10 @@ import torch
 from conftest import PROMPTS
 
 from limo_exp.config import ConfigError, EvalConfig
-from limo_exp.evaluation import decoding
-from limo_exp.evaluation.decoding import cache_bucket, fit_batch
-from limo_exp.evaluation.engines import EngineOptions, Gen, hf_decoding, sample_seed
-from limo_exp.evaluation.hf import HFEngine
+from limo_exp.evaluation.generation import static as decoding
+from limo_exp.evaluation.generation.engines import EngineOptions, Gen, hf_decoding, sample_seed
+from limo_exp.evaluation.generation.hf import HFEngine
+from limo_exp.evaluation.generation.static import cache_bucket, fit_batch
 from limo_exp.evaluation.store import NoStore
 from limo_exp.evaluation.stored_lm import Budget, StoredLM
 

@@ -11,7 +11,7 @@ from conftest import compose
 from limo_exp.config import DistillConfig, SelectionConfig
 from limo_exp.data.records import Record, Solution
 from limo_exp.distill import distill, prompt_text
-from limo_exp.evaluation.engines import Out
+from limo_exp.evaluation.generation.engines import Out
 from limo_exp.evaluation.store import NoStore, ResponseStore
 from limo_exp.selection import NotEnoughRecords, select
 from limo_exp.typed import ConfigError

@@ -11,8 +11,8 @@ import pytest
 from conftest import EVAL_DIR, needs_eval_data
 
 from limo_exp.config import EvalConfig, SyntheticConfig
-from limo_exp.evaluation.backend import default_gen_kwargs
 from limo_exp.evaluation.evaluate import EvalResult, evaluate
+from limo_exp.evaluation.generation.backend import default_gen_kwargs
 from limo_exp.evaluation.metrics import (
     majority_correct,
     mean_stderr,
@@ -250,7 +250,7 @@ def test_smoke_config_runs(tiny_model):
 def test_backend_auto_picks_hf_without_cuda(monkeypatch):
     import torch
 
-    from limo_exp.evaluation.backend import choose_backend
+    from limo_exp.evaluation.generation.backend import choose_backend
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert choose_backend("auto") == "hf"
@@ -278,7 +278,7 @@ def test_attn_implementation_selection(monkeypatch):
 
 
 def test_generation_budget_fits_the_context():
-    from limo_exp.evaluation.backend import fit_generation_budget
+    from limo_exp.evaluation.generation.backend import fit_generation_budget
 
     assert fit_generation_budget(32768, 32768) == 30720  # LIMO's budget on Qwen2.5's 32k positions
     assert fit_generation_budget(32768, 4096) == 3072  # the tiny model

@@ -107,7 +107,7 @@ def test_commit_read_is_recorded_offline(fake_hub, monkeypatch):
 
 
 def test_evaluation_reads_the_revision_too(fake_hub):
-    from limo_exp.evaluation.backend import model_context_length
+    from limo_exp.evaluation.generation.backend import model_context_length
 
     assert model_context_length(fake_hub, revision="v1") == 64
     assert model_context_length(fake_hub) == 128

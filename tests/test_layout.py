@@ -150,8 +150,9 @@ def test_readme_layout_table_matches_the_tree():
         assert (PKG.parent / path).exists(), f"README names {path}, which does not exist"
     for p in PKG.rglob("*.py"):  # every module of a package is named in its row
         if p.parent != PKG and p.name != "__init__.py" and p.parent.name != "tasks":
-            row = next(r for r in table.splitlines() if r.startswith(f"| `limo_exp/{p.parent.name}/` |"))
-            assert f"`{p.name}`" in row, f"README layout row of {p.parent.name}/ misses {p.name}"
+            folder = p.parent.relative_to(PKG).as_posix()
+            row = next(r for r in table.splitlines() if r.startswith(f"| `limo_exp/{folder}/` |"))
+            assert f"`{p.name}`" in row, f"README layout row of {folder}/ misses {p.name}"
 
 
 ROOT = PKG.parent

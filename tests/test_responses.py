@@ -10,8 +10,8 @@ import pytest
 
 from limo_exp.config import BudgetConfig, ConfigError, EvalConfig, SyntheticConfig
 from limo_exp.evaluation import evaluate as ev_mod
-from limo_exp.evaluation.engines import Gen, Out, sample_seed
 from limo_exp.evaluation.evaluate import evaluate, evaluate_to_dir
+from limo_exp.evaluation.generation.engines import Gen, Out, sample_seed
 from limo_exp.evaluation.regrade import regrade_dir
 from limo_exp.evaluation.store import ResponseStore, Stored, StoreMismatch, model_fingerprint
 from limo_exp.evaluation.stored_lm import Budget, StoredLM

@@ -41,16 +41,16 @@ def model(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def vllm_engine(model):
-    from limo_exp.evaluation.backend import make_engine
-    from limo_exp.evaluation.engines import EngineOptions
+    from limo_exp.evaluation.generation.backend import make_engine
+    from limo_exp.evaluation.generation.engines import EngineOptions
 
     return make_engine("vllm", model, EngineOptions(dtype="float32", device="cpu", max_model_len=1024))
 
 
 @pytest.fixture(scope="module")
 def hf_engine(model):
-    from limo_exp.evaluation.backend import make_engine
-    from limo_exp.evaluation.engines import EngineOptions
+    from limo_exp.evaluation.generation.backend import make_engine
+    from limo_exp.evaluation.generation.engines import EngineOptions
 
     return make_engine(
         "hf", model, EngineOptions(dtype="float32", device="cpu", batch_size=4, decoding="eager")
@@ -58,7 +58,7 @@ def hf_engine(model):
 
 
 def test_greedy_responses_and_token_counts_equal_hf(vllm_engine, hf_engine):
-    from limo_exp.evaluation.engines import Gen
+    from limo_exp.evaluation.generation.engines import Gen
 
     reqs = [Gen(p, [40, 12, 25][i % 3]) for i, p in enumerate(PROMPTS)]
     hf = hf_engine.generate(reqs)
@@ -68,7 +68,7 @@ def test_greedy_responses_and_token_counts_equal_hf(vllm_engine, hf_engine):
 
 
 def test_stop_strings_and_max_new_as_hf(vllm_engine, hf_engine):
-    from limo_exp.evaluation.engines import Gen
+    from limo_exp.evaluation.generation.engines import Gen
 
     plain = hf_engine.generate([Gen(p, 40) for p in PROMPTS])
     found = [(i, w) for i, o in enumerate(plain) for w in o.text.split() if w.isascii() and w.isalpha()]
@@ -95,7 +95,7 @@ def test_budget_forcing_rounds_as_hf(vllm_engine, hf_engine):
 
 
 def test_a_sample_depends_on_its_seed_not_its_batch(vllm_engine):
-    from limo_exp.evaluation.engines import Gen, sample_seed
+    from limo_exp.evaluation.generation.engines import Gen, sample_seed
 
     k = [Gen(PROMPTS[0], 24, temperature=1.0, top_p=0.95, seed=sample_seed(f"s{i}")) for i in range(4)]
     others = [Gen(p, 24, temperature=1.0, top_p=0.95, seed=sample_seed(p)) for p in PROMPTS[1:]]
@@ -127,7 +127,7 @@ def test_evaluations_share_the_store_across_backends(model, vllm_engine, tmp_pat
 
 
 def test_auto_keeps_hf_on_a_cpu_and_says_why(caplog):
-    from limo_exp.evaluation.backend import choose_backend
+    from limo_exp.evaluation.generation.backend import choose_backend
 
     with caplog.at_level(logging.INFO):
         assert choose_backend("auto") == "hf"
@@ -163,8 +163,8 @@ def test_the_demos_evaluation_gives_the_same_greedy_texts(tmp_path_factory, monk
 
     from limo_exp.config import EvalConfig, ModelConfig
     from limo_exp.evaluation import evaluate as ev
-    from limo_exp.evaluation.backend import make_engine
-    from limo_exp.evaluation.engines import EngineOptions
+    from limo_exp.evaluation.generation.backend import make_engine
+    from limo_exp.evaluation.generation.engines import EngineOptions
     from limo_exp.training.models import resolve
 
     raw = OmegaConf.load(CONF_DIR / "model" / "smollm2_135m_instruct.yaml")

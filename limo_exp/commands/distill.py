@@ -52,9 +52,9 @@ def run_distill(cfg: DictConfig) -> dict:
     from limo_exp.data import hub, pools
     from limo_exp.data.fingerprints import pool_fingerprint
     from limo_exp.distill import distill, kind_of, write_outputs
-    from limo_exp.evaluation import backend as be
-    from limo_exp.evaluation.backend import make_engine
-    from limo_exp.evaluation.engines import engine_options
+    from limo_exp.evaluation.generation import backend as be
+    from limo_exp.evaluation.generation.backend import make_engine
+    from limo_exp.evaluation.generation.engines import engine_options
     from limo_exp.evaluation.store import model_fingerprint, response_store
     from limo_exp.tracking import run_log
     from limo_exp.tracking.tracker import make_tracker

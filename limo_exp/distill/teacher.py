@@ -23,7 +23,7 @@ from pathlib import Path
 from limo_exp.config import DistillConfig
 from limo_exp.data.prompts import user_turn
 from limo_exp.data.records import Record, Solution
-from limo_exp.evaluation.engines import Gen, sample_seed
+from limo_exp.evaluation.generation.engines import Gen, sample_seed
 from limo_exp.evaluation.grading import Verdict, grade_math_detailed
 from limo_exp.evaluation.store import ResponseStore, Stored, request_key
 

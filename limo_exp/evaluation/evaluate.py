@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from limo_exp.config import ConfigError, EvalConfig
-from limo_exp.evaluation import backend as be
 from limo_exp.evaluation import grading, registry
-from limo_exp.evaluation.backend import make_engine
-from limo_exp.evaluation.engines import engine_options, hf_decoding
+from limo_exp.evaluation.generation import backend as be
+from limo_exp.evaluation.generation.backend import make_engine
+from limo_exp.evaluation.generation.engines import engine_options, hf_decoding
 from limo_exp.evaluation.metrics import length_metrics, sampling_metrics
 from limo_exp.evaluation.store import model_fingerprint, response_store
 from limo_exp.evaluation.stored_lm import Budget, StoredLM

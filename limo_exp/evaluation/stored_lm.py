@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from lm_eval.api.model import LM
 
-from limo_exp.evaluation.engines import Gen, Out, Timing, sample_seed
+from limo_exp.evaluation.generation.engines import Gen, Out, Timing, sample_seed
 from limo_exp.evaluation.grading import TRUNCATED
 from limo_exp.evaluation.store import ResponseStore, Stored, request_key
 

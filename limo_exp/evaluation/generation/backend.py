@@ -9,7 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from limo_exp.config import BACKENDS
-from limo_exp.evaluation.engines import EngineOptions
+from limo_exp.evaluation.generation.engines import EngineOptions
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +119,8 @@ def warn_slow_generation(backend: str, device: str, tasks: dict, suite, max_gen_
 
 def make_engine(backend: str, model_path: str, opts: EngineOptions):
     """The engine of ``backend`` (hf or vllm) for ``model_path``; the model loads here."""
-    from limo_exp.evaluation.hf import HFEngine
-    from limo_exp.evaluation.vllm_engine import VLLMEngine
+    from limo_exp.evaluation.generation.hf import HFEngine
+    from limo_exp.evaluation.generation.vllm_engine import VLLMEngine
 
     started = time.perf_counter()
     engine = (VLLMEngine if backend == "vllm" else HFEngine)(model_path, opts)

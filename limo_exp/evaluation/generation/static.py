@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from limo_exp.evaluation import sampling
+from limo_exp.evaluation.generation import sampling
 
 log = logging.getLogger(__name__)
 

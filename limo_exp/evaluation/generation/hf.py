@@ -4,7 +4,7 @@
     outs = engine.generate([Gen(prompt, max_new=512, stop=("</think>",))])
 
 ``eval.hf_decoding``: ``eager`` is transformers' ``generate`` on left-padded batches grouped by
-settings; ``static`` is ``decoding.StaticDecoder`` (static KV cache, fixed shapes, batches
+settings; ``static`` is ``static.StaticDecoder`` (static KV cache, fixed shapes, batches
 re-formed as rows end, per-row ``max_new`` and stop strings); ``compiled`` is the same with its
 decoding step compiled (CUDA graphs on CUDA); ``auto`` is ``compiled`` on CUDA, ``eager`` on
 the CPU. Greedy responses are the same whichever runs; sampled ones differ between ``eager``
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import logging
 
-from limo_exp.evaluation.decoding import Row, StaticDecoder, Stats, cache_bucket, fit_batch
-from limo_exp.evaluation.engines import AUTO_BATCH, EngineOptions, Gen, Out, hf_decoding, response
+from limo_exp.evaluation.generation.engines import AUTO_BATCH, EngineOptions, Gen, Out, hf_decoding, response
+from limo_exp.evaluation.generation.static import Row, StaticDecoder, Stats, cache_bucket, fit_batch
 
 log = logging.getLogger(__name__)
 

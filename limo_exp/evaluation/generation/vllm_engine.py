@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 
-from limo_exp.evaluation.engines import EngineOptions, Gen, Out, response
+from limo_exp.evaluation.generation.engines import EngineOptions, Gen, Out, response
 
 log = logging.getLogger(__name__)
 

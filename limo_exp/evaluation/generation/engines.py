@@ -5,7 +5,7 @@ tokens and how generation ended, so that budgets and truncation are counted in r
     engine = backend.make_engine("hf", path, EngineOptions(dtype="bfloat16", device="cuda"))
     outs = engine.generate([Gen(prompt, max_new=512, stop=("</think>",))])
 
-The hf engine is in ``evaluation.hf``, vLLM in ``evaluation.vllm_engine``; ``backend.make_engine`` builds either.
+The hf engine is in ``generation.hf``, vLLM in ``generation.vllm_engine``; ``backend.make_engine`` builds either.
 """
 
 from __future__ import annotations
