@@ -55,7 +55,6 @@ def _run(cfg: DictConfig) -> dict:
     from limo_exp.data import hub
     from limo_exp.evaluation.evaluate import evaluate_to_dir
     from limo_exp.evaluation.isolated import evaluate_isolated
-    from limo_exp.training import checkpoints
 
     spec = parse(cfg)
     c = spec.config
@@ -105,35 +104,13 @@ def _run(cfg: DictConfig) -> dict:
             examples = _curate_and_select(point, run_dir, tracker, main_rank)
             ids = [e.id for e in examples]
 
-            # model, train (from the last saved state, if a killed attempt left one), save
-            state_dir = run_dir / "state"
-            checkpoints.latest(state_dir, key)  # a state of another run key: an error before the model loads
-            with accelerator.main_process_first():
-                base = training.resolve(c.model, c.paths.cache_dir)
-            data = training.prepare(
-                examples, training.load_tokenizer(base, c.model.trust_remote_code, c.model.revision), c.train
-            )
-            model, tok = training.load_for_training(base, c.model, c.train)  # after the data checks
-            if c.train.lora:
-                tracker.log_metrics({"train/trainable_fraction": training.lora.trainable_fraction(model)})
-            attn = model.config._attn_implementation
-            tags = {"limo.base_model": run_log.relative(base, root), "limo.attn_implementation": attn}
-            tracker.set_tags(tags | hub.as_tags(hub.loaded()))  # a hub model's commit too
-            n_params = sum(p.numel() for p in model.parameters())  # before sharding (ZeRO-3 / FSDP)
-            kw = {"seed": c.seed, "state_dir": state_dir, "run_key": key}
-            with stopping.deferred():  # SIGTERM: the state is saved at the end of the step, then KILLED
-                result = training.train(model, tok, data, c.train, accelerator, tracker.log_metrics, **kw)
-            if stopping.asked():  # it came after the last step's check
-                sys.exit(128 + stopping.asked())
-            metrics = run_log.log_training(
-                tracker, result, len(examples), n_params, accelerator.num_processes
-            )
+            # model, train (from the last saved state, if a killed attempt left one), save; then
+            # everything of training let go: evaluation (vLLM on the same GPU) starts on free memory
+            metrics = _train_and_save(c, key, examples, run_dir, accelerator, tracker)
+            hand_back(accelerator)
             ckpt = run_dir / "checkpoint"
-            training.save(result.model, tok, str(ckpt), accelerator)
-            if main_rank and not c.train.keep_states_at_end:
-                checkpoints.remove(state_dir)
-            del model, result.model
             if distributed:  # evaluation is rank 0's alone: no rank waits at a barrier meanwhile
+                accelerator.wait_for_everyone()  # but it starts once every rank has handed its memory back
                 torch.distributed.destroy_process_group()
                 if not main_rank:
                     return {"run_key": key, "run_id": None, "skipped": False, "metrics": metrics}
@@ -149,6 +126,61 @@ def _run(cfg: DictConfig) -> dict:
                 shutil.rmtree(ckpt, ignore_errors=True)
             out = {"run_key": key, "run_id": tracker.run_id, "skipped": False, "metrics": metrics}
             return out | {"selected_ids": ids, "run_dir": str(run_dir)}
+
+
+def _train_and_save(c, key: str, examples: list, run_dir: Path, accelerator, tracker) -> dict:
+    """Load the model, train it (from the last saved state, if a killed attempt left one), save it
+    to ``<run_dir>/checkpoint`` and log the training figures; returns only those figures. The model,
+    its optimizer and the result die with this frame (``hand_back`` then clears the Accelerator)."""
+    from limo_exp import training
+    from limo_exp.data import hub
+    from limo_exp.training import checkpoints
+
+    root, state_dir = c.paths.output_root, run_dir / "state"
+    checkpoints.latest(state_dir, key)  # a state of another run key: an error before the model loads
+    with accelerator.main_process_first():
+        base = training.resolve(c.model, c.paths.cache_dir)
+    data = training.prepare(
+        examples, training.load_tokenizer(base, c.model.trust_remote_code, c.model.revision), c.train
+    )
+    model, tok = training.load_for_training(base, c.model, c.train)  # after the data checks
+    if c.train.lora:
+        tracker.log_metrics({"train/trainable_fraction": training.lora.trainable_fraction(model)})
+    attn = model.config._attn_implementation
+    tags = {"limo.base_model": run_log.relative(base, root), "limo.attn_implementation": attn}
+    tracker.set_tags(tags | hub.as_tags(hub.loaded()))  # a hub model's commit too
+    n_params = sum(p.numel() for p in model.parameters())  # before sharding (ZeRO-3 / FSDP)
+    kw = {"seed": c.seed, "state_dir": state_dir, "run_key": key}
+    with stopping.deferred():  # SIGTERM: the state is saved at the end of the step, then KILLED
+        result = training.train(model, tok, data, c.train, accelerator, tracker.log_metrics, **kw)
+    if stopping.asked():  # it came after the last step's check
+        sys.exit(128 + stopping.asked())
+    metrics = run_log.log_training(tracker, result, len(examples), n_params, accelerator.num_processes)
+    training.save(result.model, tok, str(run_dir / "checkpoint"), accelerator)
+    if accelerator.is_main_process and not c.train.keep_states_at_end:
+        checkpoints.remove(state_dir)
+    result.model = result.optimizer = None
+    return metrics
+
+
+def hand_back(accelerator) -> None:
+    """Let go of what training left behind, so evaluation starts on free memory (vLLM takes
+    ``eval.vllm_gpu_memory_utilization`` of the GPU when it starts): the Accelerator's lists of
+    prepared models, optimizers, schedulers and dataloaders, the scheduler it saves with each
+    state, any compiled graphs; then ``gc.collect()`` and, on CUDA, ``torch.cuda.empty_cache()``
+    (PyTorch's cached blocks back to the driver). The caller holds no reference to any of them."""
+    import gc
+
+    import torch
+
+    accelerator._custom_objects.clear()  # register_for_checkpointing(scheduler): it holds the optimizer
+    accelerator.free_memory()  # _models, _optimizers, _schedulers, _dataloaders, the DeepSpeed engine
+    if "torch._dynamo" in sys.modules:  # graphs compiled during training hold their parameters
+        torch._dynamo.reset()
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
 
 
 def _curate_and_select(point: prepare.Point, run_dir: Path, tracker, main_rank: bool) -> list:
