@@ -154,7 +154,7 @@ def test_every_task_runs_on_two_items(tiny_model, eval_data_dir):
         assert len(result.samples[task]) == 2
         bench = task.removeprefix("limo_")
         assert {f"{bench}/accuracy", f"{bench}/accuracy_stderr"} <= set(result.metrics), task
-        for key in ("no_answer", "timeout", "no_answer_count", "timeout_count"):
+        for key in ("no_answer", "timeout", "n_samples", "n_no_answer", "n_truncated", "n_timeout"):
             assert f"eval/{task}/{key}" in result.metrics, (task, key)
         for copy in ("exact_match", "mean_at_n", "pass_at_1", "maj_at_1"):  # the headline, once
             assert f"eval/{task}/{copy}" not in result.metrics, (task, copy)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from limo_exp.commands import prepare
 from limo_exp.commands.common import already_done, command, eval_options, parse, print_metrics
 from limo_exp.identity import EVAL_ONLY_GROUPS
 from limo_exp.tracking import run_log
@@ -34,14 +35,14 @@ def _run_eval(cfg: DictConfig) -> dict:
 
     spec = parse(cfg)
     c = spec.config
-    registry.require_evaluable(c.eval.tasks, c.eval.data_dir)  # before any curation or model load
-    base = training.resolve(c.model, c.paths.cache_dir)
+    prepare.check_eval(spec)  # tasks, files, per-task settings: before any model is fetched or converted
     benchmarks = registry.benchmarks_for(c.eval)
     key = spec.eval_key(registry.benchmarks_fingerprint(benchmarks))
     tracker = make_tracker(c.tracking)
     done = already_done(tracker, key, c.force)
-    if done is not None:
+    if done is not None:  # nothing to fetch
         return done
+    base = training.resolve(c.model, c.paths.cache_dir)
     out_dir = Path(c.paths.output_root) / "evals" / key
     root = c.paths.output_root
     tags = {MODEL_TAG: c.model.name, "limo.base_model": run_log.relative(base, root)}

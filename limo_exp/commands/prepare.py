@@ -4,11 +4,14 @@ logs, prints or writes, but the curation cache (keyed by content: what a run wou
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from limo_exp.identity import RunSpec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -26,14 +29,32 @@ class Point:
 
 
 def check(spec: RunSpec, processes: int = 1) -> None:
-    """What fails a run before any data is read: unreadable benchmarks, a global batch the
-    processes do not divide. Raises ConfigError / ValueError naming the key."""
+    """What fails a run before any data is read: the evaluation's config (``check_eval``), a
+    global batch the processes do not divide. Raises ConfigError / ValueError naming the key."""
     from limo_exp import training
+
+    check_eval(spec)
+    training.accumulation_steps(spec.config.train, processes)
+
+
+def check_eval(spec: RunSpec) -> list[str]:
+    """The evaluation's config, checked before any model is fetched or converted
+    (``registry.check_suite``: tasks, data files, per-task settings); returns the tasks that run.
+    ``spec`` is narrowed in place: per-task settings of tasks ``eval.tasks`` does not run are
+    dropped from its config and from the mapping its run key and params are computed from. A
+    group member without its local file is warned about here, before anything else runs."""
     from limo_exp.evaluation import registry
 
-    c = spec.config
-    registry.require_evaluable(c.eval.tasks, c.eval.data_dir)
-    training.accumulation_steps(c.train, processes)
+    checked = registry.check_suite(spec.config.eval)
+    spec.config.eval = checked.config
+    if checked.dropped and isinstance(spec.resolved.get("eval"), dict):
+        spec.resolved["eval"] |= {
+            "num_samples": checked.config.num_samples,
+            "revision": checked.config.revision,
+        }
+    for task, why in checked.skipped.items():
+        log.warning("skipping %s: %s", task, why)
+    return checked.kept
 
 
 def identify(spec: RunSpec, memo: dict | None = None) -> Point:

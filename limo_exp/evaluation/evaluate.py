@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from limo_exp.config import ConfigError, EvalConfig
+from limo_exp.config import EvalConfig
 from limo_exp.evaluation import grading, registry
 from limo_exp.evaluation.generation import backend as be
 from limo_exp.evaluation.generation.backend import make_engine
 from limo_exp.evaluation.generation.engines import engine_options, hf_decoding
-from limo_exp.evaluation.metrics import length_metrics, sampling_metrics
+from limo_exp.evaluation.metrics import answer_counts, length_metrics, sampling_metrics
 from limo_exp.evaluation.store import model_fingerprint, response_store
 from limo_exp.evaluation.stored_lm import Budget, StoredLM
 from limo_exp.tracking.names import eval_metric, metric_name, sampling_metric
@@ -60,6 +60,8 @@ def evaluate(
 ) -> EvalResult:
     """Run lm-eval on ``suite.tasks`` (limo_ task or group names) through ``StoredLM``; collect
     metrics, samples, settings. Stored responses are served without loading the model."""
+    checked = registry.check_suite(suite)  # tasks, files, per-task settings (narrowed to eval.tasks)
+    suite, skipped = checked.config, checked.skipped
     tasks = list(suite.tasks)
     model_path = str(model_path)
     backend = be.choose_backend(suite.backend)
@@ -79,13 +81,11 @@ def evaluate(
     }
     tm = TaskManager(include_path=str(registry.TASKS_DIR), include_defaults=False, metadata=metadata)
     registry.check_tasks(tasks, tm.task_index)  # a YAML that failed to load is missing from the index
-    kept, skipped = registry.resolve_tasks(tasks, data_dir)
     if skipped:  # a group member without a local file: run the rest, say so, log it
         for t, why in skipped.items():
             log.warning("skipping %s: %s", t, why)
-        tasks = kept
-    leaves, _ = registry.resolve_tasks(tasks, None)  # groups expanded
-    _check_sample_counts(suite, leaves)
+        tasks = checked.kept
+    leaves = checked.kept  # groups expanded
     loaded = tm.load(tasks)  # builds the datasets: a missing local file fails here, before the model loads
     for name, task_obj in loaded["tasks"].items():
         task_obj.set_config(key="repeats", value=suite.samples_for(name))
@@ -177,17 +177,6 @@ def evaluate(
     return EvalResult(metrics=metrics, samples=samples, settings=settings, raw=raw, responses=responses)
 
 
-def _check_sample_counts(suite: EvalConfig, leaves: list[str]) -> None:
-    if isinstance(suite.num_samples, dict):
-        unknown = sorted(set(suite.num_samples) - set(leaves) - {"default"})
-        if unknown:
-            raise ConfigError(
-                f"eval.num_samples names tasks this suite does not run: {unknown}; tasks: {leaves}"
-            )
-        for leaf in leaves:
-            suite.samples_for(leaf)  # a task without an entry and no default: an error now
-
-
 def _collect(
     raw: dict, raw_samples: dict, pass_k: list[int], lm: StoredLM | None = None
 ) -> tuple[dict[str, float], dict[str, list[dict]]]:
@@ -217,11 +206,8 @@ def _collect(
             for name, val in sampling_metrics(per_question, pass_k).items():
                 if sampling_metric(task, name, n) is not None:
                     metrics[sampling_metric(task, name, n)] = val
-            metrics[eval_metric(task, "no_answer_count")] = float(
-                sum(r["status"] == "no_answer" for r in rows)
-            )
-            metrics[eval_metric(task, "timeout_count")] = float(sum(r["status"] == "timeout" for r in rows))
             metrics[eval_metric(task, "n_questions")] = float(len(per_question))
+            metrics |= answer_counts(task, rows)  # n_no_answer counts truncated ones, as no_answer does
             metrics |= length_metrics(task, rows)
     if lm is not None:
         for task, (seconds, tokens) in lm.timing.per_task.items():

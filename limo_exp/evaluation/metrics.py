@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from limo_exp.evaluation.grading import equivalent
+from limo_exp.tracking.names import COUNTS, eval_metric
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -64,6 +65,29 @@ def sampling_metrics(per_question: list[list[dict]], pass_k: tuple[int, ...] | l
             [float(majority_correct(vs[:k])) for vs in per_question]
         )
     return out
+
+
+# a sample's grading status -> the counts it adds to (``answer_counts``): a response that ran out of
+# tokens has no answer (whatever it contains), so it counts in ``n_no_answer`` and in ``n_truncated``
+COUNTED = {
+    "no_answer": ("n_no_answer",),
+    "truncated": ("n_no_answer", "n_truncated"),
+    "timeout": ("n_timeout",),
+}
+
+
+def answer_counts(task: str, rows: list[dict]) -> dict[str, float]:
+    """Samples by what happened to them, as counts beside the tasks' shares of the same samples:
+    ``n_samples``; ``n_no_answer``, those without an extracted answer, truncated ones included
+    (``no_answer`` = n_no_answer / n per question, averaged); ``n_truncated``, those that ran out
+    of ``max_gen_toks`` (``truncated``); ``n_timeout``, those whose grading hit the time limit
+    (``timeout``)."""
+    counts = dict.fromkeys(COUNTS, 0.0)
+    for r in rows:
+        counts["n_samples"] += 1
+        for name in COUNTED.get(r.get("status"), ()):
+            counts[name] += 1
+    return {eval_metric(task, k): v for k, v in counts.items()}
 
 
 def length_metrics(task: str, rows: list[dict]) -> dict[str, float]:

@@ -116,6 +116,12 @@ def is_accuracy(name: str) -> bool:
     return current.count("/") == 1 and current.endswith(f"/{ACCURACY}")
 
 
+# Counts beside the shares (``evaluation.metrics.answer_counts``): ``n_samples``, ``n_no_answer``
+# (truncated ones included, as in the share ``no_answer``), ``n_truncated``, ``n_timeout``. Stores
+# written before 2026-12-07 hold ``no_answer_count`` (no box only: truncated responses not counted)
+# and ``timeout_count`` instead; neither is mapped (the first counted something else).
+COUNTS = ("n_samples", "n_no_answer", "n_truncated", "n_timeout")
+
 _LEGACY = re.compile(r"^(?P<root>eval|regrade)/(?P<task>[^/]+)/exact_match(?P<stderr>_stderr)?$")
 
 
