@@ -1,284 +1,234 @@
-"""Generation throughput of limo-exp's evaluation on whatever device is present (meant for one
-CUDA GPU; ``--shape tiny`` runs on a CPU in seconds, as the test suite does).
+"""Generation throughput of limo-exp's hf engine at the evaluation protocol's shapes (meant for
+one CUDA GPU, an H100 or an H200, inside 4 minutes; ``--shape tiny`` and small sizes run it on a
+CPU, as the test suite and ``device.sh rehearse`` do).
 
-    python bench/bench_gpu_eval.py                  # Qwen2.5-1.5B shape: the two workloads (+ vLLM)
-    python bench/bench_gpu_eval.py --shape tiny --batches 1,2 --limit 2 --max-gen-toks 8 --decodings ""
+    python bench/bench_gpu_eval.py --budget 230      # Qwen2.5-1.5B shape, the parts below
+    python bench/bench_gpu_eval.py --shape tiny --decodings static,eager --short-prompts 6 ...
 
-Two engine-level workloads first (``workloads``), each through ``eval.hf_decoding=eager`` at
-batch 64 and ``compiled`` (``--decodings``), interleaved: ``equal`` (``--equal-prompts`` prompts
-of 64-512 tokens, greedy, every response ``--equal-new`` tokens: the end-of-turn token can never
-win) and ``varied`` (``--varied-prompts`` prompts, sampled at temperature 1, each request's own
-seed, the end-of-turn token made likely enough that lengths spread like a reasoning model's:
-median ``--varied-median``, a tail to the cap ``--varied-cap``). Per run: new tokens, wall
-seconds, new tokens/s, compile seconds (kept out of tokens/s), compiled shapes, response
-lengths. Sampled responses differ between eager and compiled (their samplers differ); their
-lengths come from the same distribution, hence both tokens/s and wall time are reported.
+No download: a random-init model of the shape at Qwen2.5's vocabulary (151,936 tokens) and
+positions (32,768), bf16 on CUDA, with a word-level tokenizer of the same vocabulary (one token a
+word), built once (bench/gpu_eval/model.py). Sampling is the protocol's: temperature 0.6, top_p
+0.95, each request's own seed. Only the engines' public API is used (``Gen``, ``EngineOptions``,
+``sample_seed``, ``HFEngine``).
 
-No download: a random-init model of the shape with the tiny tokenizer (its vocabulary replaces
-the 151,936 of Qwen2.5, so the output layer is smaller than the real model's), saved in bf16 on
-CUDA. It runs the ``limo_paper`` tasks with ``--limit`` questions when ``--data-dir`` holds the
-benchmark files, else ``limo_synthetic``. A random model never ends its answer, so every
-response is ``--max-gen-toks`` tokens: new tokens per second of generation, per backend and batch
-size, the figure the issue measured at 11 (batch 1), 87 (8) and 700 (64) on lm-eval's hf path.
-Writes results/bench/gpu_eval.json.
+How response lengths are forced: a random model never ends its answer, so the model carries a
+rule (bench/gpu_eval/forced_end.py, loaded through ``trust_remote_code``) that sets the
+end-of-turn logit from the row's position: never below a start position, then with probability
+1 / (end - position) after temperature (the end position uniform on [start, end)), certain at the
+end. Every other logit is the model's own. For the long workload the start is ``--long-min``
+past the longest prompt and the end ``--long-max`` past the shortest, under a budget
+(``max_new``) of ``--long-max``: responses of ``--long-min``..``--long-max`` tokens (2k-8k under
+8k), ended by the model's end-of-turn token as a reasoning model's are. Where lengths must be
+fixed (short responses, step times) the rule's start is past the model's positions: never.
+
+The parts, in this order, each inside the seconds left (``--budget``, from the start of the
+process) less the minimum the later parts need; a part past its limit is stopped where it is
+(``Deadline``) and says so, and the JSON is rewritten after every part:
+
+1. ``short``: ``--short-prompts`` prompts of 64-512 tokens, ``--short-new`` new tokens each, per
+   decoding of ``--decodings`` (compiled first: the target, >= 7,500 new tokens/s);
+2. ``steps``: the time of one decoding step at ``--positions`` (1k, 8k, 32k) positions in use,
+   ``--step-batch`` rows, by difference of two lengths (workloads.step_time), eager then compiled;
+3. ``long``: ``--long-prompts`` prompts, lengths as above (the target: >= 5,000 new tokens/s),
+   the first decoding of ``--decodings`` only.
+
+Per run: new tokens, wall and compile seconds (compiling kept out of tokens/s), tokens/s, the
+compiled shapes, the lengths and how responses ended. ``targets``: the two figures with pass/fail
+(None where not measured). ``LIMO_BENCH_DEVICE`` fakes the device's name (``device.sh
+rehearse``). Writes results/bench/gpu_eval.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import platform
 import tempfile
+import time
+import traceback
 from pathlib import Path
 
 from bench_gpu_train import SHAPES as TRAIN_SHAPES  # the same shapes as the training bench
+from bench_gpu_train import commit, device_and_memory
+from gpu_eval import model as M
+from gpu_eval.workloads import Deadline, deadline, engine, release, requests, run, step_time
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPES = {name: {k: v for k, v in shape.items() if k != "vocab_size"} for name, shape in TRAIN_SHAPES.items()}
-
-
-def build(shape: str, out: Path, dtype) -> Path:
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from limo_exp.training.models import build_tiny_tokenizer
-
-    tok = build_tiny_tokenizer()
-    config = Qwen2Config(
-        **SHAPES[shape],
-        vocab_size=len(tok),
-        max_position_embeddings=32768,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(config).to(dtype)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
-def calibrate_end(model_dir: str, median: int, device: str) -> float:
-    """Set the end-of-turn row of the output layer so that, sampling at temperature 1, a response
-    ends after ``median`` tokens in the median: ``P(end) = ln 2 / median`` a step, fitted by
-    bisection on the model's own sampled text (its end suppressed). Returns the probability."""
-    import math
-
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
-    eos = model.config.eos_token_id
-    start = torch.randint(3, model.config.vocab_size, (8, 32), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        ids = model.generate(
-            start.to(device), do_sample=True, top_k=0, max_new_tokens=128, min_new_tokens=128,
-            pad_token_id=model.config.pad_token_id,
-        )  # fmt: skip
-        h = model.model(input_ids=ids).last_hidden_state[:, 32:].reshape(-1, model.config.hidden_size)
-        others = model.lm_head(h)
-        others[:, eos] = float("-inf")
-        rest = others.logsumexp(-1)
-        u = h.mean(0) / h.mean(0).norm()
-        e = h @ u
-        target, lo, hi = math.log(2) / median, 0.0, 1e4
-
-        def p(beta):
-            return torch.sigmoid(beta * e - rest).mean().item()
-
-        for _ in range(60):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if p(mid) < target else (lo, mid)
-        model.lm_head.weight[eos] = hi * u
-    model.save_pretrained(model_dir)
-    return p(hi)
-
-
-def silence_end(model_dir: str) -> None:
-    """The end-of-turn row of the output layer set to zero: its logit 0 never beats the largest
-    of the others, so greedy responses run to ``max_new``."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    with torch.no_grad():
-        model.lm_head.weight[model.config.eos_token_id] = 0
-    model.save_pretrained(model_dir)
-
-
-def prompts(tok, n: int, lo: int, hi: int, seed: int = 0) -> list[str]:
-    """``n`` prompts of random words, ``lo``-``hi`` tokens each."""
-    import random
-
-    rng = random.Random(seed)
-    words = [w for w in tok.get_vocab() if w.isalpha()]
-    out = []
-    for _ in range(n):
-        want, text = rng.randint(lo, hi), ""
-        while len(tok(text, add_special_tokens=False)["input_ids"]) < want:
-            text += " " + " ".join(rng.choice(words) for _ in range(16))
-        out.append(text)
-    return out
-
-
-def engine_run(model_dir: str, decoding: str, batch, reqs, dtype: str, device: str) -> dict:
-    import statistics
-    import time
-
-    import torch
-
-    from limo_exp.evaluation.generation.engines import EngineOptions
-    from limo_exp.evaluation.generation.hf import HFEngine
-
-    eng = HFEngine(model_dir, EngineOptions(dtype=dtype, device=device, batch_size=batch, decoding=decoding))
-    started = time.perf_counter()
-    outs = eng.generate(reqs)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    wall = time.perf_counter() - started
-    seconds = wall - eng.stats.compile_seconds
-    lengths = sorted(o.n_tokens for o in outs)
-    tokens = sum(lengths)
-    run = {
-        "decoding": decoding,
-        "batch_size": eng.batch_size,
-        "responses": len(outs),
-        "new_tokens": tokens,
-        "wall_seconds": round(wall, 2),
-        "compile_seconds": round(eng.stats.compile_seconds, 2),
-        "new_tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else None,
-        "compiled_shapes": [list(s) for s in eng.stats.shapes],
-        "segments": eng.stats.segments,
-        "length_median": statistics.median(lengths),
-        "length_p90": lengths[int(0.9 * (len(lengths) - 1))],
-        "length_max": lengths[-1],
-        "ended_early": sum(o.finish == "stop" for o in outs),
-    }
-    del eng
-    if device == "cuda":
-        torch.cuda.empty_cache()
-    return run
-
-
-def workloads(args, out: dict, tmp: Path, dtype, device: str) -> None:
-    """The equal- and varied-length workloads through each decoding (see the module's doc)."""
-    from transformers import AutoTokenizer
-
-    from limo_exp.evaluation.generation.engines import Gen, sample_seed
-
-    name = str(dtype).removeprefix("torch.")
-    equal_dir, varied_dir = tmp / "equal", tmp / "varied"
-    build(args.shape, equal_dir, dtype)
-    silence_end(str(equal_dir))
-    build(args.shape, varied_dir, dtype)
-    out["varied_end_probability"] = calibrate_end(str(varied_dir), args.varied_median, device)
-    tok = AutoTokenizer.from_pretrained(equal_dir)
-    plans = {
-        "equal": (equal_dir, [Gen(p, args.equal_new) for p in prompts(tok, args.equal_prompts, 64, 512)]),
-        "varied": (
-            varied_dir,
-            [
-                Gen(p, args.varied_cap, temperature=1.0, seed=sample_seed(str(i)))
-                for i, p in enumerate(prompts(tok, args.varied_prompts, 64, 512, seed=1))
-            ],
-        ),
-    }
-    out["workloads"] = {}
-    for wl, (model_dir, reqs) in plans.items():
-        runs = out["workloads"].setdefault(wl, {})
-        for decoding in args.decodings.split(","):
-            batch = 64 if decoding == "eager" else "auto"
-            runs[decoding] = engine_run(str(model_dir), decoding, batch, reqs, name, device)
-            print(wl, json.dumps(runs[decoding]), flush=True)
-            write(out, args.out)
-        if {"eager", "compiled"} <= set(runs):
-            e, c = runs["eager"], runs["compiled"]
-            runs["compiled_over_eager_tokens_per_s"] = round(c["new_tokens_per_s"] / e["new_tokens_per_s"], 2)
-            runs["eager_over_compiled_wall"] = round(e["wall_seconds"] / c["wall_seconds"], 2)
-        write(out, args.out)
+SAMPLING = (0.6, 0.95)  # LIMO's protocol: temperature, top_p
+TARGETS = {"short_new_tokens_per_s": 7500.0, "long_new_tokens_per_s": 5000.0}
+# the seconds each part needs at least on the 1.5B shape (compiling included): a part is given
+# the time left less what the parts after it need, and starts only with its own minimum
+MINIMUM = {"short": 45.0, "steps_eager": 25.0, "long": 70.0, "steps_compiled": 35.0}
 
 
 def write(out: dict, path: str) -> None:
+    out["targets"] = targets(out)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(out, indent=2))
+    Path(path).write_text(json.dumps(out, indent=2) + "\n")
+
+
+def targets(out: dict) -> dict:
+    def check(value, goal):
+        return {"value": value, "target": f">= {goal:.0f}", "pass": None if value is None else value >= goal}
+
+    first = out.get("decodings", [None])[0]
+    short = out.get("short", {}).get(first, {}).get("new_tokens_per_s")
+    long = out.get("long", {}).get(first, {}).get("new_tokens_per_s")
+    return {
+        "decoding": first,
+        "short_new_tokens_per_s": check(short, TARGETS["short_new_tokens_per_s"]),
+        "long_new_tokens_per_s": check(long, TARGETS["long_new_tokens_per_s"]),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
+    started = time.perf_counter()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", choices=sorted(SHAPES), default="1.5b")
-    ap.add_argument(
-        "--batches", default="", help="batch sizes of lm-eval runs (hf_decoding auto); empty: none"
-    )
-    ap.add_argument("--decodings", default="compiled,eager", help="of the engine workloads; empty: none")
-    ap.add_argument("--equal-prompts", type=int, default=128)
-    ap.add_argument("--equal-new", type=int, default=128)
-    ap.add_argument("--varied-prompts", type=int, default=256)
-    ap.add_argument("--varied-median", type=int, default=128)
-    ap.add_argument("--varied-cap", type=int, default=384)
-    ap.add_argument("--limit", type=int, default=8, help="questions per task")
-    ap.add_argument("--max-gen-toks", type=int, default=256)
-    ap.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "eval"))
+    ap.add_argument("--decodings", default="compiled,eager", help="hf decodings; the first is the target's")
+    ap.add_argument("--short-prompts", type=int, default=256)
+    ap.add_argument("--short-new", type=int, default=256)
+    ap.add_argument("--eager-prompts", type=int, default=64, help="short prompts of the other decodings")
+    ap.add_argument("--positions", default="1024,8192,32768", help="positions in use of the step times")
+    ap.add_argument("--step-batch", type=int, default=8)
+    ap.add_argument("--step-lengths", default="8,72", help="the two response lengths of a step time")
+    ap.add_argument("--long-prompts", type=int, default=64)
+    ap.add_argument("--long-min", type=int, default=2048)
+    ap.add_argument("--long-max", type=int, default=8192, help="also the long workload's budget (max_new)")
+    ap.add_argument("--prompt-tokens", default="100,400", help="the long workload's prompt lengths")
+    ap.add_argument("--max-batch", type=int, default=128, help="EngineOptions.max_batch_size")
+    ap.add_argument("--budget", type=float, default=None, help="seconds from the start for all parts")
+    ap.add_argument("--scale", type=float, default=1.0, help="MINIMUM's seconds times this (a CPU's)")
     ap.add_argument("--out", default=str(REPO / "results" / "bench" / "gpu_eval.json"))
     args = ap.parse_args(argv)
+    decodings = [d for d in args.decodings.split(",") if d]
+    positions = [int(p) for p in args.positions.split(",") if p]
+    short, long = (int(x) for x in args.step_lengths.split(","))
+    plo, phi = (int(x) for x in args.prompt_tokens.split(","))
+
+    import importlib.metadata
 
     import torch
 
-    from limo_exp.config import EvalConfig, SyntheticConfig
-    from limo_exp.evaluation.evaluate import evaluate
-    from limo_exp.tracking.run_log import device_name
-
     cuda = torch.cuda.is_available()
-    dtype = torch.bfloat16 if cuda else torch.float32
-    has_data = (Path(args.data_dir) / "math500.jsonl").exists()
-    tasks = ["limo_paper"] if has_data else ["limo_synthetic"]
+    device = "cuda" if cuda else "cpu"
+    dtype = "bfloat16" if cuda else "float32"
+    name, _, faked = device_and_memory(cuda)
+    start, end = args.long_min + phi, args.long_max + plo
     out = {
-        "device": device_name(),
+        "device": name,
+        "device_faked": faked,
+        "commit": commit(),
         "machine": platform.platform(),
+        "torch": torch.__version__,
+        "transformers": importlib.metadata.version("transformers"),
         "shape": args.shape,
-        "tasks": tasks,
-        "limit": args.limit,
-        "max_gen_toks": args.max_gen_toks,
-        "runs": [],
+        "vocab": M.VOCAB,
+        "positions": M.POSITIONS,
+        "dtype": dtype,
+        "sampling": {"temperature": SAMPLING[0], "top_p": SAMPLING[1]},
+        "decodings": decodings,
+        "lengths": {
+            "how": "the model's end-of-turn logit set from the row's position (bench/gpu_eval/forced_end.py): "
+            f"never before position {start}, then probability 1/({end} - position) after temperature; "
+            f"prompts of {plo}-{phi} tokens, max_new {args.long_max}: responses of ~{args.long_min}-"
+            f"{args.long_max} tokens; short responses and step times: never (fixed lengths)",
+            "long": {"start": start, "end": end, "max_new": args.long_max, "prompt_tokens": [plo, phi]},
+        },
+        "time": {"budget_s": args.budget, "parts": {}, "stopped": [], "skipped": []},
+        "short": {},
+        "steps": {},
+        "long": {},
     }
-    backends = ["hf"] + (["vllm"] if cuda and importlib.util.find_spec("vllm") else [])
+    minimum = {k: v * args.scale for k, v in MINIMUM.items()}
+
+    def left(part: str) -> float | None:
+        """Seconds part ``part`` may take: the budget left less the later parts' minimum."""
+        if args.budget is None:
+            return None
+        later = list(minimum)[list(minimum).index(part) + 1 :]
+        return args.budget - (time.perf_counter() - started) - sum(minimum[p] for p in later)
+
+    def part(key: str, fn) -> None:
+        limit = left(key)
+        if limit is not None and limit < minimum[key]:
+            out["time"]["skipped"].append(
+                f"{key}: {max(limit, 0):.0f} s left of the {minimum[key]:.0f} it needs"
+            )
+            write(out, args.out)
+            return
+        t0 = time.perf_counter()
+        try:
+            with deadline(limit):
+                fn()
+        except Deadline as e:
+            out["time"]["stopped"].append(f"{key}: {e}")
+        except Exception as e:  # one part's failure must not lose the others' figures
+            out.setdefault("errors", {})[key] = f"{type(e).__name__}: {e}\n{traceback.format_exc()[-1500:]}"
+        finally:
+            release(device)
+        out["time"]["parts"][key] = round(time.perf_counter() - t0, 1)
+        write(out, args.out)
+
     with tempfile.TemporaryDirectory() as tmp:
-        if args.decodings:
-            workloads(args, out, Path(tmp), dtype, "cuda" if cuda else "cpu")
-        model = str(build(args.shape, Path(tmp) / "model", dtype))
-        for backend in backends:
-            for batch in [int(b) for b in args.batches.split(",") if b] if backend == "hf" else [0]:
-                suite = EvalConfig(
-                    tasks=tasks,
-                    data_dir=args.data_dir if has_data else None,
-                    limit=args.limit,
-                    backend=backend,
-                    batch_size=max(batch, 1),
-                    max_gen_toks=args.max_gen_toks,
-                    store="off",
-                    synthetic=SyntheticConfig(n=args.limit),
-                )
-                res = evaluate(
-                    model, suite, device="cuda" if cuda else "cpu", dtype=str(dtype).removeprefix("torch.")
-                )
-                rates = {
-                    k.split("/")[1]: v for k, v in res.metrics.items() if k.endswith("/gen_tokens_per_s")
+        base = M.build(SHAPES[args.shape], Path(tmp) / "base", getattr(torch, dtype), device)
+        fixed = str(M.variant(base, Path(tmp) / "fixed", start=10**9, end=10**9 + 1, temperature=SAMPLING[0]))
+        ends = str(M.variant(base, Path(tmp) / "ends", start=start, end=end, temperature=SAMPLING[0]))
+        out["time"]["build_s"] = round(time.perf_counter() - started, 1)
+        print(f"model built in {out['time']['build_s']} s", flush=True)
+
+        def short_part():
+            for i, decoding in enumerate(decodings):
+                n = args.short_prompts if i == 0 else args.eager_prompts
+                reqs = requests(n, 64, 512, args.short_new, *SAMPLING, "short", M.VOCAB)
+                batch = "auto" if decoding != "eager" else min(n, 64)
+                eng = engine(fixed, decoding, batch, dtype, device, args.max_batch)
+                out["short"][decoding] = run(eng, reqs, device)
+                print("short", json.dumps(out["short"][decoding]), flush=True)
+                del eng
+                release(device)
+                write(out, args.out)
+
+        def steps_part(decoding):
+            def go():
+                eng = engine(fixed, decoding, args.step_batch, dtype, device, args.max_batch)
+                run(eng, requests(args.step_batch, 16, 16, 4, *SAMPLING, "warm-up", M.VOCAB), device)
+                for p in positions:
+                    got = step_time(eng, p, args.step_batch, short, long, device, M.VOCAB, SAMPLING)
+                    out["steps"].setdefault(decoding, {})[str(p)] = got
+                    print("steps", decoding, json.dumps(got), flush=True)
+                    write(out, args.out)
+
+            return go
+
+        def long_part():
+            decoding = decodings[0]
+            reqs = requests(args.long_prompts, plo, phi, args.long_max, *SAMPLING, "long", M.VOCAB)
+            eng = engine(ends, decoding, "auto", dtype, device, min(args.max_batch, args.long_prompts))
+            t0 = time.perf_counter()
+            try:
+                out["long"][decoding] = run(eng, reqs, device)
+            except Deadline:  # what it would have needed to reach the target is still known
+                took, mean = time.perf_counter() - t0, (args.long_min + args.long_max) / 2
+                out["long"][decoding] = {
+                    "decoding": decoding,
+                    "responses": len(reqs),
+                    "stopped_after_s": round(took, 1),
+                    "new_tokens_expected": round(len(reqs) * mean),
+                    "new_tokens_per_s_below": round(len(reqs) * args.long_max / took, 1),
+                    "new_tokens_per_s_about": round(len(reqs) * mean / took, 1),
                 }
-                tokens = sum(r.get("n_tokens", 0) for rows in res.samples.values() for r in rows)
-                run = {
-                    "backend": backend,
-                    "batch_size": batch or "vllm",
-                    "responses": res.metrics["eval/responses_generated"],
-                    "generated_tokens": tokens,
-                    "tokens_per_s_by_task": rates,
-                }
-                run["tokens_per_s"] = sum(rates.values()) / len(rates) if rates else None
-                out["runs"].append(run)
-                print(json.dumps(run), flush=True)
-                write(out, args.out)  # after every run: a bench stopped at its limit keeps what it measured
+                raise
+            print("long", json.dumps(out["long"][decoding]), flush=True)
+
+        part("short", short_part)
+        part("steps_eager", steps_part("eager") if "eager" in decodings else lambda: None)
+        part("long", long_part)
+        part("steps_compiled", steps_part(decodings[0]) if decodings[0] != "eager" else lambda: None)
+    out["time"]["total_s"] = round(time.perf_counter() - started, 1)
     write(out, args.out)
+    print(json.dumps({k: out[k] for k in ("device", "targets", "time")}, indent=2), flush=True)
     return out
 
 
