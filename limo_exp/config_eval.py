@@ -70,7 +70,8 @@ class EvalConfig(Section):
     system_prompt: str | None = None
     instruction: str = LIMO_INSTRUCTION
     gpqa_seed: int = 0  # seed of GPQA's option shuffle
-    tensor_parallel_size: int = 1
+    tensor_parallel_size: int | str = "auto"  # vllm: GPUs an engine spans; auto: from model size, GPU memory
+    data_parallel_size: int | str = "auto"  # vllm: engines side by side; auto: GPUs / tensor_parallel_size
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     revision: dict[str, str] | None = None  # benchmark -> hub commit, branch or tag (others: default)
     store: str = "auto"  # response store: auto (<paths.cache_dir>/responses), off, or a folder
@@ -79,6 +80,7 @@ class EvalConfig(Section):
     def __post_init__(self):
         one_of("eval.backend", self.backend, BACKENDS)
         one_of("eval.hf_decoding", self.hf_decoding, HF_DECODINGS)
+        check_parallel("eval", self)
         if self.max_batch_size < 1:
             raise ConfigError(f"eval.max_batch_size must be >= 1, got {self.max_batch_size}")
         if isinstance(self.batch_size, str):
@@ -103,6 +105,17 @@ class EvalConfig(Section):
         if "default" in self.num_samples:
             return self.num_samples["default"]
         raise ConfigError(f"eval.num_samples has no entry for {task} and no default: {self.num_samples}")
+
+
+def check_parallel(prefix: str, section) -> None:
+    """``tensor_parallel_size`` and ``data_parallel_size``: an int >= 1 or ``auto``
+    (limo_exp.evaluation.generation.parallel resolves auto on the machine that runs vLLM)."""
+    for key in ("tensor_parallel_size", "data_parallel_size"):
+        v = getattr(section, key)
+        if isinstance(v, str):
+            one_of(f"{prefix}.{key}", v, ("auto",))
+        elif isinstance(v, bool) or v < 1:
+            raise ConfigError(f"{prefix}.{key} must be an int >= 1 or auto, got {v!r}")
 
 
 DISTILL_MODES = ("cot", "rationalize")
@@ -130,7 +143,8 @@ class DistillConfig(Section):
     vllm_kv_cache_gb: float = 4.0  # as eval.vllm_kv_cache_gb
     vllm_gpu_memory_utilization: float = 0.9
     vllm_max_model_len: int | None = None
-    tensor_parallel_size: int = 1
+    tensor_parallel_size: int | str = "auto"  # as eval.tensor_parallel_size
+    data_parallel_size: int | str = "auto"  # as eval.data_parallel_size
     limit: int | None = None  # the first n problems of the pool
     instruction: str = LIMO_INSTRUCTION  # cot: the user turn is the problem and this instruction
     rationalize_template: str = RATIONALIZE_TEMPLATE  # {problem} and {answer} are replaced
@@ -143,6 +157,7 @@ class DistillConfig(Section):
         one_of("distill.mode", self.mode, DISTILL_MODES)
         one_of("distill.backend", self.backend, BACKENDS)
         one_of("distill.hf_decoding", self.hf_decoding, HF_DECODINGS)
+        check_parallel("distill", self)
         if isinstance(self.batch_size, str):
             one_of("distill.batch_size", self.batch_size, ("auto",))
         for key in (
@@ -152,7 +167,6 @@ class DistillConfig(Section):
             "max_batch_size",
             "limit",
             "max_per_problem",
-            "tensor_parallel_size",
         ):
             v = getattr(self, key)
             if isinstance(v, int) and v < 1:

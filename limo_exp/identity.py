@@ -28,6 +28,7 @@ NON_SEMANTIC_LEAVES += ("train.checkpoint_skip_layers",)  # recomputed or kept: 
 NON_SEMANTIC_LEAVES += ("eval.max_batch_size",)  # static/compiled decoding: a sample is not its batch's
 NON_SEMANTIC_LEAVES += ("eval.vllm_kv_cache_gb", "eval.vllm_gpu_memory_utilization")  # memory, not results
 NON_SEMANTIC_LEAVES += ("eval.vllm_max_model_len",)
+NON_SEMANTIC_LEAVES += ("eval.data_parallel_size",)  # engines side by side: a response is its request's
 NON_SEMANTIC_LEAVES += (
     "model.shape",
 )  # what plan reads without the hub; the model is its id  # a budget it cannot hold fails, it never changes one

@@ -89,6 +89,7 @@ def run_distill(cfg: DictConfig) -> dict:
     engine_opts = engine_options(
         d, context=context, dtype=opts["dtype"], seed=c.seed, device=device, revision=c.model.revision,
         trust_remote_code=c.model.trust_remote_code, attn_implementation=opts["attn_implementation"],
+        backend=backend, model_path=base,
     )  # fmt: skip
 
     tags = {"limo.base_model": base, "limo.teacher": c.model.name} | hub.as_tags(hub.loaded())
@@ -108,7 +109,8 @@ def run_distill(cfg: DictConfig) -> dict:
                     "kind": kind_of(c.model.name, d.mode), "backend": backend, "pool": c.pool.name,
                     "response_store": str(store.path) if store.path else "off", "settings": settings}  # fmt: skip
         files = write_outputs(result, out_dir, manifest)
-        devices = d.tensor_parallel_size if backend == "vllm" else 1
+        par = engine_opts.tensor_parallel_size * engine_opts.data_parallel_size  # as resolved
+        devices = par if backend == "vllm" else 1
         tracker.log_metrics({f"distill/{k}": float(v) for k, v in result.funnel.items()})
         tracker.log_metrics(
             {

@@ -73,6 +73,8 @@ def point_plan(name, overrides, device, gpus, history, tracker, warnings):
         out.status, out.error = "fails", str(e)
         warnings.append((name, f"will fail: {e}"))
         return out, c
+    from limo_exp.evaluation.generation.parallel import planned_devices
+
     shape = _shape(c, warnings)
     out.eval = _eval(c, point, history)
     if shape is not None:
@@ -83,7 +85,7 @@ def point_plan(name, overrides, device, gpus, history, tracker, warnings):
             shape,
             c.model.name,
             device,
-            c.eval.tensor_parallel_size if gpus > 1 else 1,
+            planned_devices(c.eval.tensor_parallel_size, c.eval.data_parallel_size, gpus),
             batch,
             history,
             c.plan.bandwidth_use,

@@ -102,9 +102,10 @@ def evaluate(
     tok = AutoTokenizer.from_pretrained(model_path, revision=revision, trust_remote_code=trust_remote_code)
     fp = model_fingerprint(model_path, revision)
     store = response_store(suite.store, store_dir, fp)  # auto without a store_dir: none
+    # vllm: tensor and data parallel resolved here, from the model and the GPUs (before any load)
     opts = engine_options(
         suite, context=context, dtype=dtype, seed=seed, device=device, attn_implementation=attn_implementation,
-        revision=revision, trust_remote_code=trust_remote_code,
+        revision=revision, trust_remote_code=trust_remote_code, backend=backend, model_path=model_path,
     )  # fmt: skip
     lm = StoredLM(model_path, tok, store, lambda: make_engine(backend, model_path, opts), budget)
     template = lm.chat_template(True) or ""
@@ -139,7 +140,8 @@ def evaluate(
         "response_store": str(store.path) if store.path else "off",
         "dtype": dtype,
         "device": device,
-        "tensor_parallel_size": str(suite.tensor_parallel_size),
+        "tensor_parallel_size": str(opts.tensor_parallel_size),  # as resolved (auto: from model and GPUs)
+        "data_parallel_size": str(opts.data_parallel_size),
         "batch_size": str(suite.batch_size),
         "hf_decoding": hf_decoding(suite.hf_decoding, device) if backend == "hf" else "n/a",
         "attn_implementation": attn_implementation,
@@ -269,7 +271,8 @@ def evaluate_to_dir(
     started = time.perf_counter()
     res = evaluate(model_path, suite, device=device, **options)
     seconds = time.perf_counter() - started  # the cost side of "cost per correct answer"
-    devices = suite.tensor_parallel_size if res.settings["backend"] == "vllm" else 1
+    parallel = int(res.settings["tensor_parallel_size"]) * int(res.settings["data_parallel_size"])
+    devices = parallel if res.settings["backend"] == "vllm" else 1  # the GPUs vLLM's engines held
     res.metrics |= {"cost/eval_seconds": seconds, "cost/eval_device_hours": seconds * devices / 3600}
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

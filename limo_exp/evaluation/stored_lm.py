@@ -133,31 +133,63 @@ class StoredLM(LM):
         return out
 
     def _generate_task(self, task: str, items: list) -> None:
-        """Generate a task's missing responses in chunks, each stored as soon as it is done."""
-        chunk = max(16, 4 * int(getattr(self.engine, "batch_size", 16)))
-        for i in range(0, len(items), chunk):
-            part = items[i : i + chunk]
-            started, compiling = time.perf_counter(), self._compile_seconds()
-            done = self._forced(part) if self.budget else self._plain(part)
-            # compiling the decoding step is paid once per shape: kept out of tokens/s and costs
-            seconds = time.perf_counter() - started - (self._compile_seconds() - compiling)
-            tokens = sum(d.n_tokens for d in done)
-            decoding = f"{self.engine.name}/{self.engine.decoding}"
-            for d in done:
-                d.decoding = decoding
-                d.seconds = seconds * d.n_tokens / max(tokens, 1)
-            t = self.timing.per_task.setdefault(task, [0.0, 0])
-            t[0] += seconds
-            t[1] += tokens
-            self.timing.seconds += seconds
-            self.timing.tokens += tokens
-            self.store.add([(p[0], d) for p, d in zip(part, done)])
+        """Generate a task's missing responses, each stored as soon as it is done. An engine takes
+        ``engine.requests_per_call`` requests a call (None: all of the task's, as vLLM wants them:
+        its scheduler never waits on one response), else 4 x its batch (at least 16); an engine
+        with ``stream`` hands responses back as they finish (vLLM), stored per finished group, so
+        a crash loses only those in flight."""
+        engine = self.engine
+        batch = int(getattr(engine, "batch_size", 16))
+        per_call = getattr(engine, "requests_per_call", max(16, 4 * batch)) or len(items)
+        stream = getattr(engine, "stream", None) if self.budget is None else None
+        self._done = 0
+        for i in range(0, len(items), per_call):
+            part = items[i : i + per_call]
+            clock = self._clock()
+            if stream is None:
+                done = self._forced(part) if self.budget else self._plain(part)
+                self._record(task, part, done, clock(), len(items))
+                continue
+            gens = [self._gen(k, ctx, s, s["max_gen_toks"]) for k, _, _, _, ctx, s in part]
+            for group in stream(gens):  # [(index in gens, Out)] of the requests that just finished
+                done = [self._stored(o) for _, o in group]
+                self._record(task, [part[j] for j, _ in group], done, clock(), len(items))
+
+    def _clock(self):
+        """Seconds since the previous reading, less what compiling the decoding step took
+        (paid once per shape: kept out of tokens/s and costs)."""
+        last = [time.perf_counter(), self._compile_seconds()]
+
+        def read() -> float:
+            now, compiling = time.perf_counter(), self._compile_seconds()
+            seconds = now - last[0] - (compiling - last[1])
+            last[:] = [now, compiling]
+            return seconds
+
+        return read
+
+    def _record(self, task: str, part: list, done: list[Stored], seconds: float, total: int) -> None:
+        """Store ``done`` (the responses of ``part``), each with its share of ``seconds`` by tokens."""
+        tokens = sum(d.n_tokens for d in done)
+        decoding = f"{self.engine.name}/{self.engine.decoding}"
+        for d in done:
+            d.decoding = decoding
+            d.seconds = seconds * d.n_tokens / max(tokens, 1)
+        t = self.timing.per_task.setdefault(task, [0.0, 0])
+        t[0] += seconds
+        t[1] += tokens
+        self.timing.seconds += seconds
+        self.timing.tokens += tokens
+        self.store.add([(p[0], d) for p, d in zip(part, done, strict=True)])
+        step = max(1, total // 10)  # a line per tenth of the task, not per response
+        before, self._done = self._done, self._done + len(done)
+        if self._done // step > before // step or self._done == total:
             log.info(
                 "%s: %d/%d responses generated (%.0f tokens/s)",
                 task,
-                i + len(part),
-                len(items),
-                tokens / max(seconds, 1e-9),
+                self._done,
+                total,
+                t[1] / max(t[0], 1e-9),
             )
 
     def _compile_seconds(self) -> float:
@@ -170,15 +202,15 @@ class StoredLM(LM):
 
     def _plain(self, part: list) -> list[Stored]:
         outs = self.engine.generate([self._gen(k, ctx, s, s["max_gen_toks"]) for k, _, _, _, ctx, s in part])
-        done = []
-        for o in outs:
-            d = _plain(o)
-            if THINK_END in o.text or "<think>" in o.text:  # a reasoning model's own thinking
-                d.think_tokens = len(
-                    self.tokenizer(o.text.split(THINK_END)[0], add_special_tokens=False)["input_ids"]
-                )
-            done.append(d)
-        return done
+        return [self._stored(o) for o in outs]
+
+    def _stored(self, o: Out) -> Stored:
+        d = _plain(o)
+        if THINK_END in o.text or "<think>" in o.text:  # a reasoning model's own thinking
+            d.think_tokens = len(
+                self.tokenizer(o.text.split(THINK_END)[0], add_special_tokens=False)["input_ids"]
+            )
+        return d
 
     def _forced(self, part: list) -> list[Stored]:
         b = self.budget

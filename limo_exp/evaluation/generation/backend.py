@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -118,12 +119,21 @@ def warn_slow_generation(backend: str, device: str, tasks: dict, suite, max_gen_
 
 
 def make_engine(backend: str, model_path: str, opts: EngineOptions):
-    """The engine of ``backend`` (hf or vllm) for ``model_path``; the model loads here."""
+    """The engine of ``backend`` (hf or vllm) for ``model_path``; the model loads here. vLLM with
+    ``opts.data_parallel_size`` > 1: that many engines, each in its own process on its own
+    ``opts.tensor_parallel_size`` GPUs (``data_parallel.DataParallelEngine``)."""
+    from functools import partial
+
+    from limo_exp.evaluation.generation.data_parallel import DataParallelEngine
     from limo_exp.evaluation.generation.hf import HFEngine
     from limo_exp.evaluation.generation.vllm_engine import VLLMEngine
 
     started = time.perf_counter()
-    engine = (VLLMEngine if backend == "vllm" else HFEngine)(model_path, opts)
+    if backend == "vllm" and opts.data_parallel_size > 1:
+        one = partial(VLLMEngine, model_path, replace(opts, data_parallel_size=1))
+        engine = DataParallelEngine(one, opts.data_parallel_size, opts.tensor_parallel_size)
+    else:
+        engine = (VLLMEngine if backend == "vllm" else HFEngine)(model_path, opts)
     engine.start_seconds = time.perf_counter() - started  # logged apart, never in tokens/s
     log.info("%s engine for %s started in %.1f s", backend, model_path, engine.start_seconds)
     return engine

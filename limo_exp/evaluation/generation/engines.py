@@ -80,7 +80,8 @@ class EngineOptions:
     max_batch_size: int = 128  # caps batch_size=auto where it is fitted to free GPU memory
     decoding: str = "auto"  # hf: auto (compiled on CUDA, eager on CPU) | eager | static | compiled
     attn_implementation: str = "auto"
-    tensor_parallel_size: int = 1
+    tensor_parallel_size: int = 1  # vLLM: GPUs one engine spans (resolved: never auto here)
+    data_parallel_size: int = 1  # vLLM: engines side by side, each on its own GPUs (one process each)
     max_model_len: int | None = None
     vllm_kv_cache_gb: float = 4.0  # vLLM on CPU: its KV cache (VLLM_CPU_KVCACHE_SPACE)
     vllm_gpu_memory_utilization: float = 0.9  # vLLM on GPU: the share of GPU memory it takes
@@ -96,17 +97,44 @@ def hf_decoding(requested: str, device: str) -> str:
     return "compiled" if device == "cuda" else "eager"
 
 
-def engine_options(section, *, context: int | None, **kw) -> EngineOptions:
+def engine_options(
+    section, *, context: int | None, backend: str = "hf", model_path: str | None = None, **kw
+) -> EngineOptions:
     """The options of an engine for ``section`` (``eval`` or ``distill``), plus the model's
-    settings in ``kw`` (dtype, seed, device, attn_implementation, revision, trust_remote_code)."""
+    settings in ``kw`` (dtype, seed, device, attn_implementation, revision, trust_remote_code).
+    For ``backend="vllm"`` the tensor- and data-parallel sizes are resolved here
+    (``parallel.resolve_parallel``: ``auto`` from ``model_path``'s config and the GPUs), so a model
+    that fits no GPU split is an error before anything loads."""
+    from limo_exp.evaluation.generation.parallel import Parallel, resolve_parallel
+
+    max_model_len = (
+        min(context, section.vllm_max_model_len) if context and section.vllm_max_model_len else context
+    )
+    par = Parallel()
+    if backend == "vllm":
+
+        def config_of():
+            from transformers import AutoConfig
+
+            return AutoConfig.from_pretrained(
+                model_path, revision=kw.get("revision"), trust_remote_code=kw.get("trust_remote_code", False)
+            )
+
+        prefix = "distill" if type(section).__name__ == "DistillConfig" else "eval"
+        par = resolve_parallel(
+            section,
+            prefix=prefix,
+            config_of=config_of,
+            dtype=kw.get("dtype", "float32"),
+            max_model_len=max_model_len,
+        )
     return EngineOptions(
         batch_size=section.batch_size,
         max_batch_size=section.max_batch_size,
         decoding=section.hf_decoding,
-        tensor_parallel_size=section.tensor_parallel_size,
-        max_model_len=min(context, section.vllm_max_model_len)
-        if context and section.vllm_max_model_len
-        else context,
+        tensor_parallel_size=par.tensor,
+        data_parallel_size=par.data,
+        max_model_len=max_model_len,
         vllm_kv_cache_gb=section.vllm_kv_cache_gb,
         vllm_gpu_memory_utilization=section.vllm_gpu_memory_utilization,
         **kw,
