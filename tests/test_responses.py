@@ -150,7 +150,7 @@ def test_budget_forcing_appends_wait_until_the_minimum():
 
 
 def test_bad_protocols_fail_before_the_model_loads(tiny_model, tmp_path, count_engines):
-    with pytest.raises(ConfigError, match="names tasks this suite does not run: \\['limo_aime99'\\]"):
+    with pytest.raises(ConfigError, match="eval.num_samples names \\['limo_aime99'\\], which this package"):
         evaluate(tiny_model, EvalConfig(**SUITE | {"num_samples": {"limo_aime99": 4, "default": 1}}))
     with pytest.raises(ValueError, match="leave no room for a prompt in the model's 4096 positions"):
         big = BudgetConfig(think_max=4000, answer_max=100)
