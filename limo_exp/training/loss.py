@@ -25,6 +25,8 @@ import types
 
 import torch
 
+from limo_exp.training import zero3
+
 IGNORE = -100
 # architectures whose causal-LM forward is decoder -> lm_head (no bias, soft-capping or scaling)
 SUPPORTED = ("llama", "qwen2", "qwen3", "mistral")
@@ -171,8 +173,10 @@ def output_weight(head) -> torch.Tensor:
     puts the output layer in one unit with the final norm (and the embedding, when tied), which
     the decoder has just run: that unit is gathered already and this is a plain read. Under any
     other wrapping the layer's unit is gathered here. Either way the weight's gradient lands on
-    the gathered parameter, and FSDP reduce-scatters it after the backward."""
+    the gathered parameter, and FSDP reduce-scatters it after the backward. Under DeepSpeed ZeRO-3
+    the engine's forward has gathered it (``zero3``); a partition read elsewhere is an error."""
     weight = head.weight
+    zero3.check_gathered(weight)
     if not torch.distributed.is_available():
         return weight
     from torch.distributed.tensor import DTensor
