@@ -62,6 +62,14 @@ def test_a_task_named_in_eval_tasks_without_its_file_is_an_error(protocol, witho
 
 
 @needs_eval_data
+def test_a_benchmark_of_two_files_names_the_one_missing(without_gpqa):
+    (without_gpqa / "aime25_II.jsonl").unlink()
+    with pytest.raises(registry.MissingBenchmark) as err:
+        check_eval(_spec("eval=limo_paper", f"eval.data_dir={without_gpqa}", "eval.tasks=[limo_aime25]"))
+    assert f"no local file {without_gpqa / 'aime25_II.jsonl'}: put it there" in str(err.value)
+
+
+@needs_eval_data
 def test_the_sampled_protocol_runs_gpqa_when_its_file_is_there(without_gpqa):
     (without_gpqa / GPQA_FILE.name).symlink_to(GPQA_FILE)
     kept = check_eval(_spec("eval=limo_paper_sampled", f"eval.data_dir={without_gpqa}"))

@@ -75,15 +75,16 @@ class MissingBenchmark(ConfigError, FileNotFoundError):
     line, a FileNotFoundError to code that reads files)."""
 
 
-def how_to_supply(leaf: str, data_dir: str | Path) -> str:
-    """What a missing local file of ``leaf`` is and how to get it: the file, or the hub."""
+def how_to_supply(leaf: str, data_dir: str | Path, missing: list[str]) -> str:
+    """Which local file(s) of ``leaf`` are ``missing`` and how to get them: put them there, or the hub."""
     name = benchmark_name(leaf)
-    files = [str(Path(data_dir) / f) for f in benchmarks.SOURCES[name][2]]
+    if name == "gpqa_diamond":  # either of its two forms
+        missing = [" or ".join(str(Path(data_dir) / f) for f in benchmarks.SOURCES[name][2])]
     hub_id = benchmarks.SOURCES[name][0]
     gated = " (gated: accept its terms on the hub and log in)" if name == "gpqa_diamond" else ""
-    where = " or ".join(files)
     return (
-        f"no local file {where}: put it there (docs/data.md), or read {hub_id}{gated} with eval.data_dir=null"
+        f"no local file {', '.join(missing)}: put it there (docs/data.md), or read {hub_id}{gated} "
+        "with eval.data_dir=null"
     )
 
 
@@ -126,9 +127,9 @@ def resolve_tasks(names: list[str], data_dir: str | Path | None) -> tuple[list[s
                     if not in_group:
                         raise MissingBenchmark(
                             f"{leaf} is named in eval.tasks={list(names)}, but eval.data_dir={data_dir} has "
-                            f"{how_to_supply(leaf, data_dir)}; or leave it out of eval.tasks"
+                            f"{how_to_supply(leaf, data_dir, missing)}; or leave it out of eval.tasks"
                         )
-                    skipped[leaf] = how_to_supply(leaf, data_dir)
+                    skipped[leaf] = how_to_supply(leaf, data_dir, missing)
                     continue
             kept.append(leaf)
     return kept, skipped
