@@ -10,12 +10,22 @@ import torch
 from conftest import PROMPTS
 
 from limo_exp.config import ConfigError, EvalConfig
-from limo_exp.evaluation.generation import static as decoding
+from limo_exp.evaluation.generation import memory, static
 from limo_exp.evaluation.generation.engines import EngineOptions, Gen, hf_decoding, sample_seed
 from limo_exp.evaluation.generation.hf import HFEngine
-from limo_exp.evaluation.generation.static import cache_bucket, fit_batch
+from limo_exp.evaluation.generation.memory import cache_bucket, fit_batch
 from limo_exp.evaluation.store import NoStore
 from limo_exp.evaluation.stored_lm import Budget, StoredLM
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on a shared CPU: one intra-op thread (OpenMP threads wait on each other
+    longer than these matrices take), restored after the module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -125,26 +135,56 @@ def test_auto_decoding_and_attention(varied):
     assert engine(varied, "static").model.config._attn_implementation == "sdpa"  # auto
 
 
-def test_the_batch_is_fitted_to_free_memory(varied, monkeypatch):
+def qwen_1_5b_like():
     """Qwen2.5-1.5B-like numbers: 28 layers, 2 KV heads of 128, bf16: 28 KiB of cache a position."""
     from types import SimpleNamespace
 
     cfg = SimpleNamespace(
         num_hidden_layers=28, num_key_value_heads=2, num_attention_heads=12, head_dim=128,
-        hidden_size=1536, intermediate_size=8960, vocab_size=151936,
+        hidden_size=1536, intermediate_size=8960, vocab_size=151936, max_position_embeddings=32768,
     )  # fmt: skip
-    model = SimpleNamespace(config=cfg, parameters=lambda: iter([torch.zeros(1, dtype=torch.bfloat16)]))
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (100 * 2**30, 140 * 2**30))
-    per_row = 2 * 28 * 2 * 128 * 2 * 4096 + 4096 * (4 * 1536 + 2 * 8960) * 2 + 2 * 151936 * 4
-    assert 0.8 * 100 * 2**30 // per_row == 272 and fit_batch(model, 4096, cap=1024) == 256
-    assert fit_batch(model, 4096, cap=64) == 64
+    return SimpleNamespace(config=cfg, parameters=lambda: iter([torch.zeros(1, dtype=torch.bfloat16)]))
+
+
+def test_the_batch_is_fitted_to_free_memory(monkeypatch):
+    """Per row: the KV store, one layer of it again (a shift's copy), logits and the sampler's
+    temporaries; once: a prefill chunk of 1024 tokens (activations, its mask over the keys).
+    Free memory counts PyTorch's cached-but-unused blocks (mem_get_info counts them as used)."""
+    model = qwen_1_5b_like()
+    kv = 2 * 28 * 2 * 128 * 32768 * 2
+    per_row, once = memory.decode_bytes(model, 32768)
+    assert per_row == kv + kv // 56 + 3 * 151936 * 4 == 958_124_544
+    assert once == 1024 * (4 * 1536 + 2 * 8960) * 2 + 4 * 1024 * 32768 == 183_500_800
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (70 * 2**30, 140 * 2**30))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda: 30 * 2**30)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda: 20 * 2**30)
+    assert (0.8 * 80 * 2**30 - once) // per_row == 71 and fit_batch(model, 32768, cap=1024) == 64
+    assert (0.8 * 70 * 2**30 - once) // per_row == 62  # without the cached blocks: 32
+    assert fit_batch(model, 32768, cap=16) == 16
+    assert fit_batch(model, 4096, cap=1024) == 512
+    assert fit_batch(model, 32768, cap=1024, reclaimable=30 * 2**30) == 64  # 96: a power of two
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda: 20 * 2**30)
     assert fit_batch(model, 32768, cap=1024) == 32
+
+
+def test_the_batch_is_sized_at_the_models_positions_and_grows_back(varied, monkeypatch):
+    """A request over the model's positions sizes its cache at them (32,768, not the 49,152 of
+    the next bucket); a later call with a smaller cache gets the larger batch that fits."""
+    from limo_exp.evaluation.generation import hf
+
+    eng = engine(varied, "static", batch_size="auto")
+    eng.device, eng.model.config.max_position_embeddings = "cuda", 32768
+    asked = []
+    monkeypatch.setattr(hf, "fit_batch", lambda m, n, cap, reclaimable=0: asked.append(n) or 32768 // n)
+    rows = [static.Row([1] * 800, max_new=32000)]
+    assert eng._decoder_for(rows).batch_size == 1 and asked == [32768]
+    assert eng._decoder_for([static.Row([1] * 10, max_new=500)]).batch_size == 64 and asked[-1] == 512
 
 
 def test_out_of_memory_halves_the_batch_then_names_the_key(varied, monkeypatch):
     reqs = [Gen(p, max_new=20) for p in PROMPTS]
     want = engine(varied, "eager").generate(reqs)
-    real, failures = decoding.StaticDecoder.run, []
+    real, failures = static.StaticDecoder.run, []
 
     def flaky(self, rows):
         if self.batch_size > 2:
@@ -152,16 +192,41 @@ def test_out_of_memory_halves_the_batch_then_names_the_key(varied, monkeypatch):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(self, rows)
 
-    monkeypatch.setattr(decoding.StaticDecoder, "run", flaky)
+    monkeypatch.setattr(static.StaticDecoder, "run", flaky)
     eng = engine(varied, "static", batch_size=8)
     assert eng.generate(reqs) == want and failures == [8, 4] and eng.batch_size == 2
 
     def always(self, rows):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(decoding.StaticDecoder, "run", always)
+    monkeypatch.setattr(static.StaticDecoder, "run", always)
     with pytest.raises(RuntimeError, match="lower eval.max_gen_toks"):
         engine(varied, "static", batch_size=1).generate(reqs)
+
+
+def test_out_of_memory_while_compiling_halves_the_batch(varied, monkeypatch):
+    """torch.compile reports an OOM in its backend as BackendCompilerFailed: halved as any OOM;
+    another compiler failure is raised as it is."""
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    reqs = [Gen(p, max_new=12) for p in PROMPTS[:4]]
+    want = engine(varied, "eager").generate(reqs)
+    real, failures = static.StaticDecoder.run, []
+
+    def compiling(self, rows, inner=None):
+        if self.batch_size > 2:
+            failures.append(self.batch_size)
+            raise BackendCompilerFailed(
+                lambda: None, inner or torch.cuda.OutOfMemoryError("CUDA out of memory"), None
+            )
+        return real(self, rows)
+
+    monkeypatch.setattr(static.StaticDecoder, "run", compiling)
+    eng = engine(varied, "static", batch_size=4)
+    assert eng.generate(reqs) == want and failures == [4] and eng.batch_size == 2
+    monkeypatch.setattr(static.StaticDecoder, "run", lambda s, r: compiling(s, r, ValueError("no")))
+    with pytest.raises(BackendCompilerFailed):
+        engine(varied, "static", batch_size=4).generate(reqs)
 
 
 def test_eager_batches_of_16_give_batch_1s_greedy_texts(varied):

@@ -5,8 +5,9 @@
 
 ``eval.hf_decoding``: ``eager`` is transformers' ``generate`` on left-padded batches grouped by
 settings; ``static`` is ``static.StaticDecoder`` (static KV cache, fixed shapes, batches
-re-formed as rows end, per-row ``max_new`` and stop strings); ``compiled`` is the same with its
-decoding step compiled (CUDA graphs on CUDA); ``auto`` is ``compiled`` on CUDA, ``eager`` on
+re-formed as rows end, per-row ``max_new`` and stop strings, attention over the columns in
+use); ``compiled`` is the same with its decoding step compiled (CUDA graphs on CUDA); ``auto``
+is ``compiled`` on CUDA, ``eager`` on
 the CPU. Greedy responses are the same whichever runs; sampled ones differ between ``eager``
 (torch's generator, seeded per batch: a sample depends on its batch) and the static loop (each
 row's own seed: a sample depends on its prompt, seed and settings only, as with vLLM).
@@ -17,7 +18,8 @@ from __future__ import annotations
 import logging
 
 from limo_exp.evaluation.generation.engines import AUTO_BATCH, EngineOptions, Gen, Out, hf_decoding, response
-from limo_exp.evaluation.generation.static import Row, StaticDecoder, Stats, cache_bucket, fit_batch
+from limo_exp.evaluation.generation.memory import cache_bucket, fit_batch, is_out_of_memory
+from limo_exp.evaluation.generation.static import Row, StaticDecoder, Stats
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,9 @@ class HFEngine:
         self.batch_size = auto if opts.batch_size == "auto" else int(opts.batch_size)
         self.seed = opts.seed
         self._batches = 0
-        self._decoder = None
+        self._decoder: StaticDecoder | None = None
+        self._oom: list[tuple[int, int]] = []  # (cache length, batch after halving) per out-of-memory
+        self._length = 0  # the cache length of the call decoding now
         self.stats = Stats()
 
     def _eos_ids(self) -> set[int]:
@@ -87,8 +91,6 @@ class HFEngine:
     def _generate_static(self, reqs: list[Gen]) -> list[Out]:
         """Requests of the same sampling settings through the static-cache loop (stop strings and
         ``max_new`` are per row); CUDA out-of-memory halves the batch and goes on."""
-        import torch
-
         ids = self._encode([r.prompt for r in reqs])
         rows = [
             Row(x, r.max_new, r.stop, r.temperature, r.top_p, (self.seed << 32) | (r.seed or 0))
@@ -104,21 +106,35 @@ class HFEngine:
                     break
                 try:
                     self._decoder_for(todo).run(todo)
-                except torch.cuda.OutOfMemoryError as e:
+                except Exception as e:  # also an OOM inside compilation (BackendCompilerFailed)
+                    if not is_out_of_memory(e):
+                        raise
                     self._out_of_memory(e)
         return [self._out(r.out, r.stop, r.finish == "stop") for r in rows]
 
     def _decoder_for(self, rows: list[Row]) -> StaticDecoder:
-        width = max(len(r.prompt) + r.max_new for r in rows)
-        batch = self.batch_size
+        """The decoder for ``rows``: with ``eval.batch_size=auto`` on CUDA, the batch that free
+        memory holds for their cache (it grows back when a call needs less), at most the batch
+        an out-of-memory at this cache length or below left."""
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        length = cache_bucket(max(len(r.prompt) + r.max_new for r in rows), limit)
+        self._length = length
         if self.opts.batch_size == "auto" and self.device == "cuda":
-            batch = min(batch, fit_batch(self.model, cache_bucket(width), self.opts.max_batch_size))
-        if self._decoder is None or self._decoder.batch_size != batch:
+            old = self._decoder.kv_bytes if self._decoder is not None else 0
+            cap = min([self.opts.max_batch_size] + [b for n, b in self._oom if n <= length])
+            self.batch_size = fit_batch(self.model, length, cap, reclaimable=old)
+        if self._decoder is None or self._decoder.batch_size != self.batch_size:
+            if self._decoder is not None:
+                self._decoder.release()
             compiled = self.decoding == "compiled"
             self._decoder = StaticDecoder(
-                self.model, self.tok, self._eos_ids(), batch_size=batch, compiled=compiled, stats=self.stats
+                self.model,
+                self.tok,
+                self._eos_ids(),
+                batch_size=self.batch_size,
+                compiled=compiled,
+                stats=self.stats,
             )
-            self.batch_size = batch
         return self._decoder
 
     def _out_of_memory(self, e) -> None:
@@ -130,8 +146,12 @@ class HFEngine:
                 "distill.max_gen_toks); responses already stored are kept"
             ) from e
         self.batch_size //= 2
+        self._oom.append((self._length, self.batch_size))
+        if self._decoder is not None:
+            self._decoder.release()
         self._decoder = None
-        torch.cuda.empty_cache()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         log.warning(
             "out of memory in generation: batch size %d (set eval.batch_size to fix it)", self.batch_size
         )

@@ -1,61 +1,44 @@
 """Static-cache decoding for the hf engine (``eval.hf_decoding=static|compiled``).
 
-One loop over a fixed number of batch slots and one static KV cache per call, its length the
-bucket (``cache_bucket``) of the longest prompt plus ``max_new`` of the call. A segment: the rows
-in the slots are prefilled (left-padded) into the cache, then decoded a token
-at a time with every shape fixed -- the batch, the cache, the attention mask -- so that the
-decoding step compiles once per (batch, cache length) and, on CUDA, replays as a CUDA graph
-(``compiled``). Tokens are chosen on the device (``sampling.select``) and read by the host every
-``sync_every`` steps, not every step.
+A fixed number of batch slots over one KV store (``kv.KVStore``) sized for the call's budget,
+the bucket (``cache_bucket``) of the longest prompt plus ``max_new``, capped at the model's
+positions. Every live row's tokens end at the same column; a row's position ids count from its own
+first column, so the columns it sits in never limit it. Each decoding step writes one token per
+row and attends over a window of the store's first columns, the bucket of the columns in use: the
+window grows (128, 192, 256, ...) as the longest live row grows and shrinks when it leaves, so a
+step costs the tokens in use, not the budget. The step compiles once per window (``compiled``;
+CUDA graphs on CUDA); at most ``max_shapes`` compiled windows are kept. Tokens are chosen on the
+device (``sampling.select``) and read by the host every ``sync_every`` steps.
 
-A batch does not wait for its longest response: once ``refill`` of its rows have ended and
-requests are waiting, the segment stops, finished rows leave, waiting requests take their slots
-and the unfinished rows continue from their prompt and the tokens generated so far (prefilled
-again: prefill is cheap next to decoding); the cache holds any row to its ``max_new``, so the
-shape does not change. Greedy responses are those of ``generate``; a sampled response depends on
-its seed only (``sampling``), so re-forming a batch does not change it.
+Rows end by their own rules only: an end-of-turn token, a stop string, their ``max_new``, or
+their own prompt plus response reaching the model's positions. When the columns run out (the
+longest rows ended while the others go on), the rows are moved left by the columns no live row
+uses (``KVStore.shift``): no row is cut because another was long.
+
+A batch does not wait for its longest response: once ``refill`` of its slots have ended and
+requests are waiting, the ended rows leave and the waiting ones are prefilled into their slots,
+chunk by chunk (``PREFILL_CHUNK`` tokens), the rows decoding stay where they are (never prefilled
+again). Greedy responses are those of ``generate``; a sampled response depends on its seed only
+(``sampling``), so re-forming a batch does not change it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+import types
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 import torch
 
-from limo_exp.evaluation.generation import sampling
+from limo_exp.evaluation.generation import attention, sampling
+from limo_exp.evaluation.generation.kv import DecodeKV, KVStore, PrefillKV, decode_mask, prefill_mask
+from limo_exp.evaluation.generation.memory import MIN_CACHE, PREFILL_CHUNK, cache_bucket, fit_batch
+
+__all__ = ["MIN_CACHE", "Row", "StaticDecoder", "Stats", "cache_bucket", "fit_batch"]
 
 log = logging.getLogger(__name__)
-
-MIN_CACHE = 128
-
-
-def cache_bucket(n: int, limit: int | None = None) -> int:
-    """The cache length for ``n`` positions: the next of 128, 192, 256, 384, 512, 768, ... (two
-    per octave, so at most a third is unused), capped at ``limit`` (the model's positions)."""
-    size = MIN_CACHE
-    while size < n:
-        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
-    return min(size, limit) if limit else size
-
-
-def fit_batch(model, length: int, cap: int, headroom: float = 0.8) -> int:
-    """The largest power-of-two batch (at most ``cap``) whose static caches of ``length``
-    positions, plus one row's prefill activations, fit in ``headroom`` of the free GPU memory."""
-    c = model.config
-    elem = next(model.parameters()).element_size()
-    heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    kv = 2 * c.num_hidden_layers * heads * head_dim * length * elem
-    prefill = length * (4 * c.hidden_size + 2 * c.intermediate_size) * elem + 2 * c.vocab_size * 4
-    free, _ = torch.cuda.mem_get_info()
-    fits = int(headroom * free // (kv + prefill))
-    batch = 1
-    while batch * 2 <= min(fits, cap):
-        batch *= 2
-    return batch
 
 
 @dataclass
@@ -74,11 +57,13 @@ class Row:
 
 @dataclass
 class Stats:
-    segments: int = 0
+    segments: int = 0  # admissions: the batch formed or re-formed
     prefill_tokens: int = 0
     decode_steps: int = 0
+    shifts: int = 0  # rows moved left (compacted) or right (a longer row joined)
     compile_seconds: float = 0.0  # first calls of each compiled shape (kept out of tokens/s)
-    shapes: list = field(default_factory=list)  # (batch, cache length) compiled, in order
+    shapes: list = field(default_factory=list)  # (batch, window) compiled, in order
+    windows: list = field(default_factory=list)  # attention windows decoded at, in order of first use
 
 
 class StaticDecoder:
@@ -90,135 +75,206 @@ class StaticDecoder:
         *,
         batch_size: int,
         compiled: bool,
-        max_shapes: int = 8,
+        max_shapes: int = 17,
         sync_every: int = 16,
-        refill: float = 0.5,
+        refill: float = 0.25,
+        prefill_chunk: int = PREFILL_CHUNK,
         stats: Stats | None = None,
     ):
         self.model, self.tok, self.eos = model, tok, eos
         self.batch_size, self.compiled = batch_size, compiled
         self.max_shapes, self.sync_every, self.refill = max_shapes, sync_every, refill
+        self.chunk = prefill_chunk
         self.device = next(model.parameters()).device
         self.limit = getattr(model.config, "max_position_embeddings", None)
+        if "sliding_attention" in (getattr(model.config, "layer_types", None) or ()):
+            raise ValueError("static decoding has no sliding-window attention: set eval.hf_decoding=eager")
         self.pad = tok.pad_token_id if tok.pad_token_id is not None else min(eos)
-        self._shapes: dict[tuple[int, int], tuple] = {}  # (B, C) -> (cache, step)
-        self._calls: dict[tuple[int, int], int] = {}  # compiled steps' calls so far, per shape
+        attention.install(model)
+        self.store: KVStore | None = None
+        self._steps: OrderedDict[int, object] = OrderedDict()  # window -> decoding step (LRU)
+        self._calls: dict[int, int] = {}  # compiled steps' calls so far, per window
         self.stats = stats if stats is not None else Stats()
 
-    # --- the shapes: one static cache and one decoding step per (batch, cache length) ---------
-    def _shape(self, batch: int, length: int):
-        key = (batch, length)
-        if key in self._shapes:
-            return self._shapes[key]
-        from transformers import StaticCache
+    @property
+    def kv_bytes(self) -> int:
+        return self.store.nbytes if self.store is not None else 0
 
-        if len(self._shapes) >= self.max_shapes:  # bounded: the oldest shape goes
-            old = next(iter(self._shapes))
-            del self._shapes[old]
-            self._calls.pop(old, None)
-        cache = StaticCache(config=self.model.config, max_cache_len=length)
-        model = self.model
+    def release(self) -> None:
+        """Drop the KV store and every compiled step (their memory goes with them)."""
+        for window in list(self._steps):
+            self._drop(window)
+        self.store = None
 
-        def step(ids, pos, cpos, mask):
+    # --- the shapes: one decoding step per attention window ------------------------------------
+    def _step(self, window: int):
+        if window in self._steps:
+            self._steps.move_to_end(window)
+            return self._steps[window]
+        if len(self._steps) >= self.max_shapes:  # bounded: the least recently used goes
+            self._drop(next(iter(self._steps)))
+        model, store = self.model, self.store
+
+        def step(ids, start, col):
             out = model(
                 input_ids=ids,
-                position_ids=pos,
-                cache_position=cpos,
-                attention_mask=mask,
-                past_key_values=cache,
-                use_cache=True,
+                position_ids=(col - start).clamp(min=0)[:, None],
+                attention_mask=decode_mask(start, col, window),
+                use_cache=False,
+                limo_kv=DecodeKV(store, window, col),
             )
             return out.logits[:, -1].float()
 
+        self.stats.windows.append(window)
         if self.compiled:
             import torch._dynamo
 
             torch._dynamo.config.recompile_limit = max(
                 torch._dynamo.config.recompile_limit, 4 * self.max_shapes
             )
+            # a code object of its own: its compiled entries can be dropped with it (``_drop``)
+            step = types.FunctionType(
+                step.__code__.replace(), step.__globals__, "step", None, step.__closure__
+            )
             mode = "reduce-overhead" if self.device.type == "cuda" else None  # CUDA graphs
             step = torch.compile(step, mode=mode, dynamic=False)
-            self.stats.shapes.append(key)
-        self._shapes[key] = (cache, step)
-        return cache, step
+            self.stats.shapes.append((self.batch_size, window))
+        self._steps[window] = step
+        return step
 
-    # --- the loop -------------------------------------------------------------------------
+    def _drop(self, window: int) -> None:
+        step = self._steps.pop(window)
+        self._calls.pop(window, None)
+        inner = getattr(step, "_torchdynamo_orig_callable", None)
+        if inner is not None:
+            from torch._dynamo.eval_frame import reset_code
+
+            reset_code(inner.__code__)
+
+    # --- the loop -------------------------------------------------------------------------------
     def run(self, rows: list[Row]) -> None:
         """Decode every row to its end (fills ``out`` and ``finish``), longest prompt first."""
-        # one cache length for the call: every row, however re-batched, fits it to its max_new
+        for r in rows:
+            if self.limit and len(r.prompt) + len(r.out) >= self.limit:
+                raise ValueError(
+                    f"a prompt of {len(r.prompt) + len(r.out)} tokens fills the model's {self.limit} positions"
+                )
         length = cache_bucket(max(len(r.prompt) + r.max_new for r in rows), self.limit)
-        waiting = deque(sorted(rows, key=lambda r: -len(r.prompt)))
-        slots: list[Row] = []
-        while waiting or slots:
-            while waiting and len(slots) < self.batch_size:
-                slots.append(waiting.popleft())
-            self._segment(slots, length, waiting_requests=bool(waiting))
-            slots = [r for r in slots if r.finish is None]
-
-    def _segment(self, rows: list[Row], length: int, waiting_requests: bool) -> None:
+        if self.store is None or self.store.length < length:
+            self.release()
+            self.store = KVStore(self.model, self.batch_size, length)
         b, dev = self.batch_size, self.device
-        ids = [r.prompt + r.out for r in rows]
-        width = max(len(x) for x in ids)
-        need = max(r.max_new - len(r.out) for r in rows)
-        if length <= width:
-            raise ValueError(f"a prompt of {width} tokens fills the model's {self.limit} positions")
-        steps = min(length - width, need)
-        cache, step = self._shape(b, length)
-        cache.reset()
-        filled = ids + [ids[0]] * (b - len(ids))  # empty slots repeat the first row: shapes stay fixed
-        real = torch.zeros(b, length, dtype=torch.long)
-        inputs = torch.full((b, width), self.pad, dtype=torch.long)
-        for i, x in enumerate(filled):
-            inputs[i, width - len(x) :] = torch.tensor(x)
-            real[i, width - len(x) :] = 1
-        real[:, width:] = 1  # positions the decoding will write; the causal mask hides the future
-        inputs, real = inputs.to(dev), real.to(dev)
-        pos = (real[:, :width].cumsum(-1) - 1).clamp(min=0)
+        self.slots: list[Row | None] = [None] * b
+        self.start, self.used = [0] * b, 0
+        self.nxt = torch.full((b,), self.pad, dtype=torch.long, device=dev)
+        self.seeds = torch.zeros(b, dtype=torch.long, device=dev)
+        self.counts = torch.zeros(b, dtype=torch.long, device=dev)
+        self.col = torch.zeros(1, dtype=torch.long, device=dev)
+        self.start_t = torch.zeros(b, dtype=torch.long, device=dev)
         first = rows[0]
-        pick_kw = {"temperature": first.temperature, "top_p": first.top_p}
-        seeds = torch.tensor([r.seed for r in rows] + [0] * (b - len(rows)), device=dev)
-        counts = torch.tensor([len(r.out) for r in rows] + [0] * (b - len(rows)), device=dev)
-        self.stats.segments += 1
-        self.stats.prefill_tokens += sum(len(x) for x in ids)
-        with torch.no_grad():  # not inference_mode: the cache is reused across segments
-            logits = self.model(
-                input_ids=inputs,
-                position_ids=pos,
-                cache_position=torch.arange(width, device=dev),
-                attention_mask=real,
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            ).logits[:, -1]
-            nxt = sampling.select(logits, seeds, counts, **pick_kw)
-            buf = torch.empty(b, steps, dtype=torch.long, device=dev)
-            buf[:, 0] = nxt
-            base = real[:, :width].sum(-1, keepdim=True)  # each row's next position id
-            cpos = torch.full((1,), width, dtype=torch.long, device=dev)
-            read, t = 0, 1
-            while True:
-                if t - read >= self.sync_every or t == steps:
-                    self._accept(rows, buf[:, read:t].tolist())
-                    read = t
-                    ended = sum(r.finish is not None for r in rows)
-                    if t == steps and length == self.limit:  # the model's positions are used up
-                        for r in rows:
-                            r.finish = r.finish or "length"
-                    if ended == len(rows) or t == steps:
-                        return
-                    if waiting_requests and ended >= self.refill * b:
-                        return  # re-form: finished rows leave, waiting requests come in
-                nxt = self._timed_step(step, (b, length), nxt[:, None], base + (cpos - width), cpos, real)
-                nxt = sampling.select(nxt, seeds, counts + t, **pick_kw)
-                buf[:, t] = nxt
-                cpos += 1
-                t += 1
-                self.stats.decode_steps += 1
+        self.pick = {"temperature": first.temperature, "top_p": first.top_p}
+        waiting = deque(sorted(rows, key=lambda r: -(len(r.prompt) + len(r.out))))
+        with torch.no_grad():  # not inference_mode: the store is reused across calls
+            while self._admit(waiting):
+                self._decode(waiting)
 
-    def _timed_step(self, step, key, *args):
+    def _live(self) -> list[int]:
+        return [i for i, r in enumerate(self.slots) if r is not None and r.finish is None]
+
+    def _realign(self, used: int, live: list[int]) -> None:
+        """Move the live rows so that they end at column ``used``; empty slots start there."""
+        if live and used != self.used:
+            self.store.shift(used - self.used, self.used)
+            self.stats.shifts += 1
+        for i in range(self.batch_size):
+            self.start[i] = self.start[i] + used - self.used if i in live else used
+        self.used = used
+
+    def _admit(self, waiting: deque) -> bool:
+        """Ended rows leave; waiting rows are prefilled into the free slots. False when done."""
+        while True:
+            live = self._live()
+            free = [i for i in range(self.batch_size) if i not in live]
+            new = []
+            while free and waiting:
+                i = free.pop(0)
+                self.slots[i] = waiting.popleft()
+                new.append(i)
+            for i in free:
+                self.slots[i] = None
+            if not new:
+                break
+            ids = {i: self.slots[i].prompt + self.slots[i].out for i in new}
+            self._realign(
+                max([self.used - self.start[i] for i in live] + [len(x) for x in ids.values()]), live
+            )
+            self.stats.segments += 1
+            for i, x in ids.items():
+                self._prefill(i, x)
+            self._accept([self.slots[i] for i in new], [[t] for t in self.nxt[new].tolist()])
+            if all(self.slots[i].finish is None for i in new) or not waiting:
+                break
+        self.start_t.copy_(torch.tensor(self.start))
+        self.col.fill_(self.used)
+        return bool(self._live())
+
+    def _prefill(self, i: int, ids: list[int]) -> None:
+        """Row ``i``'s tokens into columns [used - len, used) in chunks; its first token picked."""
+        r, dev, first = self.slots[i], self.device, self.used - len(ids)
+        self.start[i] = first
+        self.stats.prefill_tokens += len(ids)
+        for a in range(0, len(ids), self.chunk):
+            q = min(self.chunk, len(ids) - a)
+            logits = self.model(
+                input_ids=torch.tensor([ids[a : a + q]], device=dev),
+                position_ids=torch.arange(a, a + q, device=dev)[None],
+                attention_mask=prefill_mask(first, first + a, q, dev, self.store.k[0].dtype),
+                use_cache=False,
+                logits_to_keep=1,
+                limo_kv=PrefillKV(self.store, i, first, first + a),
+            ).logits[:, -1]
+        self.seeds[i], self.counts[i] = r.seed, len(r.out)
+        self.nxt[i] = sampling.select(logits, self.seeds[i : i + 1], self.counts[i : i + 1], **self.pick)[0]
+        self.counts[i] += 1
+
+    def _decode(self, waiting: deque) -> None:
+        """Steps until every row has ended, or ``refill`` of the slots have and requests wait."""
+        b, length = self.batch_size, self.store.length
+        buf = torch.empty(b, self.sync_every, dtype=torch.long, device=self.device)
+        window, t = cache_bucket(self.used + 1, length), 0
+        while True:
+            if self.used == window:  # the longest row reached the window's end
+                if window < length:
+                    window = cache_bucket(window + 1, length)
+                else:  # the store's end: move every row left by the columns none uses
+                    self._accept(self.slots, buf[:, :t].tolist())
+                    t, live = 0, self._live()
+                    if not live:
+                        return
+                    if min(self.start[i] for i in live) == 0:  # a live row fills the store: cannot be
+                        raise RuntimeError(f"a row outgrew the KV store of {length} columns")
+                    self._realign(self.used - min(self.start[i] for i in live), live)
+                    self.start_t.copy_(torch.tensor(self.start))
+                    self.col.fill_(self.used)
+                    window = cache_bucket(self.used + 1, length)
+            logits = self._timed_step(window, self.nxt[:, None], self.start_t, self.col)
+            self.nxt = sampling.select(logits, self.seeds, self.counts, **self.pick)
+            buf[:, t] = self.nxt
+            self.counts += 1
+            self.col += 1
+            self.used, t = self.used + 1, t + 1
+            self.stats.decode_steps += 1
+            if t == self.sync_every:
+                self._accept(self.slots, buf.tolist())
+                t, live = 0, self._live()
+                if not live or (waiting and b - len(live) >= max(1, self.refill * b)):
+                    return
+
+    def _timed_step(self, window, *args):
         """A decoding step; the first two calls of a compiled shape (compiling it, then recording
         its CUDA graph) are timed apart, so that compile time stays out of tokens/s."""
-        calls = self._calls.get(key, 2 if not self.compiled else 0)
+        step = self._step(window)
+        calls = self._calls.get(window, 2 if not self.compiled else 0)
         if calls >= 2:
             return step(*args)
         started = time.perf_counter()
@@ -227,17 +283,20 @@ class StaticDecoder:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
         self.stats.compile_seconds += seconds
-        self._calls[key] = calls + 1
+        self._calls[window] = calls + 1
         if calls == 0:
-            log.info("decoding step compiled for batch %d x cache %d in %.1f s", key[0], key[1], seconds)
+            log.info(
+                "decoding step compiled for batch %d x window %d in %.1f s", self.batch_size, window, seconds
+            )
         return out
 
-    def _accept(self, rows: list[Row], tokens: list[list[int]]) -> None:
+    def _accept(self, rows: list[Row | None], tokens: list[list[int]]) -> None:
         """The host's view of the tokens chosen since the last read: each row ends at an end-of-turn
-        token (not kept), a stop string (kept: the caller cuts the text) or its ``max_new``."""
+        token (not kept), a stop string (kept: the caller cuts the text), its ``max_new``, or its
+        prompt plus response filling the model's positions."""
         for r, new in zip(rows, tokens):
             for t in new:
-                if r.finish is not None:
+                if r is None or r.finish is not None:
                     break
                 if t in self.eos:
                     r.finish = "stop"
@@ -245,7 +304,7 @@ class StaticDecoder:
                 r.out.append(t)
                 if r.stop and self._stopped(r):
                     r.finish = "stop"
-                elif len(r.out) >= r.max_new:
+                elif len(r.out) >= r.max_new or (self.limit and len(r.prompt) + len(r.out) >= self.limit):
                     r.finish = "length"
 
     def _stopped(self, r: Row) -> bool:
