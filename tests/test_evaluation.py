@@ -270,9 +270,10 @@ def test_attn_implementation_selection(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert attn_implementation("auto") == "sdpa" and torch_dtype("auto") == torch.float32
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr("importlib.util.find_spec", lambda name: object() if name == "flash_attn" else None)
+    monkeypatch.setattr("limo_exp.training.attention.capability", lambda: (9, 0))
+    monkeypatch.setattr("limo_exp.training.attention.flash_attn_missing", lambda: "")  # imports
     assert attn_implementation("auto") == "flash_attention_2" and torch_dtype("auto") == torch.bfloat16
-    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    monkeypatch.setattr("limo_exp.training.attention.flash_attn_missing", lambda: "not installed")
     assert attn_implementation("auto") == "sdpa"
     assert attn_implementation("eager") == "eager"
 

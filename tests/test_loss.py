@@ -96,6 +96,30 @@ def test_unknown_architecture_is_refused_and_auto_falls_back(models, monkeypatch
     assert use_loss(other, "auto") == "hf"
 
 
+class _StandInCrossEntropyKernel:
+    """Liger's cross-entropy Triton kernel in plain torch, launched as Triton launches it
+    (``kernel[grid](**arguments)``): each row's loss, and with HAS_GRADIENTS d(loss)/d(logits)
+    written over the logits; records what it is given."""
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def __getitem__(self, grid):
+        def launch(X_ptr, Y_ptr, loss_ptr, n_cols, reduction, HAS_GRADIENTS, n_non_ignore, **kw):
+            assert grid == (X_ptr.shape[0],) and n_cols == X_ptr.shape[1]
+            assert kw["ignore_index"] == -100 and not kw["HAS_WEIGHT"] and not kw["RETURN_Z_LOSS"]
+            self.calls.append({"shape": tuple(X_ptr.shape), "reduction": reduction, "n": n_non_ignore})
+            logits = X_ptr.float()
+            lse = torch.logsumexp(logits, dim=-1)
+            loss_ptr.copy_(lse - logits.gather(1, Y_ptr[:, None]).squeeze(1))
+            if HAS_GRADIENTS:
+                d = torch.softmax(logits, dim=-1)
+                d[torch.arange(len(Y_ptr)), Y_ptr] -= 1.0
+                X_ptr.copy_(d)
+
+        return launch
+
+
 @pytest.fixture
 def fake_liger(monkeypatch):
     """liger_kernel as a plain-torch stand-in (the real one is Triton, CUDA only) that records
@@ -105,19 +129,22 @@ def fake_liger(monkeypatch):
     import types
 
     calls = []
-
-    def liger_fused_linear_cross_entropy(input, weight, target, reduction="mean", accum_dtype=None):
-        calls.append({"shape": tuple(input.shape), "reduction": reduction, "accum_dtype": accum_dtype})
-        logits = (input @ weight.T).float()
-        return torch.nn.functional.cross_entropy(logits, target, reduction=reduction)
-
-    for name in ("liger_kernel", "liger_kernel.transformers", "liger_kernel.transformers.functional"):
+    names = (
+        "liger_kernel",
+        "liger_kernel.transformers",
+        "liger_kernel.ops",
+        "liger_kernel.ops.cross_entropy",
+    )
+    names += ("liger_kernel.ops.fused_linear_cross_entropy", "liger_kernel.ops.utils")
+    for name in names:
         module = types.ModuleType(name)
         module.__spec__ = importlib.machinery.ModuleSpec(name, None)
         monkeypatch.setitem(sys.modules, name, module)
-    sys.modules[
-        "liger_kernel.transformers.functional"
-    ].liger_fused_linear_cross_entropy = liger_fused_linear_cross_entropy
+    sys.modules["liger_kernel.ops.cross_entropy"].liger_cross_entropy_kernel = _StandInCrossEntropyKernel(
+        calls
+    )
+    sys.modules["liger_kernel.ops.fused_linear_cross_entropy"].MAX_FUSED_SIZE = 32768
+    sys.modules["liger_kernel.ops.utils"].is_hip = lambda: False
     layers = sys.modules["liger_kernel.transformers"]
     layers._apply_liger_kernel_to_instance = lambda **kw: calls.append({"layers": kw})
     monkeypatch.setattr(loss, "_cuda", lambda: True)
@@ -137,13 +164,32 @@ def test_auto_takes_liger_where_it_can_run_with_the_target_positions_only(models
     for m in (hf, liger):
         m.zero_grad()
         m(**batch, num_items_in_batch=17.0).loss.backward()
-    # 50 positions, 49 next-token labels, of which 12 - 1 + 8 are -100: 30 reach the output layer
-    assert fake_liger == [{"shape": (30, 64), "reduction": "sum", "accum_dtype": torch.float32}]
+    # 50 positions, 49 next-token labels, of which 12 - 1 + 8 are -100: 30 reach the output layer,
+    # in one chunk (1024 a chunk), summed: the count (read only by a mean) is the host's
+    assert fake_liger == [{"shape": (30, 512), "reduction": "sum", "n": 30}]
     a, b = hf(**batch, num_items_in_batch=17.0), liger(**batch, num_items_in_batch=17.0)
     assert b.logits is None
     assert b.loss.item() == pytest.approx(a.loss.item(), rel=1e-6)
     for (name, p), q in zip(hf.named_parameters(), liger.parameters()):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_forward_without_targets_runs_no_kernel_and_still_reaches_every_weight(models, fake_liger):
+    """The one-token padding row (a rank with fewer rows than another): Liger's fused function
+    divides by zero there (chunk size 0); here no kernel runs, the loss is 0, and the output
+    weight and the decoder get (zero) gradients, so DDP/FSDP's hooks fire on every rank."""
+    from limo_exp.training.sft_data import pack
+    from limo_exp.training.steps import batch_tensors
+
+    liger = loss.install(copy.deepcopy(models[0]), kernel="liger")
+    tensors = batch_tensors([], None, True, True, "cpu")
+    assert tensors["target_index"].numel() == 0 and pack([])["input_ids"].shape == (1, 1)
+    liger.zero_grad()
+    out = liger(**tensors, use_cache=False, num_items_in_batch=4.0)
+    out.loss.backward()
+    assert out.loss.item() == 0.0 and fake_liger == []
+    grads = [p.grad for p in liger.parameters()]
+    assert all(g is not None for g in grads) and all(not g.any() for g in grads)
 
 
 def test_liger_where_it_cannot_run_is_refused(models, monkeypatch):

@@ -23,7 +23,7 @@ def _run(tiny_model, **kw):
     from limo_exp.training.models import load
 
     torch.manual_seed(0)
-    model, tok = load(str(tiny_model))
+    model, tok = load(str(tiny_model), attn=kw.pop("attn", "auto"))
     cfg = TrainConfig(**{"lr": 1e-3, "max_steps": 2, "instruction": "Reason."} | kw)
     return train(model, tok, _examples(), cfg, Accelerator(cpu=True)), model
 
@@ -304,6 +304,25 @@ def test_a_step_reads_nothing_back_from_the_device_but_its_loss(tiny_model, monk
     assert res.steps == 3 and calls == {"item": 3, "loss": 6}
 
 
+def test_no_host_read_inside_a_step_under_the_check(tiny_model):
+    """Every forward, backward and optimizer step under ``syncs.HostReads`` (which sees .item(),
+    bool(), .tolist(), torch.equal, .nonzero(), boolean-mask indexing, .cpu(), printing): with
+    limo_varlen attention on token-budget rows, not one read; the loss is read a step later, on
+    the host. And the check does see a read where one is: sdpa on padded batches reads the mask
+    (transformers' ``_ignore_causal_mask_sdpa``), twice per forward of a padded batch."""
+    from limo_exp.training import syncs
+
+    kw = {"max_tokens_per_micro_batch": 600, "global_batch_size": 4, "max_steps": 3}
+    with syncs.checking("count") as found:
+        res, _ = _run(tiny_model, attn="limo_varlen", **kw)
+    assert res.steps == 3 and len(found) >= 6  # each step's rows and its optimizer step
+    assert [r for step in found for r in step.reads] == []
+    with syncs.checking("count") as found:
+        _run(tiny_model, attn="sdpa", batch_size=2, grad_accum=2, max_steps=1)
+    reads = [r for step in found for r in step.reads]
+    assert len(reads) == 4 and all("_ignore_causal_mask_sdpa" in where for _, where in reads)
+
+
 def test_out_of_memory_names_the_key_the_memory_and_the_kept_state(tiny_model, tmp_path):
     from accelerate import Accelerator
 
@@ -358,3 +377,30 @@ def test_training_with_varlen_attention_gives_the_losses_of_sdpa(tiny_model):
         assert b.attn_implementation == NAME and a.attn_implementation == "sdpa"
         assert b.losses == pytest.approx(a.losses, rel=1e-5)
         assert b.real_tokens == a.real_tokens and b.seen_tokens == b.real_tokens  # packed: no padding
+
+
+def test_adamw_built_before_the_weights_moved_is_fused_where_they_are(monkeypatch):
+    """Under FSDP the optimizer is built over the CPU weights, which wrapping shards onto the GPU:
+    ``fuse_on_device`` turns fused AdamW on for the weights where they are at the first step
+    (here the CPU stands for the GPU), and the fused step equals the unfused one."""
+    from limo_exp.training import optim
+
+    torch.manual_seed(0)
+    weights = [torch.nn.Parameter(torch.randn(8, 4)), torch.nn.Parameter(torch.randn(4))]
+    copies = [torch.nn.Parameter(w.detach().clone()) for w in weights]
+    monkeypatch.setattr(optim, "FUSED_DEVICES", ())  # built: not on the device yet
+    opt = optim.make_optimizer(weights, "adamw", 1e-2, 0.1)
+    plain = optim.make_optimizer(copies, "adamw", 1e-2, 0.1)
+    assert opt.param_groups[0]["fused"] is None
+    monkeypatch.setattr(optim, "FUSED_DEVICES", ("cpu",))  # wrapped: on the device now
+    assert optim.fuse_on_device(opt) and opt.param_groups[0]["fused"] is True
+    for _ in range(3):
+        for w, c in zip(weights, copies):
+            w.grad = torch.ones_like(w) * w.detach().sum()
+            c.grad = torch.ones_like(c) * c.detach().sum()
+        opt.step()
+        plain.step()
+    assert opt.state[weights[0]]["step"].device.type == "cpu"
+    for w, c in zip(weights, copies):
+        torch.testing.assert_close(w, c, rtol=1e-6, atol=1e-7)
+    assert not optim.fuse_on_device(opt)  # after the first step: left alone

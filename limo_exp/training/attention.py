@@ -12,23 +12,27 @@ documents' boundaries instead of a mask:
   ``max_length_q`` / ``max_length_k`` (a Python int) arrive as model keyword arguments, computed
   once per row on the host (``sft_data.pack``): the same names flash-attn's integration reads, so
   ``flash_attention_2`` takes the same batch;
-- on CUDA it calls PyTorch's FlashAttention varlen kernel (``torch.nn.attention.varlen``,
-  torch >= 2.10; causal is ``window_size=(-1, 0)``; GQA by ``enable_gqa`` where the kernel has it,
-  else the KV heads repeated); a row holding one document takes ``sdpa``'s causal path;
-- elsewhere (the CPU), the same function computes each document with causal ``sdpa`` in turn: the
-  reference the CUDA path is tested against, and no [L x L] mask either.
+- on CUDA (sm_80 or newer) it calls PyTorch's FlashAttention varlen kernel
+  (``torch.nn.attention.varlen``, torch >= 2.10: 2.10's takes ``is_causal`` and no ``scale``,
+  later ones ``window_size=(-1, 0)`` and ``scale``; ``Kernel`` adapts to the signature, read
+  once); GQA by ``enable_gqa`` where the kernel has it, else the KV heads repeated; a row
+  holding one document takes ``sdpa``'s causal path;
+- elsewhere (the CPU), each document through causal ``sdpa`` in turn: the reference the CUDA
+  path is tested against, and no [L x L] mask either.
 
-No mask function is registered for the name, so transformers builds none (its mask code returns
-early for an attention implementation it has no mask function for).
-
-``choose(requested)`` resolves ``model.attn_implementation=auto`` for training and says why;
-``count_attention(model)`` counts the query-key pairs a model's attention computes against the
-pairs per-document attention needs (1.0 when no cross-document work is done), for the benches.
+No mask function is registered for the name, so transformers builds none. Under
+``flash_attention_2`` transformers' mask code reads the position ids on the device to detect
+packing (a host sync per forward); ``use_host_boundaries`` spares it when the boundaries came
+from the host. ``choose`` resolves ``model.attn_implementation=auto`` and says why (flash-attn
+only where it imports, FlashAttention kernels only on sm_80+); ``count_attention`` counts the
+work (``attention_work``).
 """
 
 from __future__ import annotations
 
-import contextlib
+import contextvars
+import functools
+import importlib
 import importlib.util
 import inspect
 import logging
@@ -46,45 +50,115 @@ SINGLE_DOCUMENT_SDPA = True
 KERNEL_DEVICES = ("cuda",)  # where torch's varlen kernel runs (tests add "cpu" with a stand-in kernel)
 
 
-def _varlen():
-    """torch's varlen FlashAttention function and whether it takes ``enable_gqa`` (None, False
-    where this torch has none)."""
+@dataclass(frozen=True)
+class Kernel:
+    """torch's varlen FlashAttention function and what its signature takes: torch 2.10's takes
+    ``is_causal`` (no ``scale``, no ``window_size``), torch >= 2.11's ``scale`` and
+    ``window_size=(-1, 0)`` for causal, and some ``enable_gqa``."""
+
+    fn: object
+    causal: dict  # the keyword that makes it causal
+    scale: bool  # takes ``scale``
+    gqa: bool  # takes ``enable_gqa``
+
+    def __call__(self, q, k, v, cu_q, cu_k, max_q: int, max_k: int, scaling, **extra):
+        if scaling is not None and not self.scale:  # torch 2.10: 1/sqrt(d) only, so q carries the rest
+            factor = scaling * q.shape[-1] ** 0.5
+            q = q * factor if abs(factor - 1.0) > 1e-12 else q
+        kw = {**self.causal, **extra, **({"scale": scaling} if self.scale else {})}
+        return self.fn(q, k, v, cu_q, cu_k, max_q, max_k, **kw)
+
+
+def kernel_for(fn) -> tuple[Kernel | None, str]:
+    """The ``Kernel`` adapter for a varlen function by its signature, or None and why."""
+    params = inspect.signature(fn).parameters
+    if "window_size" in params:
+        causal = {"window_size": (-1, 0)}
+    elif "is_causal" in params:
+        causal = {"is_causal": True}
+    else:
+        return None, f"torch {torch.__version__}'s varlen_attn takes neither window_size nor is_causal"
+    return Kernel(fn, causal, "scale" in params, "enable_gqa" in params), ""
+
+
+@functools.lru_cache(maxsize=1)
+def _varlen() -> tuple[Kernel | None, str]:
+    """torch's varlen kernel as a ``Kernel`` (its signature read once), or None and why."""
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:
-        return None, False
-    return varlen_attn, "enable_gqa" in inspect.signature(varlen_attn).parameters
+        return None, f"torch {torch.__version__} has no torch.nn.attention.varlen (torch >= 2.10)"
+    return kernel_for(varlen_attn)
+
+
+def capability() -> tuple[int, int]:
+    """The CUDA device's compute capability (major, minor)."""
+    return torch.cuda.get_device_capability()
+
+
+MIN_CAPABILITY = (8, 0)  # FlashAttention kernels (flash-attn 2, torch's varlen): Ampere or newer
+
+
+def _old_gpu() -> str:
+    """Why this GPU cannot run FlashAttention kernels ("" when it can)."""
+    major, minor = capability()
+    if (major, minor) < MIN_CAPABILITY:
+        return f"this GPU is sm_{major}{minor}, and FlashAttention kernels need sm_80 (Ampere) or newer"
+    return ""
 
 
 def varlen_available() -> str:
-    """Why torch's varlen kernel cannot run here ("" when it can: CUDA and torch >= 2.10)."""
-    if _varlen()[0] is None:
-        return f"torch {torch.__version__} has no torch.nn.attention.varlen (torch >= 2.10)"
+    """Why torch's varlen kernel cannot run here ("" when it can: torch >= 2.10 with a varlen
+    function whose signature is known, a CUDA device of sm_80 or newer)."""
+    why = _varlen()[1]
+    if why:
+        return why
     if not torch.cuda.is_available():
         return "no CUDA device"
+    return _old_gpu()
+
+
+def flash_attn_missing() -> str:
+    """Why flash-attn cannot be used ("" when it imports). It is imported, not only looked up: a
+    build made for another torch is found but fails at load (an undefined symbol)."""
+    if importlib.util.find_spec("flash_attn") is None:
+        return "flash-attn is not installed"
+    try:
+        importlib.import_module("flash_attn")
+    except Exception as e:  # noqa: BLE001 (any failure at import means: do not use it)
+        return f"flash-attn is installed but fails to import ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
     return ""
 
 
 def choose(requested: str = "auto", *, training: bool = True) -> tuple[str, str]:
     """The attention implementation for ``model.attn_implementation=requested``, and why.
 
-    ``auto`` for training: ``flash_attention_2`` on CUDA with flash-attn installed; else
-    ``limo_varlen`` (torch's varlen kernel on CUDA, per-document ``sdpa`` on the CPU); ``sdpa``
-    only on CUDA without the varlen kernel (said in the reason). ``auto`` outside training:
-    ``flash_attention_2`` where it can run, else ``sdpa``. A named implementation is kept."""
+    ``auto`` for training: ``flash_attention_2`` on a CUDA GPU of sm_80 or newer where flash-attn
+    imports; else ``limo_varlen`` (torch's varlen kernel on CUDA, per-document ``sdpa`` on the
+    CPU); ``sdpa`` on CUDA without a usable varlen kernel (torch < 2.10, a pre-Ampere GPU: said in
+    the reason). ``auto`` outside training: ``flash_attention_2`` where it can run, else ``sdpa``.
+    A named implementation is kept, except ``flash_attention_2`` where flash-attn fails to import
+    (a ValueError naming the key: the model would fail to load)."""
     if requested != "auto":
+        if requested == "flash_attention_2" and flash_attn_missing():
+            raise ValueError(f"model.attn_implementation=flash_attention_2: {flash_attn_missing()}; use auto")
         return requested, "as configured"
-    cuda = torch.cuda.is_available()
-    if cuda and importlib.util.find_spec("flash_attn") is not None:
+    if not torch.cuda.is_available():
+        if not training:
+            return "sdpa", "no CUDA device"
+        return NAME, "no CUDA device: each packed document through causal sdpa, no [L x L] mask"
+    old = _old_gpu()
+    if old:
+        return "sdpa", f"{old}: packed rows get a dense block mask"
+    flash = flash_attn_missing()
+    if not flash:
         return "flash_attention_2", "CUDA with flash-attn installed"
     if not training:
-        return "sdpa", "flash-attn is not installed" if cuda else "no CUDA device"
-    if not cuda:
-        return NAME, "no CUDA device: each packed document through causal sdpa, no [L x L] mask"
+        return "sdpa", flash
     why = varlen_available()
     if why:
-        return "sdpa", f"flash-attn is not installed and {why}: packed rows get a dense block mask"
-    return NAME, "flash-attn is not installed: torch's varlen FlashAttention kernel"
+        return "sdpa", f"{flash} and {why}: packed rows get a dense block mask"
+    return NAME, f"{flash}: torch's varlen FlashAttention kernel"
 
 
 def describe(model) -> tuple[str, str]:
@@ -131,7 +205,7 @@ def varlen_attention(
         raise ValueError(f"{NAME} has no attention dropout (got {dropout})")
     b, h, n, d = query.shape
     cu = kwargs.get("cu_seq_lens_q")
-    kernel, gqa = _varlen()
+    kernel = _varlen()[0]
     on_kernel = kernel is not None and query.device.type in KERNEL_DEVICES
     if cu is None or (cu.shape[0] == 2 and (SINGLE_DOCUMENT_SDPA or not on_kernel)):  # one document a row
         return _causal_sdpa(query, key, value, scaling).transpose(1, 2), None
@@ -145,16 +219,14 @@ def varlen_attention(
     v = value[0].transpose(0, 1).to(dt)
     extra = {}
     if k.shape[1] != h:
-        if gqa:
+        if kernel.gqa:
             extra["enable_gqa"] = True
-        else:  # torch 2.11's kernel: the KV heads repeated
+        else:  # torch 2.10/2.11's kernel: the KV heads repeated
             k = k.repeat_interleave(h // k.shape[1], dim=1)
             v = v.repeat_interleave(h // v.shape[1], dim=1)
     mq = kwargs["max_length_q"]
     mk = kwargs.get("max_length_k", mq)
-    out = kernel(
-        q, k, v, cu, kwargs.get("cu_seq_lens_k", cu), mq, mk, scale=scaling, window_size=(-1, 0), **extra
-    )
+    out = kernel(q, k, v, cu, kwargs.get("cu_seq_lens_k", cu), mq, mk, scaling, **extra)
     out = out.unsqueeze(0)
     if not torch.is_autocast_enabled(query.device.type) and out.dtype != query.dtype:  # fp32 compute
         out = out.to(query.dtype)
@@ -172,12 +244,59 @@ def _causal_sdpa(q, k, v, scaling):
 def reference(query, key, value, cu: torch.Tensor, scaling: float | None = None) -> torch.Tensor:
     """Each document of the row alone through causal ``sdpa``: (1, heads, L, d). Reads the
     boundaries on the host (free on the CPU; on CUDA a sync, so the CUDA path is the kernel)."""
-    edges = cu.tolist()
+    from limo_exp.training.syncs import host_side
+
+    with host_side():
+        edges = cu.tolist()
     parts = [
         _causal_sdpa(query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], scaling)
         for s, e in zip(edges[:-1], edges[1:])
     ]
     return torch.cat(parts, dim=2)
+
+
+_BOUNDARIES_GIVEN = contextvars.ContextVar("limo_boundaries_given", default=False)
+
+
+def _find_packed(position_ids):
+    """transformers' ``find_packed_sequence_indices``, except inside a decoder forward that was
+    handed its boundaries from the host for a FlashAttention implementation: there it returns
+    None without reading the device. Exact: under ``flash_attention_*`` without a padding mask the
+    mask is None either way, and the kernel reads ``cu_seq_lens_q/k``, not the mask."""
+    if _BOUNDARIES_GIVEN.get():
+        return None
+    return _find_packed.plain(position_ids)
+
+
+def use_host_boundaries(model) -> None:
+    """Spare ``model``'s forwards the device read of transformers' packed-row detection
+    (``find_packed_sequence_indices``: one host sync per forward under ``flash_attention_2``,
+    whose mask code runs it on the position ids) when the row's boundaries come from the host
+    (``cu_seq_lens_q``, as ``sft_data.pack`` gives them). Idempotent."""
+    from transformers import masking_utils
+
+    if masking_utils.find_packed_sequence_indices is not _find_packed:
+        _find_packed.plain = masking_utils.find_packed_sequence_indices
+        masking_utils.find_packed_sequence_indices = _find_packed
+    decoder = model.get_decoder()
+    if getattr(decoder, "_limo_host_boundaries", False):
+        return
+    plain, config = decoder.forward, model.config
+
+    def forward(*args, **kwargs):
+        given = (
+            kwargs.get("cu_seq_lens_q") is not None
+            and kwargs.get("attention_mask") is None
+            and str(config._attn_implementation).startswith("flash_attention")
+        )
+        token = _BOUNDARIES_GIVEN.set(given)
+        try:
+            return plain(*args, **kwargs)
+        finally:
+            _BOUNDARIES_GIVEN.reset(token)
+
+    decoder.forward = forward
+    decoder._limo_host_boundaries = True
 
 
 def register() -> None:
@@ -190,56 +309,5 @@ def register() -> None:
 register()
 
 
-# ---------------------------------------------------------------- counting the work
-@dataclass
-class AttentionWork:
-    """Query-key pairs over all attention calls: computed by the kernel, and needed by
-    per-document attention (each document against itself only)."""
-
-    computed: int = 0
-    needed: int = 0
-    calls: int = 0
-    masks: int = 0  # calls that received a dense mask
-
-    @property
-    def ratio(self) -> float:
-        return self.computed / self.needed if self.needed else float("nan")
-
-
-@contextlib.contextmanager
-def count_attention(model):
-    """Count the query-key pairs every attention call of ``model`` computes (full squares, so the
-    causal half does not enter the ratio): a call given a 4D mask computes the whole [q x k]; a
-    ``limo_varlen`` or flash-attention call given boundaries, each document's square; any other
-    call, the whole row. ``needed`` is the documents' squares (from the boundaries, or the whole
-    row when none are given). For the benches: it reads the boundaries on the host."""
-    work = AttentionWork()
-    impl = lambda: model.config._attn_implementation  # noqa: E731 (read per call: it may change)
-
-    def hook(module, args, kwargs):
-        hidden = kwargs.get("hidden_states", args[0] if args else None)
-        b, n = hidden.shape[0], hidden.shape[1]
-        mask = kwargs.get("attention_mask")
-        cu = kwargs.get("cu_seq_lens_q")
-        docs = [n] * b if cu is None else [e - s for s, e in zip(cu.tolist()[:-1], cu.tolist()[1:])]
-        needed = sum(x * x for x in docs)
-        work.calls += 1
-        work.needed += needed
-        if isinstance(mask, torch.Tensor) and mask.dim() == 4:
-            work.masks += 1
-            work.computed += b * mask.shape[-2] * mask.shape[-1]
-        elif cu is not None and (impl() == NAME or impl().startswith("flash_attention")):
-            work.computed += needed
-        else:
-            work.computed += b * n * n
-
-    handles = [
-        m.register_forward_pre_hook(hook, with_kwargs=True)
-        for name, m in model.named_modules()
-        if name.endswith("self_attn")
-    ]
-    try:
-        yield work
-    finally:
-        for h in handles:
-            h.remove()
+# counting the work, for the benches (in a module of its own; its names as before)
+from limo_exp.training.attention_work import AttentionWork, count_attention  # noqa: E402, F401

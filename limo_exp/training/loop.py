@@ -24,7 +24,9 @@ from limo_exp import stopping
 from limo_exp.config import TrainConfig
 from limo_exp.data import progress
 from limo_exp.data.records import Example
+from limo_exp.training import syncs
 from limo_exp.training.batching import prepare
+from limo_exp.training.optim import fuse_on_device
 from limo_exp.training.recipe import (  # noqa: F401  (the loop's public names, as before)
     accumulation_steps,
     check_loss_impl,
@@ -101,6 +103,7 @@ def train(
     data = examples if examples and isinstance(examples[0], Tokenized) else prepare(examples, tok, cfg)
     ready = setup(model, data, cfg, accelerator)
     model, opt, sched = ready.model, ready.optimizer, ready.scheduler
+    fuse_on_device(opt)  # FSDP: built over CPU weights, stepped over GPU shards
     result = TrainResult(model=model, optimizer=opt, loss_impl=ready.loss_impl, sequences=len(data))
     result.attn_implementation, result.attn_reason = ready.attn_implementation, ready.attn_reason
     result.liger_layers = ready.liger_layers
@@ -121,7 +124,7 @@ def train(
 
     def account(p) -> None:  # read a finished step's loss (the device is a step ahead by now)
         step, total, lr, plan, seen = p
-        loss = accelerator.reduce(total, reduction="sum").item() / plan.n_target
+        loss = total.read() / plan.n_target
         result.losses.append(loss)
         result.steps, result.target_tokens = step + 1, result.target_tokens + plan.n_target
         result.seen_tokens, result.real_tokens = result.seen_tokens + seen, result.real_tokens + plan.real
@@ -146,24 +149,27 @@ def train(
                     sync = contextlib.nullcontext() if j == len(rows) - 1 else accelerator.no_sync(model)
                 else:
                     sync = accelerator.accumulate(model)
-                with sync:
+                with sync, syncs.step():  # syncs.step: the host-read check, when a test turns it on
                     with accelerator.autocast():  # under FSDP, Accelerate leaves autocast to the loop
                         out = model(**tensors, use_cache=False, num_items_in_batch=scale)
                     accelerator.backward(out.loss)
-                part = out.loss.detach().float() * scale
-                total = part if total is None else total + part
-            if cfg.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+                    part = out.loss.detach().float() * scale
+                    total = part if total is None else total + part
+            with syncs.step():
+                if cfg.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                # the step's summed loss, reduced over ranks and copied to the host without waiting
+                lagged = LaggedValue(accelerator.reduce(total.to(torch.float64), reduction="sum"))
         except torch.OutOfMemoryError as e:
             width = max((sum(len(data[i].input_ids) for i in r) for r in rows), default=0)
             raise out_of_memory(e, cfg, step + 1, width, state_dir, run_key) from e
         seen = _seen(data, plan, packed)
         if pending is not None:
             account(pending)
-        pending = (step, total.to(torch.float64), sched.get_last_lr()[0], plan, seen)
+        pending = (step, lagged, sched.get_last_lr()[0], plan, seen)
         every = cfg.checkpoint_every if state_dir is not None else None
         stop = _stop_asked(accelerator, step, world)
         if stop or (every and (step + 1) % every == 0 and step + 1 < steps):  # the last: the saved model
@@ -182,6 +188,30 @@ def train(
     shown.close()
     result.seconds = earlier + time.perf_counter() - start
     return result
+
+
+class LaggedValue:
+    """A device scalar on its way to the host: on CUDA a non-blocking copy into pinned memory
+    and an event after it, so that ``read()`` a step later waits for that copy only, not for the
+    work queued since (a plain ``.item()`` then would wait for the next step too, and the GPU
+    would idle while the host logs and packs rows); elsewhere a plain copy."""
+
+    def __init__(self, value):
+        import torch
+
+        value = value.detach().to(torch.float64)
+        if value.device.type == "cuda":
+            self.host = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+            self.host.copy_(value, non_blocking=True)
+            self.ready = torch.cuda.Event()
+            self.ready.record()
+        else:
+            self.host, self.ready = value.clone(), None
+
+    def read(self) -> float:
+        if self.ready is not None:
+            self.ready.synchronize()
+        return float(self.host.item())
 
 
 def _stop_asked(accelerator, step: int, world: int) -> int:

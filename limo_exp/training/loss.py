@@ -13,8 +13,13 @@ so peak memory grows with chunk x vocabulary, not sequence x vocabulary, and no 
 for the backward pass. ``install`` makes a model's own forward use it (so DDP / FSDP wrappers,
 which call the forward, see nothing different); the loss equals Hugging Face's to rounding.
 
-With ``kernel="liger"`` (CUDA, ``pip install 'limo-exp[liger]'``) the same gathered positions go
-through Liger's fused linear cross-entropy (Triton), which does the chunked pass in fused kernels.
+With ``kernel="liger"`` (CUDA, ``pip install 'limo-exp[liger]'``) the same chunked pass computes
+each chunk's loss and logit gradient with Liger's cross-entropy Triton kernel, in place, called
+here rather than through Liger's fused function: that one reads the target count on the host
+(``.item()``) and compares the incoming gradient with 1 (``torch.equal``), two host syncs per
+micro-batch, and divides by zero on a forward without targets (a padding row). A forward
+without targets runs no kernel and gives a zero loss whose gradients (zeros) still reach the
+output weight and the hidden states, so DDP/FSDP see every parameter on every rank.
 """
 
 from __future__ import annotations
@@ -32,9 +37,68 @@ IGNORE = -100
 SUPPORTED = ("llama", "qwen2", "qwen3", "mistral")
 
 
+def _torch_ce(logits: torch.Tensor, t: torch.Tensor, grad: bool) -> torch.Tensor:
+    """Summed cross-entropy of fp32 ``logits`` against ``t``; with ``grad`` the logits are
+    replaced by d(sum CE)/d(logits) in place."""
+    lse = torch.logsumexp(logits, dim=-1)
+    loss = (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+    if grad:
+        d = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+        d[torch.arange(len(t), device=d.device), t] -= 1.0
+    return loss
+
+
+def _liger_ce(logits: torch.Tensor, t: torch.Tensor, grad: bool) -> torch.Tensor:
+    """The same with Liger's cross-entropy Triton kernel (loss and gradient in one pass, in the
+    logits' own dtype in place). Called here, chunk by chunk, rather than through Liger's fused
+    function, whose forward reads the number of targets with ``.item()`` and whose backward
+    compares the incoming gradient with ``torch.equal``: two host syncs per micro-batch. Every
+    row here is a target (the positions were gathered on the host), so that count is not needed:
+    the reduction is a sum."""
+    from liger_kernel.ops.cross_entropy import liger_cross_entropy_kernel
+    from liger_kernel.ops.fused_linear_cross_entropy import MAX_FUSED_SIZE
+    from liger_kernel.ops.utils import is_hip
+
+    n, v = logits.shape
+    losses = torch.zeros(n, dtype=torch.float32, device=logits.device)
+    logits, t = logits.contiguous(), t.contiguous()
+    liger_cross_entropy_kernel[(n,)](
+        X_ptr=logits,
+        X_stride=logits.stride(-2),
+        Y_ptr=t,
+        Y_stride=t.stride(-1),
+        weight_ptr=None,
+        loss_ptr=losses,
+        z_loss_ptr=None,
+        loss_stride=losses.stride(-1),
+        token_accuracy_ptr=None,
+        token_accuracy_stride=0,
+        predicted_tokens_ptr=None,
+        predicted_tokens_stride=0,
+        n_cols=v,
+        n_non_ignore=n,  # read under reduction="mean" only
+        sum_non_ignore_weight=n,
+        weight_sum=0.0,
+        ignore_index=IGNORE,
+        lse_square_scale=0.0,
+        label_smoothing=0.0,
+        reduction="sum",
+        softcap=None,
+        RETURN_Z_LOSS=False,
+        RETURN_TOKEN_ACCURACY=False,
+        RETURN_PREDICTED_TOKENS=False,
+        HAS_WEIGHT=False,
+        HAS_SOFTCAPPING=False,
+        HAS_GRADIENTS=grad,
+        BLOCK_SIZE=min(MAX_FUSED_SIZE, 1 << (v - 1).bit_length()),  # Liger's block: V's next power of 2
+        num_warps=16 if is_hip() else 32,
+    )
+    return losses.sum(), logits
+
+
 class _TargetCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk: int, dtype: torch.dtype):
+    def forward(ctx, hidden, weight, targets, chunk: int, dtype: torch.dtype, kernel: str = "torch"):
         ctx.weight_dtype = weight.dtype
         w = weight.to(dtype)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
@@ -44,16 +108,21 @@ class _TargetCrossEntropy(torch.autograd.Function):
             if ctx.needs_input_grad[1]
             else None
         )
+        grad = grad_h is not None or grad_w is not None
+        # no rows (a padding forward, or a rank without targets): no kernel runs, the loss and
+        # gradients are zeros, and the weight and hidden states are still in the graph (the
+        # gradient hooks of DDP/FSDP fire for every parameter on every rank)
         for s in range(0, hidden.shape[0], chunk):
             h = hidden[s : s + chunk].to(dtype)
             t = targets[s : s + chunk]
-            logits = (h @ w.T).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
-            if grad_h is None and grad_w is None:
+            if kernel == "liger":
+                loss, d = _liger_ce(h @ w.T, t, grad)  # d: the gradient, in the compute dtype
+            else:
+                d = (h @ w.T).float()
+                loss = _torch_ce(d, t, grad)
+            total += loss
+            if not grad:
                 continue
-            d = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
-            d[torch.arange(len(t), device=d.device), t] -= 1.0  # d(sum CE)/d(logits)
             d = d.to(dtype)
             if grad_h is not None:
                 grad_h[s : s + chunk] = (d @ w).to(hidden.dtype)
@@ -64,10 +133,11 @@ class _TargetCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        # the incoming gradient multiplies on the device: never compared with 1 on the host
         grad_h, grad_w = ctx.saved_tensors
         gh = grad_h * grad_out.to(grad_h.dtype) if grad_h is not None else None
         gw = (grad_w * grad_out).to(ctx.weight_dtype) if grad_w is not None else None
-        return gh, gw, None, None, None
+        return gh, gw, None, None, None, None
 
 
 KERNELS = ("torch", "liger")
@@ -107,13 +177,6 @@ def liger_layers(model) -> None:
     )
 
 
-def _liger(h, weight, targets) -> torch.Tensor:
-    from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
-
-    # Liger casts to autocast's dtype itself; the output weight's gradient accumulates in fp32
-    return liger_fused_linear_cross_entropy(h, weight, targets, reduction="sum", accum_dtype=torch.float32)
-
-
 def target_positions(labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """Where the loss is, found on the host before the batch moves to the device (so the forward
     has no ``nonzero``, which waits for the GPU): ``target_index``, the flat positions of
@@ -137,7 +200,7 @@ def target_cross_entropy(
 
     ``hidden`` (batch, seq, dim) is the decoder's output, ``weight`` (vocab, dim) the output
     layer's. Under autocast the matmuls run in autocast's dtype, the softmax in fp32.
-    ``kernel="liger"`` computes the same sum with Liger's fused kernel (``chunk`` is then Liger's).
+    ``kernel="liger"`` computes the same sum with Liger's cross-entropy kernel, chunk by chunk.
     ``target_index`` / ``target_ids`` (``target_positions(labels)``, computed on the host) spare
     the device a ``nonzero`` and its host sync; without them they are found here.
     """
@@ -146,13 +209,10 @@ def target_cross_entropy(
         target_index, target_ids = found["target_index"], found["target_ids"]
     # (n_targets, dim): only these positions reach the output layer
     h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, target_index)
-    targets = target_ids
-    if kernel == "liger":
-        return _liger(h, weight, targets)
     device = hidden.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
     with torch.autocast(device, enabled=False):
-        return _TargetCrossEntropy.apply(h, weight, targets, chunk, dtype)
+        return _TargetCrossEntropy.apply(h, weight, target_ids, chunk, dtype, kernel)
 
 
 def supports(model) -> bool:
@@ -234,4 +294,7 @@ def install(model, chunk: int = 1024, kernel: str = "torch"):
         return CausalLMOutputWithPast(loss=loss / n, logits=None)
 
     model.forward = types.MethodType(forward, model)
+    from limo_exp.training.attention import use_host_boundaries
+
+    use_host_boundaries(model)  # flash_attention_2: no device read to detect packing
     return model

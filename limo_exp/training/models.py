@@ -12,7 +12,6 @@ Three sources, chosen by ``model.source``:
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import shutil
@@ -35,15 +34,17 @@ CHATML_TEMPLATE = (
 )
 
 
-def attn_implementation(requested: str = "auto") -> str:
-    """``flash_attention_2`` when CUDA is present and flash-attn imports, else ``sdpa``."""
-    if requested != "auto":
-        return requested
-    import torch
+def attn_implementation(requested: str = "auto", *, training: bool = False) -> str:
+    """``attention.choose``'s implementation, with what ``auto`` chose and why in the log:
+    ``flash_attention_2`` on a CUDA GPU of sm_80+ where flash-attn imports, else ``sdpa`` (for
+    training: ``limo_varlen`` before ``sdpa``). A flash-attn that fails to import is a WARNING."""
+    from limo_exp.training.attention import choose
 
-    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attention_2"
-    return "sdpa"
+    impl, why = choose(requested, training=training)
+    if requested == "auto":
+        level = logging.WARNING if "fails to import" in why else logging.INFO
+        log.log(level, "attention (auto, %s): %s (%s)", "training" if training else "inference", impl, why)
+    return impl
 
 
 def torch_dtype(requested: str = "auto"):
@@ -207,10 +208,11 @@ def load_for_training(path_or_id: str, model: ModelConfig, train: TrainConfig):
     weights by default), attention that reads packed rows' boundaries (``attention.choose``: with
     ``model.attn_implementation=auto``, flash-attn, else torch's varlen kernel on CUDA, else
     per-document sdpa on the CPU), LoRA adapters added when ``train.lora`` is set."""
-    from limo_exp.training.attention import choose
+    from limo_exp.training.attention import use_host_boundaries
 
-    attn, why = choose(model.attn_implementation, training=True)
-    log.info("training attention: %s (%s)", attn, why)
+    attn = attn_implementation(model.attn_implementation, training=True)
+    if model.attn_implementation != "auto":
+        log.info("training attention: %s (as configured)", attn)
     net, tok = load(
         path_or_id,
         dtype=train.master_dtype,
@@ -218,6 +220,7 @@ def load_for_training(path_or_id: str, model: ModelConfig, train: TrainConfig):
         trust_remote_code=model.trust_remote_code,
         revision=model.revision,
     )
+    use_host_boundaries(net)  # flash_attention_2: no device read to detect packing, per forward
     if train.lora:
         from limo_exp.training import lora
 

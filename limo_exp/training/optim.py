@@ -75,16 +75,42 @@ class KahanAdamW(torch.optim.Optimizer):
         return loss
 
 
+FUSED_DEVICES = ("cuda",)  # where ``adamw`` takes torch's fused kernel (tests add "cpu")
+
+
+def _fusable(params) -> bool:
+    return bool(params) and all(p.device.type in FUSED_DEVICES and p.is_floating_point() for p in params)
+
+
 def make_optimizer(params, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """``adamw`` (torch's; fused when every weight is on CUDA) or ``adamw_kahan`` (above), with
     betas and eps at AdamW's defaults."""
     if name == "adamw":
         params = list(params)
-        fused = bool(params) and all(p.is_cuda for p in params)  # one kernel for all weights on CUDA
+        fused = _fusable(params)  # one kernel for all weights on CUDA
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
     if name == "adamw_kahan":
         return KahanAdamW(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"train.optimizer={name!r} is not one of {OPTIMIZERS}")
+
+
+def fuse_on_device(opt) -> bool:
+    """Turn on AdamW's fused kernel for each parameter group whose weights are all on CUDA now,
+    before the first step (``True`` when a group changed). Under FSDP the optimizer is built over
+    the CPU weights that wrapping then shards onto the GPU, so ``make_optimizer`` saw CPU weights
+    and left it off: torch then steps with its foreach kernels (several launches per weight
+    group) instead of one fused kernel. Accelerate's wrapper is looked through; other optimizers
+    (DeepSpeed's, ``adamw_kahan``) and a group set explicitly are left alone."""
+    inner = getattr(opt, "optimizer", opt)
+    if type(inner) is not torch.optim.AdamW or inner.state:
+        return False
+    changed = False
+    for group in inner.param_groups:
+        if group.get("fused") or group.get("foreach") or group.get("differentiable"):
+            continue
+        if _fusable(group["params"]):
+            group["fused"], changed = True, True
+    return changed
 
 
 def changed_fraction(before: torch.Tensor, after: torch.Tensor) -> float:
