@@ -64,6 +64,25 @@ $(TRITON_VENV)/.installed: pyproject.toml constraints.txt
 test-triton: $(TRITON_VENV)/.installed  # Liger's paths under Triton's CPU interpreter (.ci/run runs it)
 	TRITON_INTERPRET=1 $(TRITON_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_liger_interpreter.py
 
+# DeepSpeed ZeRO-3 on two CPU processes (gloo), in a venv of its own (DeepSpeed stays out of the main
+# venv): torch first, then DeepSpeed and the project under constraints.txt; the shared-memory op
+# DeepSpeed's CPU backend builds on first use is built here, into the venv (where the test looks).
+DS_VENV   := .venv-deepspeed
+DEEPSPEED ?= deepspeed==0.19.8
+.PHONY: test-deepspeed
+$(DS_VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(DS_VENV)/bin/python || $(PYTHON) -m venv $(DS_VENV)
+	$(DS_VENV)/bin/pip install -q --upgrade "pip>=24,<26.2"
+	$(DS_VENV)/bin/pip install -q $(TORCH)
+	$(DS_VENV)/bin/pip install -q -c constraints.txt $(TORCH) $(DEEPSPEED) -e '.[dev]'
+	TORCH_EXTENSIONS_DIR=$(CURDIR)/$(DS_VENV)/torch_extensions $(DS_VENV)/bin/python -c "import deepspeed, limo_exp; \
+	  from deepspeed.accelerator import get_accelerator as a; a().create_op_builder('ShareMemCommBuilder').load(); \
+	  print('deepspeed', deepspeed.__version__)"
+	touch $@
+
+test-deepspeed: $(DS_VENV)/.installed  # ZeRO-3 with the target-only loss, 2 CPU processes (.ci/run runs it)
+	$(DS_VENV)/bin/python -m pytest -q -p no:cacheprovider -m deepspeed tests/test_zero3.py
+
 bench: venv
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python bench/bench_curation.py
