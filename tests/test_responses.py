@@ -146,7 +146,10 @@ def test_budget_forcing_appends_wait_until_the_minimum():
     # each thinking round asks only for what is left of the budget and stops at the delimiter
     assert [c[0].max_new for c in eng.calls[:3]] == [100, 98, 96] and eng.calls[0][0].stop == ("</think>",)
     assert eng.calls[3][0].max_new == 3
-    assert {g.seed for c in eng.calls for g in c} == {sample_seed("k")}  # every round: the sample's own seed
+    # each round its own seed (the first: the sample's own), or every round replays round 1's noise
+    assert [c[0].seed for c in eng.calls] == [sample_seed("k")] + [
+        sample_seed(f"k|round {r}") for r in (1, 2, 3)
+    ]
 
 
 def test_bad_protocols_fail_before_the_model_loads(tiny_model, tmp_path, count_engines):

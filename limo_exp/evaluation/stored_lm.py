@@ -196,9 +196,13 @@ class StoredLM(LM):
         stats = getattr(self.engine, "stats", None)
         return stats.compile_seconds if stats is not None else 0.0
 
-    def _gen(self, key: str, ctx: str, s: dict, max_new: int, stop=()) -> Gen:
+    def _gen(self, key: str, ctx: str, s: dict, max_new: int, stop=(), round_: int = 0) -> Gen:
+        """The request for ``key``; budget forcing's rounds after the first (``round_`` > 0) get
+        seeds of their own: an engine's token counter restarts at each request, so the sample's
+        seed again would replay the first round's noise."""
         stops = tuple(stop) + tuple(s["until"])
-        return Gen(ctx, max_new, stops, s["temperature"], s["top_p"], sample_seed(key))
+        seed = sample_seed(key if round_ == 0 else f"{key}|round {round_}")
+        return Gen(ctx, max_new, stops, s["temperature"], s["top_p"], seed)
 
     def _plain(self, part: list) -> list[Stored]:
         outs = self.engine.generate([self._gen(k, ctx, s, s["max_gen_toks"]) for k, _, _, _, ctx, s in part])
@@ -224,6 +228,7 @@ class StoredLM(LM):
                     part[i][5],
                     b.think_max - state[i]["think"],
                     (b.end_think,),
+                    state[i]["waits"],  # round 0, then one more after each "Wait"
                 )
                 for i in active
             ]
@@ -242,7 +247,10 @@ class StoredLM(LM):
         for st in state:
             st["text"] += f"{b.end_think}\n{b.answer_prefix}"
         answers = self.engine.generate(
-            [self._gen(p[0], p[4] + st["text"], p[5], b.answer_max) for p, st in zip(part, state)]
+            [
+                self._gen(p[0], p[4] + st["text"], p[5], b.answer_max, (), st["waits"] + 1)
+                for p, st in zip(part, state)
+            ]
         )
         return [
             Stored(
