@@ -92,6 +92,7 @@ bench: venv
 	$(BIN)/python bench/bench_activations.py
 	$(BIN)/python bench/bench_trl.py
 	$(BIN)/python bench/bench_eval.py
+	$(BIN)/python bench/bench_decoding.py
 
 bench-gpu: venv  # on a CUDA machine: training at 1.5B x 16k tokens and generation tokens/s -> results/bench/gpu_*.json
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev,bench,liger]'  # offline: bash bench/device.sh (fetch, then run)

@@ -1,5 +1,5 @@
 """What the hardware can do, in one place: the GPUs' data-sheet figures (MFU, ``limo-exp plan``)
-and the generation throughput measured with HF generate (the slow-evaluation warning)."""
+and the generation throughput measured per hf decoding (the slow-evaluation warning)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,18 @@ GPUS = {
     "L40S": GPU("L40S", 362e12, 48e9, 0.864e12),
 }
 
-# measured on one H100 with HF generate, bf16, a Qwen2.5-1.5B-shaped model (issue 9): new tokens/s
-HF_TOKENS_PER_S = {1: 11.0, 8: 87.0, 64: 700.0}
+# new tokens/s by batch, per eval.hf_decoding, measured on one H100 in bf16 with a Qwen2.5-1.5B-shaped
+# model: eager = HF generate (issue 9). The static/compiled loop has no GPU measurement yet
+# (bench/bench_gpu_eval.py makes one): no entry, so no rate is quoted for it.
+HF_TOKENS_PER_S = {"eager": {1: 11.0, 8: 87.0, 64: 700.0}}
+
+
+def hf_tokens_per_s(decoding: str, batch: int) -> tuple[float, int] | None:
+    """(new tokens/s, the batch it was measured at) for ``decoding`` at the largest measured batch
+    up to ``batch``; None where ``decoding`` was not measured."""
+    rates = HF_TOKENS_PER_S.get(decoding, {})
+    below = [b for b in rates if b <= batch]
+    return (rates[max(below)], max(below)) if below else None
 
 
 def gpu(device: str) -> GPU | None:

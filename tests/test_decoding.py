@@ -235,3 +235,28 @@ def test_eager_batches_of_16_give_batch_1s_greedy_texts(varied):
     assert engine(varied, "eager", batch_size=16).generate(reqs) == engine(
         varied, "eager", batch_size=1
     ).generate(reqs)
+
+
+def test_the_slow_generation_warning_quotes_the_decoding_in_use(caplog):
+    """Eager's measured rate for eager runs; a compiled run (auto on CUDA) is never quoted eager's
+    rate (~10x below a compiled step's): it has none measured, so no hours are estimated."""
+    import logging
+    from types import SimpleNamespace
+
+    from limo_exp.evaluation.generation.backend import warn_slow_generation
+
+    caplog.set_level(logging.INFO)
+    tasks = {"aime": SimpleNamespace(eval_docs=list(range(30)))}
+
+    def suite(decoding):
+        return SimpleNamespace(
+            limit=None, batch_size="auto", hf_decoding=decoding, samples_for=lambda name: 64
+        )
+
+    hours = warn_slow_generation("hf", "cuda", tasks, suite("eager"), 32768)
+    assert hours == pytest.approx(30 * 64 * 32768 / 700 / 3600)
+    assert "700 tokens/s measured for eager decoding at batch 64" in caplog.text
+    caplog.clear()
+    assert warn_slow_generation("hf", "cuda", tasks, suite("auto"), 32768) is None
+    assert "compiled decoding" in caplog.text and "no compiled throughput measured" in caplog.text
+    assert "700" not in caplog.text

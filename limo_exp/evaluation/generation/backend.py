@@ -92,28 +92,45 @@ def fit_generation_budget(max_gen_toks: int, context: int | None, prompt_reserve
 
 def warn_slow_generation(backend: str, device: str, tasks: dict, suite, max_gen_toks: int) -> float | None:
     """Before a long ``hf`` evaluation on CUDA: the worst-case generated tokens and hours at the
-    throughput measured for this batch size, naming vLLM. Returns the estimated hours."""
+    throughput measured for the decoding in use (``eval.hf_decoding``) and this batch size, naming
+    vLLM. Returns the estimated hours; None where that decoding has no measured rate."""
     if backend != "hf" or device != "cuda":
         return None
     n = 0
     for name, task in tasks.items():
         docs = len(task.eval_docs) if suite.limit is None else min(suite.limit, len(task.eval_docs))
         n += docs * suite.samples_for(name)
-    from limo_exp.hardware import HF_TOKENS_PER_S
+    from limo_exp.evaluation.generation.engines import hf_decoding
+    from limo_exp.hardware import hf_tokens_per_s
 
+    decoding = hf_decoding(suite.hf_decoding, device)
     batch = 64 if suite.batch_size == "auto" else int(suite.batch_size)
-    rate = HF_TOKENS_PER_S[max(k for k in HF_TOKENS_PER_S if k <= batch)]
+    measured = hf_tokens_per_s(decoding, batch)
+    if measured is None:  # never another decoding's rate: eager's is ~10x below a compiled step's
+        log.info(
+            "hf backend on CUDA, %s decoding: %d responses x up to %d new tokens = %.2g tokens; no %s "
+            "throughput measured on a GPU yet (bench/bench_gpu_eval.py), so no hours are estimated",
+            decoding,
+            n,
+            max_gen_toks,
+            n * max_gen_toks,
+            decoding,
+        )
+        return None
+    rate, at = measured
     hours = n * max_gen_toks / rate / 3600
     if hours > 1:
         log.warning(
             "hf backend on CUDA: %d responses x up to %d new tokens = %.2g tokens, ~%.0f h at the %.0f tokens/s "
-            "measured at batch %d; vLLM (pip install vllm; eval.backend=vllm) is typically an order of magnitude faster",
+            "measured for %s decoding at batch %d; vLLM (pip install vllm; eval.backend=vllm) is typically an "
+            "order of magnitude faster",
             n,
             max_gen_toks,
             n * max_gen_toks,
             hours,
             rate,
-            batch,
+            decoding,
+            at,
         )
     return hours
 
