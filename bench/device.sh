@@ -12,7 +12,7 @@
 #                                       # in Triton's CPU interpreter, and the schedule on each device
 #
 # The call's seconds, from the start of `run`: setup (the wheels, an import check) as it comes,
-# training until $BENCH_SECONDS - $EVAL_SECONDS (240: evaluation's share, inside 4 minutes),
+# training until $BENCH_SECONDS - $EVAL_SECONDS (210: evaluation's share, inside 4 minutes),
 # evaluation until $BENCH_SECONDS. Each bench gets --budget (its limit less a margin) and gates
 # every setting / part on what it is expected to cost on this device (bench_gpu_train.py: its
 # last round, measured figures, else FLOPs over the data sheet at an assumed MFU; bench_gpu_eval.py:
@@ -57,7 +57,7 @@ fetch)
   ;;
 run)
   test -n "$(ls .whl/*.whl 2>/dev/null)" || { echo "no .whl/: run 'bash bench/device.sh fetch' first and carry .whl" >&2; exit 2; }
-  total="${BENCH_SECONDS:-540}" eval_share="${EVAL_SECONDS:-240}" only="${ONLY:-}"
+  total="${BENCH_SECONDS:-540}" eval_share="${EVAL_SECONDS:-210}" only="${ONLY:-}"
   SECONDS=0
   site="${SITE:-/tmp/site}"
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl
@@ -125,13 +125,13 @@ rehearse)
   # the carried wheels go into the venv's own site/: a shared /tmp/site may be another run's
   PATH="$venv/bin:$PATH" PYTHONPATH="$venv/numpy-2.3" TRITON_INTERPRET=1 OUT="$out" SITE="$venv/site" \
     LIMO_BENCH_DEVICE="${LIMO_BENCH_DEVICE:-H100}" BENCH_SECONDS="${BENCH_SECONDS:-1200}" EVAL_SECONDS="${EVAL_SECONDS:-400}" \
-    TRAIN_ARGS="${TRAIN_ARGS:---shape tiny --seq 256 --steps 2 --rounds 2}" \
+    TRAIN_ARGS="${TRAIN_ARGS:---shape tiny --seq 128 --steps 2 --rounds 2}" \
     EVAL_ARGS="${EVAL_ARGS:---shape tiny --decodings static,eager --short-prompts 8 --short-new 16 --eager-prompts 4 --positions 128,512,2048 --step-batch 2 --step-lengths 4,12 --long-prompts 8 --long-min 32 --long-max 128 --prompt-tokens 16,48 --max-batch 8}" \
     bash "$0" run
-  # the schedule each device would run in the real call (training's share: 540 - 240 less ~30 s
+  # the schedule each device would run in the real call (training's share: 540 - 210 less ~30 s
   # of setup and the 15 s margin), from the time table alone
   for dev in H100 H200; do
-    PATH="$venv/bin:$PATH" PYTHONPATH="$venv/site:$PWD" "$venv/bin/python" bench/bench_gpu_train.py --plan "$dev" --budget 255 \
+    PATH="$venv/bin:$PATH" PYTHONPATH="$venv/site:$PWD" "$venv/bin/python" bench/bench_gpu_train.py --plan "$dev" --budget 285 \
       >"$out/gpu_plan_$dev.json"
     "$venv/bin/python" -c "import json,sys; d=json.load(open(sys.argv[1])); s=d['schedule']; print(sys.argv[2], 'plan: ends at', d['expected_end_s'], 's of', d['budget_s'], '; runs', sum(not r['skipped'] for r in s), 'of', len(s), '; skips', [r['setting'] for r in s if r['skipped']])" "$out/gpu_plan_$dev.json" "$dev"
   done

@@ -165,6 +165,12 @@ def test_the_gpu_bench_gates_time_on_either_gpu_and_on_any_device():
         "the FLOP rate and setup of limo_b8 here",
     )
     assert b.expected("trl_b8", 3, {}, {}, flops) is None
+    # a rate reached here beats a data-sheet estimate; a figure measured on the device beats both
+    sheet = {"trl_b8": (12.0, 1.0, "estimate: FLOPs / (...)")}
+    assert b.expected("trl_b8", 3, sheet, runs, flops)[1] == "the FLOP rate and setup of limo_b8 here"
+    assert b.expected("trl_b8", 3, sheet, {}, flops) == (16.0, "estimate: FLOPs / (...)")
+    measured = {"trl_b8": (12.0, 1.0, s.MEASURED_SOURCE)}
+    assert b.expected("trl_b8", 3, measured, runs, flops) == (16.0, s.MEASURED_SOURCE)
     laid = b.plan("H100", 255)
     skipped = {r["setting"]: r["skipped"] for r in laid["schedule"] if r["skipped"]}
     assert not any(r["skipped"] for r in laid["schedule"][:8])  # round 1 of the targets always fits

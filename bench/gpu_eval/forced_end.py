@@ -28,9 +28,15 @@ class ForcedEndConfig(Qwen2Config):
 class ForcedEndQwen2(Qwen2ForCausalLM):
     config_class = ForcedEndConfig
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, **kwargs):
+    # the arguments ``generate`` looks for in the signature: position ids from the mask, and the
+    # prefill's logits of the last position only (the whole [rows x prompt x vocab] otherwise)
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, logits_to_keep=0, **kwargs):
         out = super().forward(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
         )
         rule = getattr(self.config, "forced_end", None)
         if not rule:

@@ -7,9 +7,9 @@ and ``steps`` (a cap on the timed steps of an expensive setting).
 
 The time a setting takes is gated before it starts (``expected``): its own last round where it
 ran, else the device's measured figure (``MEASURED``), else the rate this process reached on a
-setting of the same data, else its FLOPs over the device's data-sheet bf16 peak at an assumed MFU
-(``ASSUMED_MFU``). Each estimate says which of these it is; ``plan`` lays the whole schedule
-out against a budget without running anything (``--plan H100``).
+setting of the same side and data (of the same data, of any), else its FLOPs over the device's
+data-sheet bf16 peak at an assumed MFU (``ASSUMED_MFU``). Each estimate says which of these it
+is; ``plan`` lays the whole schedule out against a budget without running anything (``--plan``).
 """
 
 from __future__ import annotations
@@ -199,26 +199,30 @@ def table(device: str, config, seq: int, steps: int, shape: str) -> dict[str, tu
 
 
 def expected(name: str, steps: int, table: dict, runs: dict, flops: dict | None = None):
-    """Seconds ``name`` is expected to take, and from what: its last measured round; the device's
-    table (measured or a data-sheet estimate); else the FLOP rate and setup seconds this process
-    saw on a setting of the same data (any setting, failing that); None when nothing is known."""
+    """Seconds ``name`` is expected to take, and from what, the nearest evidence first: its last
+    measured round; the device's measured figure (``MEASURED``); the FLOP rate and setup seconds
+    this process reached on a setting of the same side and data (else of the same data, else any);
+    the data sheet's estimate (the table); None when nothing is known."""
     n = timed_steps(name, steps) + 1
     took = [t["seconds"] for t in runs.get(name, []) if "real_tokens_per_s" in t]
     if took:
         return took[-1], "as its last round"
+    if name in table and table[name][2] == MEASURED_SOURCE:
+        setup, step, source = table[name]
+        return setup + n * step, source
+    done = [(o, t) for o, ts in runs.items() for t in ts if "step_seconds" in t and o in (flops or {})]
+    side, data = SETTINGS[name][:2]
+    for same in (lambda o: SETTINGS[o][:2] == (side, data), lambda o: SETTINGS[o][1] == data, lambda o: True):
+        near = [(o, t) for o, t in done if same(o)]
+        if near:
+            other, t = near[-1]
+            rate = flops[other] / t["step_seconds"]
+            setup = max(t["seconds"] - (t["timed_steps"] + 1) * t["step_seconds"], 0.0)
+            return setup + n * flops[name] / rate, f"the FLOP rate and setup of {other} here"
     if name in table:
         setup, step, source = table[name]
         return setup + n * step, source
-    if not flops:
-        return None
-    done = [(other, t) for other, ts in runs.items() for t in ts if "step_seconds" in t and other in flops]
-    same = [(o, t) for o, t in done if SETTINGS[o][1] == SETTINGS[name][1]] or done
-    if not same:
-        return None
-    other, t = same[-1]
-    rate = flops[other] / t["step_seconds"]
-    setup = max(t["seconds"] - (t["timed_steps"] + 1) * t["step_seconds"], 0.0)
-    return setup + n * flops[name] / rate, f"the FLOP rate and setup of {other} here"
+    return None
 
 
 def schedule(names: list[str], rounds: int, extra_rounds: int) -> list[tuple[int, str]]:
