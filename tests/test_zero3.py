@@ -3,7 +3,7 @@ loss, on CPU processes over gloo.
 
 Under ZeRO-3 each rank keeps a slice of every weight; outside a forward the output layer's weight
 is an empty partition (shape ``(0,)``). The target-only loss reads ``lm_head.weight`` without
-calling ``lm_head``: DeepSpeed gathers it because the read happens inside its engine's forward
+calling ``lm_head``: DeepSpeed gathers it because the read happens inside a forward of the model
 (it registers the weight as an external parameter of the model and gathers it again for the
 backward). These tests pin that, on the real training path, and that a partition read anywhere
 else is a clear error (``loss.output_weight``), not a matmul of the wrong shape.
@@ -54,8 +54,8 @@ def _zero3_param(rows: int, status: str) -> torch.nn.Parameter:
 
 
 def test_output_weight_reads_a_gathered_zero3_weight_and_refuses_a_partition():
-    """Gathered (inside DeepSpeed's forward): the weight itself. A partition (read outside it, e.g.
-    a forward of the module the engine wraps): an error naming ZeRO-3 and the way out."""
+    """Gathered (inside a forward of the model DeepSpeed wraps): the weight itself. A partition
+    (read outside one): an error naming ZeRO-3 and the way out; in flight: the same."""
     head = torch.nn.Linear(64, 512, bias=False)
     head.weight = _zero3_param(512, "AVAILABLE")
     assert loss.output_weight(head) is head.weight
@@ -65,7 +65,7 @@ def test_output_weight_reads_a_gathered_zero3_weight_and_refuses_a_partition():
     ):
         loss.output_weight(head)
     head.weight = _zero3_param(0, "INFLIGHT")
-    with pytest.raises(RuntimeError, match="DeepSpeed engine's forward"):
+    with pytest.raises(RuntimeError, match="inside a forward of the model it wraps"):
         loss.output_weight(head)
 
 

@@ -234,7 +234,7 @@ def output_weight(head) -> torch.Tensor:
     the decoder has just run: that unit is gathered already and this is a plain read. Under any
     other wrapping the layer's unit is gathered here. Either way the weight's gradient lands on
     the gathered parameter, and FSDP reduce-scatters it after the backward. Under DeepSpeed ZeRO-3
-    the engine's forward has gathered it (``zero3``); a partition read elsewhere is an error."""
+    DeepSpeed has gathered it for this forward (``zero3``); a partition read elsewhere is an error."""
     weight = head.weight
     zero3.check_gathered(weight)
     if not torch.distributed.is_available():

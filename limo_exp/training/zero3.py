@@ -3,16 +3,18 @@
 Under ZeRO-3 each rank holds a slice of every weight, and hooks around each module's forward and
 backward gather that module's weights. The target-only loss (``loss.install``) reads
 ``lm_head.weight`` from the model's own forward and never calls ``lm_head``, so those hooks do not
-gather it; DeepSpeed's engine does, by another mechanism: during the engine's forward, reading a
-weight that is not gathered registers it as an *external parameter* of the module running (the
-model itself) and gathers it. From then on the model's own hooks gather it for each forward and
-again for the backward, where its whole gradient is reduce-scattered. Measured with DeepSpeed
+gather it; DeepSpeed does, by another mechanism: a read, during a forward of the model it wraps,
+of a weight that is not gathered registers it as an *external parameter* of the module running
+(the model itself) and gathers it. From then on the model's own hooks gather it for each forward
+and again for the backward, where its whole gradient is reduce-scattered. Measured with DeepSpeed
 0.19.8 on two CPU processes (tests/test_zero3.py): the loss reads the whole weight, tied to the
-embedding or not, and training gives one process's losses.
+embedding or not, with ``kernel="torch"`` or Liger's (Triton's interpreter), and training gives
+one process's losses; the wrapped module called directly, before any forward of the engine,
+gathers it too.
 
-Outside the engine's forward (the wrapped module called directly, a DeepSpeed without that
-mechanism) the same read returns this rank's partition, shape ``(0,)``: ``check_gathered`` makes
-that an error saying so, instead of a matmul of the wrong shape.
+Read anywhere else (outside a forward of the model, or under a DeepSpeed without that mechanism)
+the weight is this rank's partition, shape ``(0,)``: ``check_gathered`` makes that an error
+saying so, instead of a matmul of the wrong shape.
 
 DeepSpeed is not imported: its parameters carry ``ds_id`` and ``ds_status``.
 """
@@ -35,6 +37,6 @@ def check_gathered(weight, what: str = "the output layer's weight") -> None:
     whole = tuple(getattr(weight, "ds_shape", ()))
     raise RuntimeError(
         f"target-only loss: {what} is this rank's ZeRO-3 partition of shape {tuple(weight.shape)} "
-        f"(whole: {whole}, {status}). DeepSpeed gathers it only inside the DeepSpeed engine's forward: "
-        "call the model Accelerate prepared (the engine), not the module it wraps, or use train.loss_impl=hf"
+        f"(whole: {whole}, {status}). DeepSpeed gathers it for a read inside a forward of the model it "
+        "wraps: compute the loss in the model's forward (loss.install), or use train.loss_impl=hf"
     )
