@@ -78,7 +78,6 @@ def test_responses_end_by_their_own_rules_at_the_models_positions(limited):
     assert [(o.n_tokens, o.finish) for o in over] == [(LIMIT - 28, "length"), (50, "length")]
 
 
-@pytest.mark.slow  # inductor compiles the step: ~1 min on a shared CPU
 def test_compiled_decoding_at_the_limit_never_repeats_kv(limited, monkeypatch):
     """Compiled (inductor on the CPU) == eager token for token at the model's positions, with
     transformers' repeat_kv made to fail: K and V are read once per KV head. Releasing the
