@@ -41,8 +41,10 @@ them; CUDA only). Before each setting the time it is expected to take is printed
 figure comes from (settings.expected: its last round, the device's measured figure, the rate
 reached here, or FLOPs over the data sheet's peak at an assumed MFU), and with ``--budget``
 (seconds from the start of the process) a setting expected to end past it is skipped, as is one
-whose memory (H200 figures) the device lacks. Reported per setting: real tokens/s, MFU over the
-device's bf16 peak counting 6 x params per token (``mfu``) and with causal attention's FLOPs
+whose memory (H200 figures) the device lacks; one that runs past the budget all the same is
+stopped there (``stopped``), and the one in flight is in the JSON (``running``) should the
+process be stopped from outside. Reported per setting: real tokens/s, MFU over the device's
+bf16 peak counting 6 x params per token (``mfu``) and with causal attention's FLOPs
 (``mfu_with_attention``), the attention work over what per-document attention needs
 (``attention_flops_ratio``, 1.0: no work across documents), peak memory, the share of three
 weight matrices that training changed, the losses, the seconds; out of memory is recorded and
@@ -69,6 +71,7 @@ import time
 import traceback
 from pathlib import Path
 
+from gpu_eval.workloads import Deadline, deadline
 from gpu_train.checks import guarded, layers_of, liger_check, liger_layers_check, modeling_kept  # noqa: F401
 from gpu_train.limo_side import Skipped
 from gpu_train.measure import measure
@@ -221,9 +224,16 @@ def main(argv: list[str] | None = None) -> dict:
         says = f"~{guess[0]:.0f} s expected ({guess[1]})" if guess else "no estimate yet"
         print(f"[round {r + 1}] {name}: {says}; {elapsed:.0f} s in", flush=True)
         skip = why_skip(name, gpu, has_trl, liger_missing(), memory)
-        if not skip and args.budget and guess and elapsed + guess[0] > args.budget:
-            left = max(args.budget - elapsed, 0)
-            skip = f"time budget: ~{guess[0]:.0f} s expected ({guess[1]}), {left:.0f} s of {args.budget:.0f} left"
+        if (
+            not skip
+            and args.budget
+            and (elapsed >= args.budget or (guess and elapsed + guess[0] > args.budget))
+        ):
+            left, cost = (
+                max(args.budget - elapsed, 0),
+                f"~{guess[0]:.0f} s expected ({guess[1]})" if guess else "no estimate",
+            )
+            skip = f"time budget: {cost}, {left:.0f} s of {args.budget:.0f} left"
             result["time"]["skipped_for_time"].append(f"{name} (round {r + 1})")
         if skip:
             runs[name].append({"skipped": skip, "round": r + 1})
@@ -231,8 +241,14 @@ def main(argv: list[str] | None = None) -> dict:
             write(result, args.out)
             continue
         t0 = time.perf_counter()
+        runs[name].append({"running": True, "round": r + 1, "started_s": round(elapsed, 1)})
+        write(result, args.out)  # a process stopped from outside shows what was in flight
+        runs[name].pop()
         try:
-            got = measure(name, args, config, gpu, device, spec.bf16_flops if spec else None)
+            with deadline(args.budget - elapsed if args.budget else None):
+                got = measure(name, args, config, gpu, device, spec.bf16_flops if spec else None)
+        except Deadline as e:  # past the budget: stopped where it was, the JSON kept
+            got = {"stopped": f"{e} (the budget)"}
         except Skipped as e:
             got = {"skipped": str(e)}
         except torch.OutOfMemoryError:
@@ -248,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
         runs[name].append(got)
         print(
             f"[round {r + 1}] {name}: "
-            f"{got.get('real_tokens_per_s', got.get('error', got.get('skipped')))} tokens/s, "
+            f"{got.get('real_tokens_per_s', got.get('error', got.get('skipped', got.get('stopped'))))} tokens/s, "
             f"mfu {got.get('mfu')}, attention x{got.get('attention_flops_ratio')}, "
             f"peak {got.get('peak_memory_gb')} GB, syncs/step {got.get('host_syncs', {}).get('per_step')} "
             f"({got['seconds']:.0f} s)",

@@ -274,3 +274,29 @@ def test_a_part_past_its_limit_is_stopped_where_it_is():
         while True:
             time.sleep(0.01)
     assert time.perf_counter() - started < 5
+
+
+def test_a_setting_past_the_training_budget_is_stopped_and_the_rest_skipped(tmp_path, monkeypatch):
+    """A setting that runs past --budget despite its estimate is stopped where it is (the JSON
+    keeps it as ``stopped``) and every later one is skipped for time, inside the budget."""
+    import time
+
+    import bench_gpu_train
+    from transformers import Qwen2Config  # noqa: F401  (what main imports: the budget is its own)
+
+    from limo_exp.hardware import gpu  # noqa: F401
+    from limo_exp.tracking import run_log  # noqa: F401
+    from limo_exp.training import loss, shapes  # noqa: F401
+
+    def never_ends(*_a, **_k):
+        while True:
+            time.sleep(0.05)
+
+    monkeypatch.setattr(bench_gpu_train, "measure", never_ends)
+    args = ["--shape", "tiny", "--seq", "128", "--rounds", "1", "--settings", "limo_16k,limo_b8"]
+    out = bench_gpu_train.main([*args, "--budget", "20", "--out", str(tmp_path / "g.json")])
+    first = out["runs"]["limo_16k"][0]  # stopped; skipped only where imports alone took the budget
+    assert first.get("stopped", "").startswith("stopped at its limit") or first["skipped"].startswith(
+        "time budget"
+    )
+    assert out["runs"]["limo_b8"][0]["skipped"].startswith("time budget: no estimate, 0 s of 20 left")
