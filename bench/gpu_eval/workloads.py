@@ -134,7 +134,8 @@ def step_time(
         "batch": batch,
         "prompt_tokens": prompt,
         "steps_timed": long - short,
-        "step_ms": round(1000 * step, 3),
+        # a difference at or below zero: the two runs' noise exceeds the steps between them
+        "step_ms": round(1000 * step, 3) if step > 0 else None,
         "new_tokens_per_s": round(batch / step, 1) if step > 0 else None,
         "wall_seconds": {str(k): round(v, 3) for k, v in wall.items()},
     }
