@@ -260,3 +260,12 @@ def test_the_slow_generation_warning_quotes_the_decoding_in_use(caplog):
     assert warn_slow_generation("hf", "cuda", tasks, suite("auto"), 32768) is None
     assert "compiled decoding" in caplog.text and "no compiled throughput measured" in caplog.text
     assert "700" not in caplog.text
+
+
+@pytest.mark.parametrize("seed", [2**31, 2**63 - 1, -(2**63)])
+def test_a_run_seed_may_be_any_int64(varied, seed):
+    """The run's seed and the request's are folded into one int64 (sampling.mix_seed): seeds at and
+    past 2**31 overflowed `seed << 32` ("Overflow when unpacking long long")."""
+    g = Gen(PROMPTS[0], max_new=8, temperature=1.0, top_p=0.9, seed=sample_seed("s"))
+    for d in ("static", "eager"):
+        assert engine(varied, d, batch_size=1, seed=seed).generate([g])[0].n_tokens > 0

@@ -19,6 +19,7 @@ import logging
 
 from limo_exp.evaluation.generation.engines import AUTO_BATCH, EngineOptions, Gen, Out, hf_decoding, response
 from limo_exp.evaluation.generation.memory import cache_bucket, fit_batch, is_out_of_memory
+from limo_exp.evaluation.generation.sampling import mix_seed
 from limo_exp.evaluation.generation.static import Row, StaticDecoder, Stats
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class HFEngine:
         ``max_new`` are per row); CUDA out-of-memory halves the batch and goes on."""
         ids = self._encode([r.prompt for r in reqs])
         rows = [
-            Row(x, r.max_new, r.stop, r.temperature, r.top_p, (self.seed << 32) | (r.seed or 0))
+            Row(x, r.max_new, r.stop, r.temperature, r.top_p, mix_seed(self.seed, r.seed or 0))
             for x, r in zip(ids, reqs)
         ]
         groups: dict[tuple, list[Row]] = {}
@@ -172,7 +173,7 @@ class HFEngine:
             kw |= {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         if g.stop:
             kw |= {"stop_strings": list(g.stop), "tokenizer": self.tok}
-        torch.manual_seed(self.seed * 1_000_003 + self._batches)  # sampled runs: reproducible per batch
+        torch.manual_seed(mix_seed(self.seed, self._batches))  # sampled runs: reproducible per batch
         self._batches += 1
         with torch.inference_mode():
             out = self.model.generate(**enc, **kw)
