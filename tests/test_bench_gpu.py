@@ -165,6 +165,13 @@ def test_the_gpu_bench_gates_time_on_either_gpu_and_on_any_device():
         "the FLOP rate and setup of limo_b8 here",
     )
     assert b.expected("trl_b8", 3, {}, {}, flops) is None
+    # the same side before the same data: TRL's rate does not stand for limo-exp's
+    runs2 = {
+        **runs,
+        "trl_16k": [{"real_tokens_per_s": 1.0, "seconds": 40.0, "step_seconds": 9.0, "timed_steps": 2}],
+    }
+    flops2 = {**flops, "trl_16k": 50.0}
+    assert b.expected("limo_16k", 3, {}, runs2, flops2)[1] == "the FLOP rate and setup of limo_b8 here"
     # a rate reached here beats a data-sheet estimate; a figure measured on the device beats both
     sheet = {"trl_b8": (12.0, 1.0, "estimate: FLOPs / (...)")}
     assert b.expected("trl_b8", 3, sheet, runs, flops)[1] == "the FLOP rate and setup of limo_b8 here"

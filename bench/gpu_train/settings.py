@@ -7,7 +7,7 @@ and ``steps`` (a cap on the timed steps of an expensive setting).
 
 The time a setting takes is gated before it starts (``expected``): its own last round where it
 ran, else the device's measured figure (``MEASURED``), else the rate this process reached on a
-setting of the same side and data (of the same data, of any), else its FLOPs over the device's
+setting of the same side and data (of the same side, data, any), else its FLOPs over the device's
 data-sheet bf16 peak at an assumed MFU (``ASSUMED_MFU``). Each estimate says which of these it
 is; ``plan`` lays the whole schedule out against a budget without running anything (``--plan``).
 """
@@ -201,7 +201,8 @@ def table(device: str, config, seq: int, steps: int, shape: str) -> dict[str, tu
 def expected(name: str, steps: int, table: dict, runs: dict, flops: dict | None = None):
     """Seconds ``name`` is expected to take, and from what, the nearest evidence first: its last
     measured round; the device's measured figure (``MEASURED``); the FLOP rate and setup seconds
-    this process reached on a setting of the same side and data (else of the same data, else any);
+    this process reached on a setting of the same side and data (else of the same side, of the same
+    data, any);
     the data sheet's estimate (the table); None when nothing is known."""
     n = timed_steps(name, steps) + 1
     took = [t["seconds"] for t in runs.get(name, []) if "real_tokens_per_s" in t]
@@ -212,7 +213,12 @@ def expected(name: str, steps: int, table: dict, runs: dict, flops: dict | None 
         return setup + n * step, source
     done = [(o, t) for o, ts in runs.items() for t in ts if "step_seconds" in t and o in (flops or {})]
     side, data = SETTINGS[name][:2]
-    for same in (lambda o: SETTINGS[o][:2] == (side, data), lambda o: SETTINGS[o][1] == data, lambda o: True):
+    for same in (
+        lambda o: SETTINGS[o][:2] == (side, data),
+        lambda o: SETTINGS[o][0] == side,  # the sides differ more than the data (seen on the CPU)
+        lambda o: SETTINGS[o][1] == data,
+        lambda o: True,
+    ):
         near = [(o, t) for o, t in done if same(o)]
         if near:
             other, t = near[-1]
