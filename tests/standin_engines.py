@@ -62,3 +62,20 @@ def streaming(group: int = 2, fail_on: str | None = None) -> Streaming:
 
         engine.stream = stream
     return engine
+
+
+class Hanging(Batched):
+    """An engine that starts a process of its own (as vLLM does) and never answers."""
+
+    def __init__(self, pid_file: str):
+        import subprocess
+        import time
+
+        super().__init__()
+        self.child = subprocess.Popen(["sleep", "600"])
+        with open(pid_file, "w") as f:
+            f.write(str(self.child.pid))
+        self.time = time
+
+    def generate(self, reqs):
+        self.time.sleep(600)

@@ -166,3 +166,20 @@ def test_a_failing_engine_stops_the_call_with_its_error():
         engine.generate([Gen(f"p{i}", 2) for i in range(4)])
     with pytest.raises(RuntimeError, match="shut down"):
         engine.generate([Gen("p0", 2)])
+
+
+def test_an_engine_that_does_not_stop_is_killed_with_the_processes_it_started(tmp_path, monkeypatch):
+    """Orphaned vLLM engine cores kept ~3 GB each on this machine: a busy engine process that does
+    not stop in ``STOP_S`` goes with its children."""
+    import psutil
+    from standin_engines import Hanging
+
+    from limo_exp.evaluation.generation import data_parallel as D
+
+    monkeypatch.setattr(D, "STOP_S", 1.0)
+    pid_file = tmp_path / "child"
+    engine = DataParallelEngine(partial(Hanging, str(pid_file)), size=1, cuda=False)
+    child = int(pid_file.read_text())
+    engine._inboxes[0].put([(0, Gen("p", 1))])  # busy for 600 s
+    engine.close()
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE

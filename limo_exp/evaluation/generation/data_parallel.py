@@ -15,6 +15,7 @@ stops the call with its error, and the engines are shut down.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -28,6 +29,7 @@ from limo_exp.evaluation.generation.engines import Gen, Out
 log = logging.getLogger(__name__)
 
 POLL_S = 1.0  # how often a wait for results checks that every engine is alive
+STOP_S = 60.0  # how long an engine process may take to stop before it is killed with its children
 
 
 def deal(n: int, size: int) -> list[list[int]]:
@@ -66,6 +68,8 @@ def _serve(factory: Callable, env: dict[str, str], wid: int, inbox, outbox) -> N
             for group in stream(gens) if stream else [list(enumerate(engine.generate(gens)))]:
                 outbox.put(("out", wid, [(index[j], o) for j, o in group]))
             outbox.put(("done", wid, len(job)))
+        if hasattr(engine, "close"):  # vLLM's own processes stop with it, not at interpreter exit
+            engine.close()
     except BaseException:  # noqa: BLE001 - reported to the parent, which raises it
         outbox.put(("error", wid, traceback.format_exc()))
 
@@ -149,16 +153,31 @@ class DataParallelEngine:
                 self.close()
 
     def close(self) -> None:
-        """Stop the engines' processes (a busy one is terminated after 10 s)."""
+        """Stop the engines' processes (a busy one is killed, with its children, after 60 s)."""
         self._finalizer()
 
 
 def _shutdown(inboxes, procs) -> None:
+    """Ask each engine process to stop; one still running after ``STOP_S`` is killed with the
+    processes it started (vLLM's engine core and workers: orphans would keep their memory)."""
     for box, p in zip(inboxes, procs):
         if p.is_alive():
             box.put(None)
     for p in procs:
-        p.join(timeout=10)
+        p.join(timeout=STOP_S)
         if p.is_alive():
-            p.terminate()
-            p.join(timeout=5)
+            _kill_tree(p)
+
+
+def _kill_tree(p) -> None:
+    try:
+        import psutil
+
+        children = psutil.Process(p.pid).children(recursive=True)
+    except Exception:  # noqa: BLE001 - no psutil, or the process is gone: the process alone
+        children = []
+    p.kill()
+    for c in children:
+        with contextlib.suppress(Exception):  # already gone
+            c.kill()
+    p.join(timeout=5)

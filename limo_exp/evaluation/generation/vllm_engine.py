@@ -117,6 +117,10 @@ class VLLMEngine:
             if waiting:
                 engine.abort_request([rid for _, rid in waiting.values()], internal=True)
 
+    def close(self) -> None:
+        """Stop vLLM's engine-core processes now (a data-parallel engine process, before it exits)."""
+        self.llm.llm_engine.engine_core.shutdown()
+
     def _out(self, c, stop: tuple[str, ...]) -> Out:
         """The hf engine's rule (``engines.response``), from vLLM's token ids: its own text can
         differ on byte pieces that do not make whole characters. vLLM ends on the tokenizer's EOS
