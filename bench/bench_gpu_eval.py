@@ -54,6 +54,7 @@ from gpu_eval import model as M
 from gpu_eval.workloads import Deadline, deadline, engine, release, requests, run, step_time
 
 REPO = Path(__file__).resolve().parents[1]
+STARTED = time.perf_counter()  # --budget counts from here: main's imports take seconds too
 SHAPES = {name: {k: v for k, v in shape.items() if k != "vocab_size"} for name, shape in TRAIN_SHAPES.items()}
 SAMPLING = (0.6, 0.95)  # LIMO's protocol: temperature, top_p
 TARGETS = {"short_new_tokens_per_s": 7500.0, "long_new_tokens_per_s": 5000.0}
@@ -82,8 +83,8 @@ def targets(out: dict) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> dict:
-    started = time.perf_counter()
+def main(argv: list[str] | None = None, started: float | None = None) -> dict:
+    started = started or time.perf_counter()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", choices=sorted(SHAPES), default="1.5b")
     ap.add_argument("--decodings", default="compiled,eager", help="hf decodings; the first is the target's")
@@ -233,4 +234,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    main(started=STARTED)

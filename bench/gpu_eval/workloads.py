@@ -13,8 +13,9 @@ import time
 from gpu_eval.model import prompts
 
 
-class Deadline(Exception):
-    """A part of the bench ran past the seconds it was given."""
+class Deadline(BaseException):
+    """A part of the bench ran past the seconds it was given. A BaseException, as
+    KeyboardInterrupt is: libraries' ``except Exception`` must not swallow it."""
 
 
 @contextlib.contextmanager
