@@ -193,16 +193,17 @@ def test_an_evaluation_hands_vllm_all_of_a_tasks_requests_in_one_call(
     )
 
 
-def test_data_parallel_vllm_engines_split_a_call_and_give_the_same_responses(model, vllm_engine):
+def test_data_parallel_vllm_engines_split_a_call_and_give_the_same_responses(model, vllm_engine, monkeypatch):
     """``data_parallel_size=2``: two vLLM engines in processes of their own (on the CPU: a core
     each), a call's 8 requests dealt 4 and 4, the greedy responses those of one engine."""
     from limo_exp.evaluation.generation.backend import make_engine
     from limo_exp.evaluation.generation.data_parallel import DataParallelEngine
     from limo_exp.evaluation.generation.engines import EngineOptions, Gen
 
-    opts = EngineOptions(
-        dtype="float32", device="cpu", max_model_len=1024, data_parallel_size=2, vllm_kv_cache_gb=1
-    )
+    # 1 GiB of KV cache each: three vLLM engines at 2 GiB and ~0.7 GiB besides took this shared
+    # 24 GB machine out of memory once (the kernel killed the module engine's worker)
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
+    opts = EngineOptions(dtype="float32", device="cpu", max_model_len=1024, data_parallel_size=2)
     engine = make_engine("vllm", model, opts)
     try:
         assert isinstance(engine, DataParallelEngine)
