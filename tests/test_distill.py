@@ -223,3 +223,31 @@ def test_bad_inputs_fail_before_any_generation(tmp_path, cache_dir):
     with pytest.raises(ConfigError, match="no record of pool=distilled has a gold answer"):
         run_distill(_cfg(tmp_path, cache_dir, "pool=distilled", f"pool.file={no_gold}"))
     assert not (tmp_path / "distill").exists()
+
+
+class StreamingTeacher(FakeTeacher):
+    """Fed as vLLM: every request in one call, responses handed back one at a time as they finish;
+    ``die_after`` responses, it dies (a crash mid-call)."""
+
+    requests_per_call = None
+
+    def __init__(self, die_after: int | None = None):
+        super().__init__()
+        self.calls, self.die_after = [], die_after
+
+    def stream(self, reqs):
+        self.calls.append(len(reqs))
+        for i, out in enumerate(self.generate(reqs)):
+            if i == self.die_after:
+                raise RuntimeError("the teacher died")
+            yield [(i, out)]
+
+
+def test_a_streaming_teacher_gets_every_request_in_one_call_and_each_is_stored_as_it_ends(tok, tmp_path):
+    teacher = StreamingTeacher()
+    assert _distill(tok, ResponseStore(tmp_path / "a", "fp"), teacher, k=3).generated == 9
+    assert teacher.calls == [9]  # FakeTeacher's batch of 2 would have made chunks of 16: one call too
+    dying = StreamingTeacher(die_after=4)
+    with pytest.raises(RuntimeError, match="the teacher died"):
+        _distill(tok, ResponseStore(tmp_path / "b", "fp"), dying, k=3)
+    assert len(ResponseStore(tmp_path / "b", "fp").records) == 4  # what finished before the crash is kept

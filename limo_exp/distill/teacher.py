@@ -23,7 +23,7 @@ from pathlib import Path
 from limo_exp.config import DistillConfig
 from limo_exp.data.prompts import user_turn
 from limo_exp.data.records import Record, Solution
-from limo_exp.evaluation.generation.engines import Gen, sample_seed
+from limo_exp.evaluation.generation.engines import Gen, requests_per_call, sample_seed
 from limo_exp.evaluation.grading import Verdict, grade_math_detailed
 from limo_exp.evaluation.store import ResponseStore, Stored, request_key
 
@@ -75,30 +75,37 @@ def _settings(cfg: DistillConfig) -> dict:
 
 
 def _generate(plan: list[tuple[str, str]], settings: dict, store: ResponseStore, engine) -> int:
-    """Generate the (key, prompt) pairs the store lacks, in chunks, each stored as soon as it is
-    done (a kill keeps them). Returns how many were generated."""
+    """Generate the (key, prompt) pairs the store lacks, each stored as soon as it is done (a kill
+    keeps them): as many a call as the engine takes (vLLM: all, handed back as they finish),
+    else in chunks. Returns how many were generated."""
     todo = list(dict.fromkeys((k, p) for k, p in plan if k not in store.records))
     if not todo:
         return 0
     engine = engine()
-    chunk = max(16, 4 * int(getattr(engine, "batch_size", 16)))
-    s = settings
-    for i in range(0, len(todo), chunk):
-        part = todo[i : i + chunk]
-        started = time.perf_counter()
+    per_call = requests_per_call(engine, len(todo))
+    stream = getattr(engine, "stream", None)
+    s, done = settings, 0
+    for i in range(0, len(todo), per_call):
+        part = todo[i : i + per_call]
         gens = [Gen(p, s["max_gen_toks"], (), s["temperature"], s["top_p"], sample_seed(k)) for k, p in part]
-        outs = engine.generate(gens)
-        seconds = time.perf_counter() - started
-        total = sum(o.n_tokens for o in outs) or 1
-        store.add(
-            [
-                (k, Stored(o.text, o.n_tokens, o.finish, seconds=seconds * o.n_tokens / total))
-                for (k, _), o in zip(part, outs, strict=True)
-            ]
-        )
-        log.info(
-            "distill: %d/%d samples generated (%.0f tokens/s)", i + len(part), len(todo), total / seconds
-        )
+        started = time.perf_counter()
+        groups = stream(gens) if stream is not None else [list(enumerate(engine.generate(gens)))]
+        for group in groups:  # [(index in part, Out)]
+            seconds, started = time.perf_counter() - started, time.perf_counter()
+            total = sum(o.n_tokens for _, o in group) or 1
+            store.add(
+                [
+                    (part[j][0], Stored(o.text, o.n_tokens, o.finish, seconds=seconds * o.n_tokens / total))
+                    for j, o in group
+                ]
+            )
+            done += len(group)
+            log.info(
+                "distill: %d/%d samples generated (%.0f tokens/s)",
+                done,
+                len(todo),
+                total / max(seconds, 1e-9),
+            )
     return len(todo)
 
 

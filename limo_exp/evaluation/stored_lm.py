@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from lm_eval.api.model import LM
 
-from limo_exp.evaluation.generation.engines import Gen, Out, Timing, sample_seed
+from limo_exp.evaluation.generation.engines import Gen, Out, Timing, requests_per_call, sample_seed
 from limo_exp.evaluation.grading import TRUNCATED
 from limo_exp.evaluation.store import ResponseStore, Stored, request_key
 
@@ -139,8 +139,7 @@ class StoredLM(LM):
         with ``stream`` hands responses back as they finish (vLLM), stored per finished group, so
         a crash loses only those in flight."""
         engine = self.engine
-        batch = int(getattr(engine, "batch_size", 16))
-        per_call = getattr(engine, "requests_per_call", max(16, 4 * batch)) or len(items)
+        per_call = requests_per_call(engine, len(items))
         stream = getattr(engine, "stream", None) if self.budget is None else None
         self._done = 0
         for i in range(0, len(items), per_call):

@@ -56,6 +56,14 @@ class Timing:
     per_task: dict[str, list[float]] = field(default_factory=dict)  # task -> [seconds, tokens]
 
 
+def requests_per_call(engine, n: int) -> int:
+    """How many of ``n`` requests ``engine`` takes a call: its own ``requests_per_call`` (None: all
+    of them, as vLLM wants them, so its scheduler never waits on one response), else 4 x its batch
+    (at least 16: an hf batch refills from what waits)."""
+    batch = int(getattr(engine, "batch_size", 16) or 16)
+    return getattr(engine, "requests_per_call", max(16, 4 * batch)) or max(n, 1)
+
+
 def _cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
     cuts = [text.index(s) for s in stop if s and s in text]
     return (text[: min(cuts)], True) if cuts else (text, False)

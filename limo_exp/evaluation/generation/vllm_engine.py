@@ -58,7 +58,7 @@ class VLLMEngine:
         self.llm = LLM(
             model=model_path,
             dtype=opts.dtype,
-            seed=opts.seed,
+            seed=opts.seed % 2**32,  # vLLM seeds numpy, which takes [0, 2**32); requests carry their own
             tensor_parallel_size=opts.tensor_parallel_size,
             max_model_len=opts.max_model_len,
             **memory,
