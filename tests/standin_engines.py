@@ -64,6 +64,22 @@ def streaming(group: int = 2, fail_on: str | None = None) -> Streaming:
     return engine
 
 
+class Thinking:
+    """A budget-forcing stand-in: every thinking round writes 2 tokens (" hm") and stops; every
+    answer (a prompt ending in "Final Answer:") is "x". Records each call's requests."""
+
+    batch_size = 4
+
+    def __init__(self):
+        self.calls: list[list[Gen]] = []
+
+    def generate(self, reqs: list[Gen]) -> list[Out]:
+        self.calls.append(reqs)
+        return [
+            Out("x", 1, "stop") if r.prompt.endswith("Final Answer:") else Out(" hm", 2, "stop") for r in reqs
+        ]
+
+
 class Hanging(Batched):
     """An engine that starts a process of its own (as vLLM does) and never answers."""
 

@@ -7,11 +7,12 @@ import json
 import logging
 
 import pytest
+from standin_engines import Thinking
 
 from limo_exp.config import BudgetConfig, ConfigError, EvalConfig, SyntheticConfig
 from limo_exp.evaluation import evaluate as ev_mod
 from limo_exp.evaluation.evaluate import evaluate, evaluate_to_dir
-from limo_exp.evaluation.generation.engines import Gen, Out, sample_seed
+from limo_exp.evaluation.generation.engines import sample_seed
 from limo_exp.evaluation.regrade import regrade_dir
 from limo_exp.evaluation.store import ResponseStore, Stored, StoreMismatch, model_fingerprint
 from limo_exp.evaluation.stored_lm import Budget, StoredLM
@@ -117,23 +118,8 @@ def test_budget_forcing_on_the_tiny_model_counts_real_tokens(tiny_model, tmp_pat
         assert row["n_tokens"] == 5 + 3 and row["status"] == "truncated"  # the answer ran out too
 
 
-class Scripted:
-    """An engine that 'thinks' 2 tokens and stops every time, and answers 'x'."""
-
-    batch_size = 4
-
-    def __init__(self):
-        self.calls: list[list[Gen]] = []
-
-    def generate(self, reqs):
-        self.calls.append(reqs)
-        return [
-            Out("x", 1, "stop") if r.prompt.endswith("Final Answer:") else Out(" hm", 2, "stop") for r in reqs
-        ]
-
-
 def test_budget_forcing_appends_wait_until_the_minimum():
-    eng = Scripted()
+    eng = Thinking()
     store = ResponseStore.__new__(ResponseStore)
     store.model_fp, store.records, store.hits, store.added, store.path = "fp", {}, 0, 0, None
     store.add = lambda items: store.records.update(items)

@@ -11,8 +11,9 @@ import pytest
 import torch
 from conftest import PROMPTS
 from scipy import stats
+from standin_engines import Thinking
 
-from limo_exp.evaluation.generation.engines import EngineOptions, Gen, Out, sample_seed
+from limo_exp.evaluation.generation.engines import EngineOptions, sample_seed
 from limo_exp.evaluation.generation.hf import HFEngine
 from limo_exp.evaluation.generation.sampling import gumbel, mix_seed, noise, select
 from limo_exp.evaluation.store import NoStore
@@ -219,23 +220,8 @@ def test_a_rows_draws_do_not_depend_on_its_batch():
 
 
 # --- budget forcing: each round its own noise -----------------------------------------------
-class Recording:
-    """A stand-in engine: thinks 2 tokens and stops (1 token for the second item), answers 'x'."""
-
-    batch_size = 4
-
-    def __init__(self):
-        self.calls: list[list[Gen]] = []
-
-    def generate(self, reqs):
-        self.calls.append(reqs)
-        return [
-            Out("x", 1, "stop") if r.prompt.endswith("Final Answer:") else Out(" hm", 2, "stop") for r in reqs
-        ]
-
-
 def test_budget_forcing_gives_each_round_a_seed_of_its_own():
-    eng = Recording()
+    eng = Thinking()
     b = Budget(think_max=100, think_min=5, max_waits=2, answer_max=3)
     lm = StoredLM("m", tokenizer=None, store=NoStore("fp"), engine_factory=lambda: eng, budget=b)
     s = {"until": [], "temperature": 0.6, "top_p": 0.95, "max_gen_toks": 200, "budget": None}
