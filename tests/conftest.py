@@ -102,3 +102,15 @@ def small_cfg(tmp_path, cache_dir):
         )
 
     return make
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a shared CPU: one intra-op thread (OpenMP threads wait on each other
+    longer than these matrices take), restored after the module (``usefixtures("one_thread")``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

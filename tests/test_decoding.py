@@ -17,15 +17,7 @@ from limo_exp.evaluation.generation.memory import cache_bucket, fit_batch
 from limo_exp.evaluation.store import NoStore
 from limo_exp.evaluation.stored_lm import Budget, StoredLM
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared CPU: one intra-op thread (OpenMP threads wait on each other
-    longer than these matrices take), restored after the module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import traceback
 import weakref
 from collections.abc import Callable, Iterator
 
-from limo_exp.evaluation.generation.engines import Gen, Out
+from limo_exp.evaluation.generation.engines import Gen, Out, in_order
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +127,7 @@ class DataParallelEngine:
             return msg
 
     def generate(self, reqs: list[Gen]) -> list[Out]:
-        done: dict[int, Out] = {}
-        for group in self.stream(reqs):
-            done.update(group)
-        return [done[i] for i in range(len(reqs))]
+        return in_order(self.stream(reqs), len(reqs))
 
     def stream(self, reqs: list[Gen]) -> Iterator[list[tuple[int, Out]]]:
         """``reqs`` dealt over the engines; yields ``[(index in reqs, Out)]`` as they finish."""

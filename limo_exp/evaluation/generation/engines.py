@@ -64,6 +64,14 @@ def requests_per_call(engine, n: int) -> int:
     return getattr(engine, "requests_per_call", max(16, 4 * batch)) or max(n, 1)
 
 
+def in_order(groups, n: int) -> list[Out]:
+    """The ``n`` responses of a ``stream`` (groups of ``(index, Out)`` as they finish) in request order."""
+    done: dict[int, Out] = {}
+    for group in groups:
+        done.update(group)
+    return [done[i] for i in range(n)]
+
+
 def _cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
     cuts = [text.index(s) for s in stop if s and s in text]
     return (text[: min(cuts)], True) if cuts else (text, False)

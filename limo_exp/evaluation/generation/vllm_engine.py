@@ -22,7 +22,7 @@ import logging
 import os
 from collections.abc import Iterator
 
-from limo_exp.evaluation.generation.engines import EngineOptions, Gen, Out, response
+from limo_exp.evaluation.generation.engines import EngineOptions, Gen, Out, in_order, response
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +83,7 @@ class VLLMEngine:
         )
 
     def generate(self, reqs: list[Gen]) -> list[Out]:
-        done: dict[int, Out] = {}
-        for group in self.stream(reqs):
-            done.update(group)
-        return [done[i] for i in range(len(reqs))]
+        return in_order(self.stream(reqs), len(reqs))
 
     def stream(self, reqs: list[Gen]) -> Iterator[list[tuple[int, Out]]]:
         """All of ``reqs`` into the engine at once; yields ``[(index in reqs, Out)]`` of the
