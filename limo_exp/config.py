@@ -22,6 +22,8 @@ from limo_exp.config_eval import (  # noqa: F401  (re-exported: the whole schema
     PlanConfig,
     ReportConfig,
     SyntheticConfig,
+    TierConfig,
+    VerifyConfig,
 )
 from limo_exp.typed import ConfigError, Section, one_of
 
@@ -52,12 +54,8 @@ class PoolConfig(Section):
     n: int | None = None  # keep the first n records (synthetic: generate n)
     seed: int = 0  # generator seed of the synthetic pool
     revision: str | None = None  # hub commit, branch or tag to read (null: the default branch)
-
-
-@dataclass(frozen=True)
-class VerifyConfig(Section):
-    enabled: bool = True  # keep a solution only if its final answer matches the gold answer
-    workers: int = 1  # processes for grading (math-verify is the slow stage)
+    members: dict[str, Any] | None = None  # pool=mix: label -> {pool, weight or count, ...} (data.mix)
+    teacher: str | None = None  # pool=distilled: this teacher's solutions only (kind teacher:<teacher>:*)
 
 
 @dataclass(frozen=True)
@@ -114,24 +112,18 @@ class CurationConfig(Section):
 
 
 @dataclass
-class TierConfig(Section):
-    """``quality/``: which solutions are trained on: a kind, a level L1..L5, "L4+" or "L2-L4"."""
-
-    name: str
-    tier: str
-    label: str | None = None  # tables and figures: "answer only"; null: the name (not in the run key)
-
-
-@dataclass
 class DataConfig(Section):
     n_samples: int = 16  # N: examples selected for training
     stratify_by: str | None = None  # round-robin across strata of this meta field, still nested
+    answers_per_question: int = 1  # k solutions of each of the N questions (N counts questions)
 
     def __post_init__(self):
         if self.n_samples < 1:
             raise ConfigError(
                 f"data.n_samples={self.n_samples}: N must be >= 1 (the untrained model is `limo-exp eval`)"
             )
+        if self.answers_per_question < 1:
+            raise ConfigError(f"data.answers_per_question={self.answers_per_question}: expected k >= 1")
 
 
 @dataclass

@@ -227,3 +227,49 @@ class PlanConfig(Section):
         for key in ("mfu", "bandwidth_use", "power", "alpha", "wanted_difference", "assumed_accuracy"):
             if not 0 < getattr(self, key) <= 1:
                 raise ConfigError(f"plan.{key}={getattr(self, key)}: expected a share in (0, 1]")
+
+
+# -- the sections of the later ablation axes (issue 36): verification, trace length ------------
+
+VERIFY_MODES = ("kept", "dropped", "inverted")  # curation.verify.mode: the structure-vs-content axis
+
+
+@dataclass(frozen=True)
+class VerifyConfig(Section):
+    """``curation.verify``: grade every solution's final answer against the gold answer."""
+
+    enabled: bool = True  # false: the same as mode=dropped (the older spelling)
+    workers: int = 1  # processes for grading (math-verify is the slow stage)
+    mode: str = "kept"  # kept: right answers only | dropped: no check | inverted: wrong answers only
+
+    def __post_init__(self):
+        one_of("curation.verify.mode", self.mode, VERIFY_MODES)
+        if not self.enabled and self.mode == "inverted":
+            raise ConfigError(
+                "curation.verify.mode=inverted grades answers: set curation.verify.enabled=true"
+            )
+
+    @property
+    def effective(self) -> str:
+        """What the verify stage does: kept, dropped or inverted."""
+        return self.mode if self.enabled else "dropped"
+
+
+@dataclass
+class TierConfig(Section):
+    """``quality/``: which solutions are trained on: a kind, a level L1..L5, "L4+" or "L2-L4"; and
+    how much of each (``truncate``, the length band in words: ``limo_exp.selection.traces``)."""
+
+    name: str
+    tier: str
+    label: str | None = None  # tables and figures: "answer only"; null: the name (not in the run key)
+    truncate: float | None = None  # keep the first fraction of each solution, cut where a step ends
+    min_words: int | None = None  # keep solutions of at least / at most this many words (before truncate)
+    max_words: int | None = None
+
+    def __post_init__(self):
+        if self.truncate is not None and not 0 < self.truncate <= 1:
+            raise ConfigError(f"quality.truncate={self.truncate}: expected a fraction in (0, 1]")
+        lo, hi = self.min_words, self.max_words
+        if (lo is not None and lo < 0) or (hi is not None and hi < 1) or (lo and hi and lo > hi):
+            raise ConfigError(f"quality.min_words={lo}, max_words={hi}: expected 0 <= min <= max, max >= 1")

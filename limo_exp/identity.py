@@ -40,6 +40,10 @@ EVAL_ONLY_GROUPS = ("model", "eval", "seed")  # what an evaluation without train
 NEUTRAL_LEAVES = {"train.format": ("plain", ("train.answer_prefix", "train.explain_prefix"))}
 # greedy responses are the same whatever decodes them; a sampled one records its decoding
 NEUTRAL_LEAVES["eval.hf_decoding"] = ("auto", ())
+# the axes of issue 36 (at these values a run trains on what it did before they existed)
+NEUTRAL_LEAVES["data.answers_per_question"] = (1, ())
+NEUTRAL_LEAVES["curation.verify.mode"] = ("kept", ())
+NEUTRAL_LEAVES |= {f"quality.{k}": (None, ()) for k in ("truncate", "min_words", "max_words")}
 
 
 def is_semantic(flat_key: str) -> bool:
@@ -57,12 +61,18 @@ def semantic_config(resolved: Mapping[str, Any]) -> dict:
         if isinstance(d.get(group), dict):
             d[group].pop(key, None)
     for leaf, (neutral, companions) in NEUTRAL_LEAVES.items():
-        group, key = leaf.split(".")
-        if isinstance(d.get(group), dict) and d[group].get(key, neutral) == neutral:
+        *path, key = leaf.split(".")
+        if isinstance(at := _node(d, path), dict) and at.get(key, neutral) == neutral:
             for gone in (leaf, *companions):
-                g, k = gone.split(".")
-                if isinstance(d.get(g), dict):
-                    d[g].pop(k, None)
+                *path, key = gone.split(".")
+                if isinstance(at := _node(d, path), dict):
+                    at.pop(key, None)
+    return d
+
+
+def _node(d: dict, path: list[str]):
+    for part in path:
+        d = d.get(part) if isinstance(d, dict) else None
     return d
 
 
@@ -72,7 +82,7 @@ def with_neutral_leaves(params: Mapping[str, str]) -> dict[str, str]:
     one logged with it at the neutral value show the same setting (one curve in a report)."""
     out = dict(params)
     for leaf, (neutral, companions) in NEUTRAL_LEAVES.items():
-        out.setdefault(leaf, neutral)
+        out.setdefault(leaf, str(neutral))  # as MLflow logs it: 1 -> "1", None -> "None"
         if out[leaf] == str(neutral):
             for gone in companions:
                 out.pop(gone, None)

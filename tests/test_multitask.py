@@ -111,8 +111,10 @@ def test_runs_from_before_the_format_are_on_the_plain_curve(tmp_path):
     plain = old | {"train.format": "plain", "train.answer_prefix": "Answer directly."}
     mt = plain | {"train.format": "multitask"}
     neutral = {"train.format": "plain", "eval.hf_decoding": "auto"}  # every neutral leaf a run predates
+    neutral |= {"data.answers_per_question": "1", "curation.verify.mode": "kept"}  # issue 36's axes
+    neutral |= {"quality.truncate": "None", "quality.min_words": "None", "quality.max_words": "None"}
     assert with_neutral_leaves(old) == with_neutral_leaves(plain) == old | neutral
-    assert with_neutral_leaves(mt) == mt | {"eval.hf_decoding": "auto"}
+    assert with_neutral_leaves(mt) == mt | {k: v for k, v in neutral.items() if k != "train.format"}
     uri = f"sqlite:///{tmp_path}/m.db"
     t = Tracker(uri, "study", str(tmp_path / "art"))
     for name, params in (("old", old), ("plain", plain | {"data.n_samples": "16"}), ("mt", mt)):

@@ -30,13 +30,16 @@ def cache_key(records: list[Record], cfg: CurationConfig, benchmarks: dict[str, 
     extra = {}
     if cfg.difficulty.enabled and cfg.difficulty.pass_rates:
         extra["pass_rates"] = hashlib.sha256(Path(cfg.difficulty.pass_rates).read_bytes()).hexdigest()
-    if cfg.verify.enabled:  # verdicts change with the grader
+    if cfg.verify.effective != "dropped":  # verdicts change with the grader
         extra["grader"] = GRADER_VERSION
+    config = cfg.to_dict()
+    if config["verify"]["mode"] == "kept":  # the default: caches written before the mode existed hold
+        del config["verify"]["mode"]
     blob = json.dumps(
         {
             "v": CACHE_VERSION,
             "pool": pool_fingerprint(records),
-            "config": cfg.to_dict(),
+            "config": config,
             "benchmarks": benchmarks_fingerprint(benchmarks),
             **extra,
         },

@@ -28,8 +28,11 @@ def _grade_all(pairs: list[tuple[str, str]]) -> list[bool]:
     return [bool(grade_math(text, gold)) for text, gold in pairs]
 
 
-def verify_answers(records: list[Record], workers: int = 1) -> tuple[list[Record], dict[str, int]]:
-    """Keep solutions whose final answer (last \\boxed{}) matches the record's gold answer; drop
+def verify_answers(
+    records: list[Record], workers: int = 1, mode: str = "kept"
+) -> tuple[list[Record], dict[str, int]]:
+    """Keep solutions whose final answer (last \\boxed{}) matches the record's gold answer
+    (``mode="inverted"``: those whose answer is wrong, the structure-vs-content control); drop
     records left with none (a record without a gold answer cannot be verified and is dropped)."""
     pairs = [(s.text, r.answer) for r in records if r.answer for s in r.solutions]
     chunks = [pairs[i : i + 200] for i in range(0, len(pairs), 200)]
@@ -48,7 +51,8 @@ def verify_answers(records: list[Record], workers: int = 1) -> tuple[list[Record
     for r in records:
         if not r.answer:
             continue
-        kept = [s for s, good in zip(r.solutions, ok[k : k + len(r.solutions)], strict=True) if good]
+        want = mode != "inverted"
+        kept = [s for s, good in zip(r.solutions, ok[k : k + len(r.solutions)], strict=True) if good == want]
         k += len(r.solutions)
         if kept:
             out.append(r if len(kept) == len(r.solutions) else replace(r, solutions=kept))
@@ -140,9 +144,10 @@ def curate(records: list[Record], cfg: CurationConfig, benchmarks: dict[str, lis
         marks.done(stage, before)
         return after
 
-    if cfg.verify.enabled:
-        kept, extra = verify_answers(records, cfg.verify.workers)
-        records = step("verify", len(records), kept, **extra)
+    if cfg.verify.effective != "dropped":
+        kept, extra = verify_answers(records, cfg.verify.workers, cfg.verify.effective)
+        stage = "verify" if cfg.verify.effective == "kept" else "verify_inverted"
+        records = step(stage, len(records), kept, **extra)
     if cfg.dedup.exact:
         keep = exact_duplicates([r.problem for r in records])
         records = step("dedup_exact", len(records), [records[i] for i in keep])
