@@ -49,6 +49,7 @@ def _run_eval(cfg: DictConfig) -> dict:
     tags |= hub.as_tags(hub.loaded())  # hub benchmarks: commit, rows
     with tracker.run(f"N=0 · baseline · s{c.seed}", run_log.run_tags(key, "eval", **tags)):
         tracker.log_params(run_log.run_params(spec.params(EVAL_ONLY_GROUPS)))
+        run_log.log_environment(tracker, out_dir)  # environment.txt: every distribution
         sources = {b: registry.data_source(b, c.eval.data_dir) for b in benchmarks}
         run_log.log_benchmarks(tracker, benchmarks, sources, c.eval.limit)
         ev = evaluate_to_dir(base, c.eval, out_dir, **eval_options(c), revision=c.model.revision)

@@ -100,6 +100,7 @@ def _run(cfg: DictConfig) -> dict:
                 resolved = OmegaConf.to_container(cfg, resolve=True)  # secrets masked, as in params
                 (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(mask_tree(resolved)))
                 tracker.log_artifact(run_dir / "config.yaml")
+                run_log.log_environment(tracker, run_dir)  # environment.txt: every distribution
 
             examples = _curate_and_select(point, run_dir, tracker, main_rank)
             ids = [e.id for e in examples]
@@ -198,6 +199,7 @@ def _curate_and_select(point: prepare.Point, run_dir: Path, tracker, main_rank: 
         log.info("curation funnel%s:\n%s", cached, curation.format_funnel(curated.funnel))
     run_log.log_curation(tracker, curated.funnel, curated.from_cache, point.curation_seconds, files)
     run_log.log_teacher_cost(tracker, point.pool)  # a distilled pool's generation is part of its cost
+    tracker.log_metrics(point.figures)  # train/*: questions, words trained on and cut, shares
     if main_rank:
         (run_dir / "selected_ids.json").write_text(json.dumps([e.id for e in examples], indent=0))
         tracker.log_artifact(run_dir / "selected_ids.json")

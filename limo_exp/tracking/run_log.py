@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import platform
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from limo_exp.data.fingerprints import items_digest
 from limo_exp.data.records import BenchItem, Example, Record
+from limo_exp.tracking.environment import (  # noqa: F401  (importable here, as before)
+    environment_tags,
+    git_info,
+    log_environment,
+)
 from limo_exp.tracking.names import (
     CHILD_TAG,
     KIND_TAG,
@@ -68,43 +70,6 @@ def relative(path: str | Path, root: str | Path) -> str:
         return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
     except ValueError:
         return str(path)
-
-
-def git_info(path: Path | None = None) -> dict[str, str]:
-    cwd = path or Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True, check=True
-        )
-        return {"git.commit": commit.stdout.strip(), "git.dirty": str(bool(dirty.stdout.strip())).lower()}
-    except (OSError, subprocess.CalledProcessError):
-        return {"git.commit": "unknown", "git.dirty": "unknown"}
-
-
-def environment_tags() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    tags = {"hardware.platform": platform.platform(), "hardware.cpus": str(os.cpu_count())}
-    for pkg in ("torch", "transformers", "accelerate", "lm-eval", "math-verify", "mlflow", "limo-exp"):
-        try:
-            tags[f"version.{pkg}"] = version(pkg)
-        except PackageNotFoundError:
-            tags[f"version.{pkg}"] = "absent"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            tags["hardware.gpus"] = ", ".join(
-                torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
-            )
-        else:
-            tags["hardware.gpus"] = "none"
-    except ImportError:
-        pass
-    return tags | git_info()
 
 
 def run_tags(key: str, kind: str, **extra: str) -> dict[str, str]:
