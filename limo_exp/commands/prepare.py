@@ -24,7 +24,8 @@ class Point:
     benchmarks: dict  # benchmark -> items, as evaluated and decontaminated against
     key: str  # the run key
     curated: object = None  # curation.Curated: records and funnel (None: not curated yet)
-    examples: list = field(default_factory=list)  # the N selected
+    examples: list = field(default_factory=list)  # the N selected (N x data.answers_per_question)
+    figures: dict = field(default_factory=dict)  # train/*: what is trained on (selection.choose)
     curation_seconds: float = 0.0
 
 
@@ -95,16 +96,14 @@ def select(point: Point) -> Point:
     """Curate (cached by content: the points of a sweep curate once) and select N: the point with
     ``curated`` and ``examples`` filled. Raises NotEnoughRecords (N larger than what curation
     keeps) and the pool's field errors before curating."""
-    from limo_exp import curation, selection
+    from limo_exp import curation
+    from limo_exp.selection import choose
 
     c = point.spec.config
-    d, how = c.data, c.selection
-    selection.check_pool(point.pool, d.n_samples, c.quality.tier, how)  # fields and counts, before curation
+    choose.check(point.pool, c)  # fields and counts, before curation
     started = time.perf_counter()
     cache = Path(c.paths.cache_dir) / "curated"
     point.curated = curation.curate_cached(point.pool, c.curation, point.benchmarks, cache)
     point.curation_seconds = time.perf_counter() - started
-    point.examples = selection.select(
-        point.curated.records, d.n_samples, c.quality.tier, c.seed, d.stratify_by, point.curated.funnel, how
-    )
+    point.examples, point.figures = choose.choose(point.curated.records, c, point.curated.funnel)
     return point

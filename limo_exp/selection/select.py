@@ -52,15 +52,25 @@ def _best(sols: list[Solution]) -> Solution:
     )  # max keeps the first
 
 
-def eligible(records: list[Record], tier: str) -> list[Candidate]:
-    """Each record with a solution of ``tier`` (the first record of an id), with its best one; by id."""
+def eligible(records: list[Record], tier: str, k: int = 1) -> list[Candidate]:
+    """Each record with ``k`` or more solutions of ``tier`` (the first record of an id), with its
+    best one; by id."""
     ok = tier_filter(tier)
     found: dict[str, Candidate] = {}
     for r in records:
         sols = [s for s in r.solutions if ok(s)]
-        if sols and r.id not in found:
+        if len(sols) >= max(k, 1) and r.id not in found:
             found[r.id] = (r, _best(sols))
     return [found[i] for i in sorted(found)]
+
+
+def top(record: Record, tier: str, k: int) -> list[Solution]:
+    """A record's ``k`` best solutions of ``tier`` by quality score (ties: in the record's order)."""
+    sols = [s for s in record.solutions if tier_filter(tier)(s)]
+    order = sorted(
+        range(len(sols)), key=lambda i: -(sols[i].quality if sols[i].quality is not None else -1e300)
+    )
+    return [sols[i] for i in order[:k]]
 
 
 def _reasons(dropped: dict[str, int]) -> str:
@@ -74,16 +84,26 @@ def _tiers_of(records: list[Record]) -> str:
     return f"; this pool's solution kinds: {kinds}" + (f", quality levels: {levels}" if levels else "")
 
 
-def check_pool(records: list[Record], n: int, tier: str, options: SelectionConfig | None = None) -> None:
+def check_pool(
+    records: list[Record], n: int, tier: str, options: SelectionConfig | None = None, per_question: int = 1
+) -> None:
     """Before curation (which only removes records): fail when the strategy needs a field no record
     has, or when even the uncurated pool has fewer than ``n`` records the strategy can choose.
     A level tier ("L3") is not known before curation scores the chains: any solution counts."""
     opts = options or SelectionConfig()
     is_level = bool(_LEVEL.match(tier))
-    cands = [(r, r.solutions[0]) for r in records if r.solutions] if is_level else eligible(records, tier)
+    k = per_question
+    cands = (
+        [(r, r.solutions[0]) for r in records if len(r.solutions) >= k]
+        if is_level
+        else eligible(records, tier, k)
+    )
     kept, dropped, _ = strategies.usable(cands, opts, scored=False)
     if len(kept) < n:
         of_tier = "with a solution" if is_level else f"with a solution of tier {tier!r}"
+        of_tier = (
+            of_tier.replace("a solution", f"{k} solutions (data.answers_per_question)") if k > 1 else of_tier
+        )
         raise NotEnoughRecords(
             f"asked for {n} records of tier {tier!r} with selection.strategy={opts.strategy}; before "
             f"curation, {len(cands)} of the pool's {len(records)} records are {of_tier}"
@@ -100,8 +120,12 @@ def select(
     stratify_by: str | None = None,
     funnel: list[dict[str, Any]] | None = None,
     options: SelectionConfig | None = None,
+    per_question: int = 1,
+    shares: dict[str, float] | None = None,
 ) -> list[Example]:
-    """The first ``n`` eligible records in the strategy's seeded order, as training examples.
+    """The first ``n`` eligible records in the strategy's seeded order, as training examples:
+    ``per_question`` (k) solutions of each, its k best of the tier (n x k examples; a record needs
+    k); with ``shares`` (pool=mix: member -> weight) the members' orders interleaved by weight.
 
     Raises NotEnoughRecords when fewer than ``n`` records have a solution of ``tier``, or when the
     strategy can choose fewer than ``n`` of them; MissingField when it needs a field none has.
@@ -112,7 +136,7 @@ def select(
     is_level = bool(_LEVEL.match(tier))
     if is_level and records and all(s.tier is None for r in records for s in r.solutions):
         raise ValueError(f"tier {tier!r} needs quality tiers: enable curation.quality")
-    cands = eligible(records, tier)
+    cands = eligible(records, tier, per_question)
     if stratify_by and opts.strategy in ("diverse", "s1"):
         raise ValueError(f"stratify_by does not combine with selection.strategy={opts.strategy}")
     steps = (
@@ -122,6 +146,9 @@ def select(
     )
     if len(cands) < n:
         msg = f"asked for {n} records of tier {tier!r}, only {len(cands)} eligible of {len(records)} records"
+        msg += f" (data.answers_per_question={per_question}: {per_question} solutions each)" * (
+            per_question > 1
+        )
         msg += steps
         msg += "" if cands else _tiers_of(records)  # most likely a tier the pool lacks
         raise NotEnoughRecords(msg)
@@ -133,6 +160,13 @@ def select(
         )
     if stratify_by:
         ranked = strategies.round_robin(ranked, lambda c: str(c[0].meta.get(stratify_by)), str)
+    if shares:
+        from limo_exp.selection.mixture import interleave
+
+        ranked = interleave(ranked, shares, n)
+    chosen = [
+        (r, s) for r, best in ranked[:n] for s in (top(r, tier, per_question) if per_question > 1 else [best])
+    ]
     return [
         Example(
             id=r.id,
@@ -141,5 +175,5 @@ def select(
             answer=r.answer,
             tier=(s.tier or tier) if is_level else s.kind,
         )
-        for r, s in ranked[:n]
+        for r, s in chosen
     ]
