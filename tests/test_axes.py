@@ -182,3 +182,169 @@ def test_n_questions_with_k_solutions_each_the_best_k():
     assert "few" not in {e.problem for e in four}  # one solution: not a question of k = 4
     with pytest.raises(NotEnoughRecords, match=r"only 6 eligible .*data.answers_per_question=4"):
         choose(pool, config("quality=teacher", "data.n_samples=7", "data.answers_per_question=4"))
+
+
+# -- question mixtures: pool=mix ------------------------------------------------------------------
+
+MIX = {
+    "math": {"pool": "math_train", "weight": 3, "n": 60},
+    "gsm8k": {"pool": "gsm8k", "weight": 1, "n": 40},
+    "aime": {"pool": "aime_historical", "weight": 0},
+}
+
+
+def test_mixture_weights_are_in_the_run_key():
+    base = key("pool=mix")
+    assert base != FAST_KEY
+    assert (
+        len(
+            {
+                base,
+                key("pool=mix", "pool.members.gsm8k.weight=3"),
+                key("pool=mix", "pool.members.aime.weight=1"),
+            }
+        )
+        == 3
+    )
+    with pytest.raises(ConfigError, match="pool.members is for pool=mix, not pool=synthetic"):
+        from limo_exp.data.pools import load_pool
+
+        load_pool("synthetic", members=MIX)
+
+
+def test_mix_reads_the_members_with_a_share_each_marked(shared_data):
+    from limo_exp.data.pools import load_pool, pool_origin
+
+    pool = load_pool("mix", members=MIX, data_dir=str(shared_data / "pools"))
+    assert [r.meta["member"] for r in pool] == ["math"] * 60 + ["gsm8k"] * 40  # aime at weight 0: not read
+    assert {r.meta["source"] for r in pool} == {"math_train", "gsm8k"}
+    origin = pool_origin(config("pool=mix", f"pool.data_dir={shared_data / 'pools'}").pool)
+    assert origin["kind"] == "mix" and sorted(origin["members"]) == ["gsm8k", "math"]
+    assert origin["members"]["gsm8k"]["path"].endswith("gsm8k_train.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ({"a": {"pool": "gsm8k"}}, "pool.members.a: set one of weight or count, got neither"),
+        ({"a": {"pool": "gsm8k", "weight": 1, "count": 2}}, "set one of weight or count, got"),
+        ({"a": {"pool": "gsm8k", "weight": -1}}, r"pool.members.a.weight=-1: expected a number >= 0"),
+        ({"a": {"pool": "mix", "weight": 1}}, "pool.members.a.pool must name a pool source"),
+        (
+            {"a": {"pool": "gsm8k", "weight": 1, "data_dir": "/x"}},
+            "unknown config key pool.members.a.data_dir",
+        ),
+        ({"a": {"pool": "gsm8k", "weight": 1}, "b": {"pool": "gsm8k", "count": 1}}, "not both"),
+        ({"a": {"pool": "gsm8k", "weight": 0}}, "nothing to draw from"),
+    ],
+)
+def test_bad_members_name_the_key(members, message):
+    from limo_exp.data.mix import check_members
+
+    with pytest.raises(ConfigError, match=message):
+        check_members(members)
+
+
+def test_curation_deduplicates_and_decontaminates_across_members(shared_data):
+    from limo_exp.data.pools import load_pool
+    from limo_exp.data.records import BenchItem
+
+    members = {
+        "gsm8k": {"pool": "gsm8k", "weight": 1, "n": 30},
+        "again": {"pool": "gsm8k", "weight": 1, "n": 10},
+    }
+    pool = load_pool("mix", members=members, data_dir=str(shared_data / "pools"))
+    leaked = pool[5].problem  # a benchmark item that one member holds
+    cfg = CurationConfig.from_dict({"verify": {"enabled": False}, "quality": {"enabled": False}})
+    curated = curate(pool, cfg, {"bench": [BenchItem("bench", "0", leaked, "1")]})
+    funnel = {s["stage"]: (s["in"], s["out"]) for s in curated.funnel}
+    assert funnel["dedup_exact"] == (40, 30)  # the second member's 10 are the first member's first 10
+    assert funnel["decontam"] == (30, 29)
+    assert {r.meta["member"] for r in curated.records} == {"gsm8k"} and leaked not in {
+        r.problem for r in curated.records
+    }
+
+
+def mixed(n_math: int, n_gsm: int) -> list[Record]:
+    return [rec(f"math {i}", str(i), "x", kind="human", member="math") for i in range(n_math)] + [
+        rec(f"gsm {i}", str(i), "y", kind="human", member="gsm8k") for i in range(n_gsm)
+    ]
+
+
+def test_selection_draws_each_members_share_nested():
+    from limo_exp.selection.choose import choose
+
+    pool = mixed(30, 30)
+    mix = ["pool=mix", "quality=human", "pool.members.math.weight=3", "pool.members.gsm8k.weight=1"]
+    eight, figures = choose(pool, config(*mix, "data.n_samples=8"))
+    members = [e.problem.split()[0] for e in eight]
+    assert members == ["math", "math", "gsm", "math", "math", "math", "gsm", "math"]  # 6 : 2, interleaved
+    assert figures["train/share/math"] == 0.75 and figures["train/share/gsm8k"] == 0.25
+    assert figures["curation/member/math"] == 30.0 and "train/share/aime" not in figures
+    four, _ = choose(pool, config(*mix, "data.n_samples=4"))
+    assert [e.id for e in four] == [e.id for e in eight][:4]  # nested: N=4 inside N=8
+    random = [e.id for e in choose(pool, config("quality=human", "data.n_samples=30"))[0]]
+    assert [e.id for e in eight if e.problem.startswith("math")] == [
+        i for i in random if i in {r.id for r in pool[:30]}
+    ][:6]  # within a member: the strategy's order
+
+
+def test_counts_are_exact_and_add_up_to_n():
+    from limo_exp.selection.choose import choose
+    from limo_exp.selection.select import NotEnoughRecords
+
+    counts = ["pool=mix", "quality=human", "~pool.members.math.weight", "~pool.members.gsm8k.weight"]
+    counts += ["+pool.members.math.count=5", "+pool.members.gsm8k.count=3", "pool.members.aime.weight=null"]
+    counts += ["+pool.members.aime.count=0"]
+    got, figures = choose(mixed(30, 30), config(*counts, "data.n_samples=8"))
+    assert sorted(e.problem.split()[0] for e in got) == ["gsm"] * 3 + ["math"] * 5
+    assert (figures["train/share/math"], figures["train/share/gsm8k"]) == (5 / 8, 3 / 8)
+    with pytest.raises(ConfigError, match=r"pool.members counts add up to 8 .* data.n_samples=9"):
+        choose(mixed(30, 30), config(*counts, "data.n_samples=9"))
+    with pytest.raises(NotEnoughRecords, match="pool.members.gsm8k: its share of N=8 needs more than the 2"):
+        choose(mixed(30, 2), config(*counts, "data.n_samples=8"))
+
+
+# -- the teacher of a distilled pool ---------------------------------------------------------------
+
+
+def distilled(tmp_path):
+    """One pool.jsonl holding two teachers' solutions, each record with its writer's cost."""
+    import json
+
+    rows = []
+    for i in range(4):
+        t = "qwq" if i % 2 else "r1"
+        sols = [Solution(f"{t} says \\boxed{{{i}}}", f"teacher:{t}:cot"), Solution(f"human {i}", "human")]
+        r = Record.new(f"q {i}", str(i), sols, teacher=t, teacher_tokens=100 * (i + 1), teacher_seconds=1.0)
+        rows.append(json.dumps(r.to_dict()))
+    path = tmp_path / "pool.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_the_teacher_is_in_the_run_key_and_keeps_its_own_solutions_and_cost(tmp_path):
+    from limo_exp.data.pools import load_pool
+    from limo_exp.tracking.protocol import NullTracker
+    from limo_exp.tracking.run_log import log_teacher_cost
+
+    path = distilled(tmp_path)
+    both = key("pool=distilled", f"pool.file={path}")
+    assert len({both, key("pool=distilled", f"pool.file={path}", "pool.teacher=qwq")}) == 2
+    qwq = load_pool("distilled", file=str(path), teacher="qwq")
+    assert [[s.kind for s in r.solutions] for r in qwq] == [["human"], ["teacher:qwq:cot", "human"]] * 2
+    assert [r.meta.get("teacher_tokens") for r in qwq] == [None, 200, None, 400]
+
+    class Logged(NullTracker):
+        def log_metrics(self, m, step=None):
+            self.m = m
+
+    t = Logged()
+    log_teacher_cost(t, qwq)
+    assert t.m["cost/teacher_tokens"] == 600.0  # qwq's records only (r1's wrote 100 + 300)
+    with pytest.raises(
+        ConfigError, match=r"pool.teacher=o1: the pool has solutions of teachers \['qwq', 'r1'\]"
+    ):
+        load_pool("distilled", file=str(path), teacher="o1")
+    with pytest.raises(ConfigError, match="pool.teacher is for pool=distilled, not pool=synthetic"):
+        load_pool("synthetic", teacher="qwq")

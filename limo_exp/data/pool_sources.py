@@ -93,6 +93,7 @@ SOURCES: dict[str, PoolSource] = {
         None, fields={"problem": "problem", "answer": "answer", "solutions": {"long": "solution"}, "meta": {}}
     ),
     "distilled": PoolSource(None),  # limo-exp distill's pool.jsonl: records in limo-exp's own schema
+    "mix": PoolSource(None),  # several of these as members, each with its share (limo_exp.data.mix)
     "synthetic": PoolSource(None),
     "arithmetic": PoolSource(None),  # generated: one- and two-step problems (the embedded demo)
 }

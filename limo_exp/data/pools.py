@@ -19,12 +19,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 from limo_exp.config import PoolConfig
 from limo_exp.data.pool_sources import SOURCES, PoolSource
 from limo_exp.data.pool_text import clean_solution, extract_answer, normalize_meta
 from limo_exp.data.records import Record, Solution
+from limo_exp.typed import ConfigError
 
 
 class PoolFormatError(ValueError):
@@ -48,21 +50,31 @@ def load_pool(
     n: int | None = None,
     seed: int = 0,
     revision: str | None = None,
+    members: Mapping[str, Any] | None = None,
+    teacher: str | None = None,
 ) -> list[Record]:
     """Load pool ``name`` as Records. Unset arguments take the source's defaults (``SOURCES``).
 
     Local files win over the hub: ``file`` (a path, or a name inside ``data_dir``), else
     ``data_dir`` / the source's file name. ``n`` keeps the first n records (synthetic: generates n).
+    ``mix``: the ``members`` (``limo_exp.data.mix``); ``distilled``: ``teacher``'s solutions only.
     """
     if name not in SOURCES:
         raise ValueError(f"unknown pool {name!r}; valid pools: {', '.join(POOL_NAMES)}")
+    for key, value, owner in (("members", members, "mix"), ("teacher", teacher, "distilled")):
+        if value is not None and name != owner:
+            raise ConfigError(f"pool.{key} is for pool={owner}, not pool={name}")
     src = SOURCES[name]
+    if name == "mix":
+        from limo_exp.data.mix import load_mix
+
+        return load_mix(members, data_dir, load_pool)
     if name in ("synthetic", "arithmetic"):
         from limo_exp.data.synthetic import make_pool
 
         return make_pool(2000 if n is None else int(n), seed, "multistep" if name == "synthetic" else name)
     if name == "distilled":
-        return read_records(file or "", n)
+        return one_teacher(read_records(file or "", n), teacher)
     fmap = _check_fields(dict(src.fields) if fields is None else dict(fields), name)
     hub = hub_id or src.hub_id
     path = _local_path(src, data_dir, file, hub)
@@ -99,6 +111,27 @@ def read_records(path: str, n: int | None = None) -> list[Record]:
     return out
 
 
+def one_teacher(records: list[Record], teacher: str | None) -> list[Record]:
+    """A distilled pool with ``teacher``'s solutions only (kinds ``teacher:<teacher>:<mode>``; other
+    kinds stay), its generation cost only on the records that teacher wrote for."""
+    if teacher is None:
+        return records
+    mine = f"teacher:{teacher}:"
+    found = {s.kind.split(":")[1] for r in records for s in r.solutions if s.kind.startswith("teacher:")}
+    if teacher not in found:
+        raise ConfigError(f"pool.teacher={teacher}: the pool has solutions of teachers {sorted(found)}")
+    out = []
+    for r in records:
+        sols = [s for s in r.solutions if not s.kind.startswith("teacher:") or s.kind.startswith(mine)]
+        meta = (
+            r.meta
+            if r.meta.get("teacher") == teacher
+            else {k: v for k, v in r.meta.items() if not k.startswith("teacher")}
+        )
+        out.append(replace(r, solutions=sols, meta=meta))
+    return out
+
+
 def load_pool_from_config(pool: PoolConfig) -> list[Record]:
     """``load_pool`` from the ``pool`` config group; unset keys take the source's defaults."""
     kw = {k: v for k, v in pool.to_dict().items() if k != "name" and v is not None}
@@ -109,6 +142,10 @@ def pool_origin(pool: PoolConfig) -> dict[str, Any]:
     """Where a pool's records came from, for the run's dataset entry: a generator with its
     settings, a local file (absolute path), or a hub data set with the commit read."""
     src = SOURCES[pool.name]
+    if pool.name == "mix":
+        from limo_exp.data.mix import origin
+
+        return origin(pool, pool_origin)
     if pool.name in ("synthetic", "arithmetic"):
         return {"kind": "generated", "generator": "limo_exp.data.synthetic", "family": pool.name,
                 "n": pool.n or 2000, "seed": pool.seed}  # fmt: skip

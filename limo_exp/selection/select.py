@@ -161,9 +161,12 @@ def select(
     if stratify_by:
         ranked = strategies.round_robin(ranked, lambda c: str(c[0].meta.get(stratify_by)), str)
     if shares:
-        from limo_exp.selection.mixture import interleave
+        from limo_exp.selection.mixture import MemberExhausted, interleave
 
-        ranked = interleave(ranked, shares, n)
+        try:
+            ranked = interleave(ranked, shares, n)
+        except MemberExhausted as e:
+            raise NotEnoughRecords(f"{e}{steps}") from None
     chosen = [
         (r, s) for r, best in ranked[:n] for s in (top(r, tier, per_question) if per_question > 1 else [best])
     ]
