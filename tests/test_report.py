@@ -296,3 +296,44 @@ def test_notebook_reads_the_configured_store_and_writes_to_the_results_dir(tmp_p
     assert (tmp_path / "results" / "demo" / "curve_notebook.png").stat().st_size > 10_000
     assert sorted(p for p in repo.joinpath("results").rglob("*") if p.is_file()) == before
     assert any((tmp_path / "cache" / "samples").iterdir())  # samples cached under LIMO_CACHE_DIR
+
+
+def test_a_two_axis_sweep_draws_one_curve_per_value_of_the_second_axis(tmp_path, monkeypatch):
+    """answers per question x N (sweeps/answers_per_question.yaml): a curve over N per k, each
+    with its interval band and fit, named by the axis; what each row trained on in a table."""
+    import hashlib
+
+    import matplotlib.pyplot as plt
+    from study_store import outcomes
+
+    from limo_exp.analysis import curves
+
+    t = Tracker(f"sqlite:///{tmp_path}/m.db", "apq", str(tmp_path / "art"))
+    for k, like in ((1, "short"), (4, "long")):  # k = 4 solves what the long tier does
+        for n in (8, 16, 32):
+            for seed in (0, 1):
+                key = hashlib.sha256(f"{k}-{n}-{seed}".encode()).hexdigest()[:20]
+                params = {"model.name": "m", "quality.name": "teacher", "data.answers_per_question": str(k)}
+                params |= {"data.n_samples": str(n), "seed": str(seed)}
+                metrics = {"train/questions": float(n), "train/n_examples": float(n * k)}
+                metrics |= {"cost/train_tokens": 100.0 * n * k, "train/solution_words": 50.0 * n * k}
+                results = {task: outcomes(like, n, seed, task) for task in TASKS}
+                tags = {"limo.run_key": key, "limo.kind": "run"}
+                log_run(t, tmp_path / "files", f"k{k}-n{n}-s{seed}", tags, params, results, metrics)
+    figures = []
+    monkeypatch.setattr(curves, "_save", lambda fig, stem: figures.append(fig) or [stem.with_suffix(".png")])
+    monkeypatch.setattr(plt, "close", lambda fig: None)
+    tracking = TrackingConfig(enabled=True, uri=f"sqlite:///{tmp_path}/m.db", experiment="apq")
+    out = report(tracking, OPTS, tmp_path / "results", tmp_path / "cache")
+    names = ["answers_per_question=1", "answers_per_question=4"]
+    assert sorted({r.label for r in out["rows"]}) == names
+    assert [(r.label, r.n) for r in out["rows"]] == [(k, n) for k in names for n in (8, 16, 32)]
+    assert all(r.cells[task].low < r.cells[task].high for r in out["rows"] for task in TASKS)
+    assert {label for label, _ in out["fits"]} == set(names)  # a fitted curve each
+    panel = figures[0].axes[0]  # aime24's accuracy: one line and one interval band per k
+    lines = [line.get_label() for line in panel.get_lines() if line.get_label().startswith("answers")]
+    assert [name.split(" (")[0] for name in lines] == names
+    assert len(panel.collections) == 2
+    text = out["report"].read_text()
+    assert "## What each row trained on" in text
+    assert "| answers_per_question=4 | 32 | 32 | 128 | 6,400 | 12,800 |" in text

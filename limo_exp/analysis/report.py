@@ -176,4 +176,43 @@ def _document(study, rows, tasks, fits, best, words, costs, figures, caption, op
     parts += _fit_lines(fits)
     parts += ["", "## Table", "", markdown(rows, tasks, opts, subject), "LaTeX: `table.tex`.", ""]
     parts += ["## Cost and information", "", cost_markdown(costs)]
+    parts += trained_on(study, rows)
     return "\n".join(parts) + "\n"
+
+
+TRAINED_ON = (  # what a row trained on (selection.choose's figures, training's counts)
+    ("questions", "train/questions"),
+    ("examples", "train/n_examples"),
+    ("solution words", "train/solution_words"),
+    ("words cut", "train/words_cut"),
+    ("train tokens", "cost/train_tokens"),
+)
+
+
+def trained_on(study: Study, rows: list[Row]) -> list[str]:
+    """A table of what each fine-tuned row trained on: questions and examples (answers per
+    question), words trained on and cut by truncation, training tokens, each mixture member's
+    share of the questions (``train/share/<member>``); means over the row's runs. Empty when no
+    run logged them (stores from before these figures)."""
+    df = study.frame.set_index("run_id")
+    shares = sorted(c for c in df.columns if c.startswith("train/share/"))
+    cols = [(name, c) for name, c in TRAINED_ON if c in df.columns]
+    cols += [(f"share {c.removeprefix('train/share/')}", c) for c in shares]
+    tuned = [r for r in rows if not r.reported and r.point.kind == "run"]
+    if not tuned or not any(c.startswith("train/") for _, c in cols):
+        return []
+    lines = ["", "## What each row trained on", "", "| row | N | " + " | ".join(n for n, _ in cols) + " |"]
+    lines.append("|---|---:|" + "---:|" * len(cols))
+    for r in tuned:
+        vals = [df.loc[list(r.run_ids), c].astype(float).mean() for _, c in cols]
+        cells = [
+            "-" if v != v else (f"{v:.2f}" if c.startswith("train/share/") else f"{v:,.0f}")
+            for v, (_, c) in zip(vals, cols)
+        ]
+        lines.append(f"| {r.label} | {r.n} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "N counts questions: examples = N x data.answers_per_question. Words are whitespace words of",
+    ]
+    lines += ["the solutions trained on (after quality.truncate); shares are of the questions (pool=mix)."]
+    return lines

@@ -70,16 +70,22 @@ class Study:
             else:  # one setting only: its tier names the rows
                 by = cols or [c for c in ("quality.name",) if c in sub.columns]
             by = by + ["data.n_samples"]
+            keys = axis_names(by[:-1])
             for key, g in sub.groupby(by, sort=True, dropna=False):
                 key = key if isinstance(key, tuple) else (key,)
                 setting = tuple(str(v) for v in key[:-1])
-                names = tuple(self.label(v) for v in setting)
+                names = tuple(self.shown(col, v) for col, v in zip(keys, setting))
                 out.append(Point(setting, int(key[-1]), tuple(g.sort_values("seed")["run_id"]), k, names))
         return out
 
     def label(self, id_: str) -> str:
         """What tables call a model, tier or other setting value: its label, else the id itself."""
         return self.labels.get(id_, id_)
+
+    def shown(self, key: str | None, value: str) -> str:
+        """A setting's value as tables and curves show it: a group's choice by its label (``long CoT``),
+        any other axis as ``key=value`` (``answers_per_question=4``; ``key``: from ``axis_names``)."""
+        return self.label(value) if key is None else f"{key}={value}"
 
     def answered(self, run_ids, task: str) -> float | None:
         """Share of responses with an extractable answer (1 - ``eval/<task>/no_answer``), over the
@@ -127,6 +133,29 @@ def setting_columns(df) -> list[str]:
     tuned = df[df["kind"] == "run"]
     params = [c for c in df.columns if "." in c and not c.startswith(NOT_SETTINGS)]
     return [c for c in params if is_semantic(c) and c not in AXES and tuned[c].astype(str).nunique() > 1]
+
+
+NAMED = ("model.name", "pool.name", "quality.name", "quality.tier", "selection.strategy", "train.name")
+NAMED += ("eval.name", "curation.name")  # columns whose values name themselves (and have labels)
+
+
+def axis_names(columns: list[str]) -> list[str | None]:
+    """How each setting column names its values: None for a group's choice (``NAMED``: shown by
+    its label), else the shortest tail of its key that no other column shares
+    (``data.answers_per_question`` -> ``answers_per_question``; two members' weights ->
+    ``gsm8k.weight``, ``aime.weight``)."""
+    out: list[str | None] = []
+    for col in columns:
+        if col in NAMED:
+            out.append(None)
+            continue
+        parts = col.split(".")
+        for i in range(len(parts) - 1, -1, -1):
+            tail = ".".join(parts[i:])
+            if not any(o != col and (o == tail or o.endswith("." + tail)) for o in columns):
+                break
+        out.append(tail)
+    return out
 
 
 HELD = ("model.name", "pool.name", "quality.name", "selection.strategy", "train.name", "eval.tasks")

@@ -39,14 +39,26 @@ NOT_RUN_PARAMS = ("report", "distill", "plan", "debug", "experiment", "hydra")
 def run_name(quality: str, strategy: str, n: int, seed: int, axes: dict[str, str] | None = None) -> str:
     """What varies, N first (the study's axis, and short: MLflow's name column shows ~16
     characters), the seed last: ``N=8 · short · s0``. In a sweep, the values of its other swept
-    axes (``axes``: a group by its value, a leaf as ``lr=1e-5``); outside one, the solution tier
-    and a selection strategy other than random. The model is a tag and the parent's name."""
+    axes (``axes``: a group by its value, a leaf as ``lr=1e-5``, by as much of its key as tells it
+    from the other axes: ``gsm8k.weight=1 · aime.weight=0``); outside one, the solution tier and a
+    selection strategy other than random. The model is a tag and the parent's name."""
     if axes:
-        parts = [v if "." not in k else f"{k.rsplit('.', 1)[-1]}={v}" for k, v in axes.items()]
+        parts = [v if "." not in k else f"{_tail(k, list(axes))}={v}" for k, v in axes.items()]
         parts = [p for k, p in zip(axes, parts) if k not in ("data.n_samples", "seed")]
     else:
         parts = [quality] + ([strategy] if strategy != "random" else [])
     return " · ".join([f"N={n}", *parts, f"s{seed}"])
+
+
+def _tail(key: str, keys: list[str]) -> str:
+    """The shortest end of a dotted key that no other key ends with (``data.answers_per_question``
+    -> ``answers_per_question``; ``pool.members.gsm8k.weight`` beside aime's -> ``gsm8k.weight``)."""
+    parts = key.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        tail = ".".join(parts[i:])
+        if not any(k != key and (k == tail or k.endswith("." + tail)) for k in keys):
+            return tail
+    return key
 
 
 def run_params(params: dict[str, str], first: tuple[str, ...] = ()) -> dict[str, str]:
