@@ -4,13 +4,14 @@ MLflow run; its counts equal what the runs then log."""
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from limo_exp.analysis.plan import write
+from limo_exp.analysis.plan import hours_text, markdown, write
 from limo_exp.commands import plan as plan_cmd
 from limo_exp.commands.run import run
 
@@ -108,16 +109,46 @@ def test_plan_on_every_sweep_loads_no_model_and_makes_no_run(sweep, tmp_path, ca
 
 
 def test_less_is_more_priced_on_gpus_says_what_aime24_cannot_detect(tmp_path, cache_dir):
+    """Its 4 settings x 3 seeds: the report averages a setting's 3 runs per problem, so AIME24
+    resolves 20 points (not one run's 27) and the suite's headline 5.5; more seeds are priced as
+    runs (a training and its evaluation each), more samples as evaluations of every run."""
     plan, _ = plan_cmd.make_plan(["sweep=less_is_more", "plan.device=H200", *_paths(tmp_path, cache_dir)])
     assert plan.device == "H200" and plan.gpus == 8  # accelerate=fsdp: 8 processes a point
     assert len(plan.points) == 12 and plan.hours is not None and plan.hours > 0
     point = plan.points[0]
     assert point.train_hours.source.startswith("FLOP model: 6 x 32.76B params")
-    assert point.memory.fits is True  # 65.5 GB of states a GPU under FSDP over 8, of 141
     aime = next(d for d in plan.detect if d.benchmark == "aime24")
-    assert (aime.problems, aime.samples, aime.mdd) == (30, 1, 0.27)  # exact McNemar at 50%
+    assert (aime.problems, aime.samples, aime.seeds, aime.mdd) == (30, 1, 3, 0.2)
+    assert aime.protocol_text() == "greedy, one sample, 3 seeds averaged per problem"
     assert any(f.startswith("pooling aime24, aime25, amc23 (100 problems)") for f in aime.fixes)
-    assert "detects >= 27 points on aime24" in plan.summary()
+    suite = plan.detect[-1]
+    assert (suite.benchmark, suite.problems, suite.mdd) == ("suite mean", 1473, 0.055)
+    assert suite.baseline_source == "the benchmarks' baselines, unweighted"
+    run_hours = statistics.median(p.hours for p in plan.points)
+    seeds = next(f for f in suite.fixes if f.startswith("6 seeds a setting"))
+    assert "(12 more runs, each a training and its evaluation)" in seeds
+    assert seeds.endswith(f"+{hours_text(12 * run_hours)} device-hours")
+    gpqa = next(d for d in plan.detect if d.benchmark == "gpqa_diamond")
+    samples = next(f for f in gpqa.fixes if f.startswith("8 samples a problem"))
+    eval_share = point.eval_hours.value * 198 / 1473 * 7 * 12  # 7 more samples, every one of 12 runs
+    assert samples.endswith(f"+{hours_text(eval_share)} device-hours over the sweep's 12 runs")
+    assert "detects >= 5.5 points on the suite mean, >= 20 on aime24" in plan.summary()
+    assert "e+" not in plan.summary() and "e+" not in markdown(plan)
+
+    one, _ = plan_cmd.make_plan(
+        [
+            "sweep=less_is_more",
+            "plan.device=H200",
+            "data.n_samples=100",
+            "seed=0",
+            *_paths(tmp_path, cache_dir),
+        ]
+    )
+    aime = next(d for d in one.detect if d.benchmark == "aime24")
+    assert (len(one.points), aime.seeds, aime.mdd) == (1, 1, 0.27)  # one run a setting: exact McNemar
+    assert aime.test.startswith("exact McNemar") and one.detect[-1].mdd == 0.075  # the suite mean
+    three = "3 seeds a setting, averaged per problem (2 more runs, each a training and its evaluation)"
+    assert any(f.startswith(three) for f in one.detect[-1].fixes)
 
 
 def test_points_that_will_fail_are_found_before_launch(tmp_path, cache_dir):

@@ -113,6 +113,10 @@ class Detect:
     mdd: float | None  # minimum detectable gain at the plan's power and alpha; None: none below 100%
     test: str
     fixes: list[str] = field(default_factory=list)
+    seeds: int = 1  # runs a setting, averaged per problem as the report does
+
+    def protocol_text(self) -> str:
+        return self.protocol + (f", {self.seeds} seeds averaged per problem" if self.seeds > 1 else "")
 
 
 @dataclass
@@ -135,16 +139,46 @@ class Plan:
         return None if any(h is None for h in parts) else sum(parts)
 
     def summary(self) -> str:
-        """The one line ``run --multirun`` prints before it starts."""
+        """The one line ``run --multirun`` prints before it starts: the points that will fail (a
+        check, or training memory over the device's), the hours with what they rest on, what the
+        suite's headline and its weakest benchmark detect."""
         skipped = sum(p.status == "finished" for p in self.points)
         failing = sum(p.status == "fails" for p in self.points)
-        hours = hours_text(self.hours)
-        worst = max((d for d in self.detect if d.problems), key=lambda d: d.mdd or 2.0, default=None)
-        detect = f"; {mdd_text(worst)} on {worst.benchmark}" if worst else ""
+        tight = [p for p in self.left if p.memory is not None and p.memory.fits is False]
+        fail = f"{failing + len(tight)} will fail"
+        if tight:
+            choices = [c for p in tight if (c := getattr(p.memory, "choice", None))]
+            fix = f"; fits with {_words(choices[0])}" if choices else ""
+            fail += f": {len(tight)} over {self.device}'s memory as set{fix}"
+        basis = self.basis()
+        hours = hours_text(self.hours) + f" {self.device}-hours" + (f" ({basis})" if basis else "")
+        benches = [d for d in self.detect if d.problems and d.benchmark != "suite mean"]
+        suite = next((d for d in self.detect if d.benchmark == "suite mean"), None)
+        worst = max(benches, key=lambda d: d.mdd or 2.0, default=None)
+        detect = f"; {mdd_text(suite)} on the suite mean" if suite else ""
+        if worst:
+            detect += (
+                f", >= {_points(worst.mdd)} on {worst.benchmark}"
+                if suite
+                else f"; {mdd_text(worst)} on {worst.benchmark}"
+            )
         return (
             f"plan: {len(self.points)} points ({len(self.left)} to run, {skipped} already FINISHED, "
-            f"{failing} will fail), {hours} {self.device}-hours{detect}"
+            f"{fail}), {hours}{detect}"
         )
+
+    def basis(self) -> str:
+        """Which of the points' counts are not read from data: bounds, assumptions, estimates."""
+        kinds: dict[str, list[str]] = {}
+        for p in self.left:
+            for what, source in (
+                ("training tokens", p.train.source if p.train else ""),
+                ("evaluation tokens", p.eval.expected_tokens.source if p.eval else ""),
+            ):
+                kind = figure_kind(source)
+                if kind and what not in kinds.setdefault(kind, []):
+                    kinds[kind].append(what)
+        return "; ".join(f"{k}: {' and '.join(v)}" for k, v in kinds.items() if v)
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -152,15 +186,40 @@ class Plan:
         return out
 
 
+def figure_kind(source: str) -> str | None:
+    """A count's source as the summary marks it: an upper bound (N x max_length, the cap), an
+    assumption (a prior), an estimate (characters a token), or None: read from the data or store."""
+    if source.startswith(("a bound", "the cap")):
+        return "upper bounds"
+    if "assumed" in source:
+        return "assumed"
+    if source.startswith("estimated"):
+        return "estimated"
+    return None
+
+
 def hours_text(hours: float | None) -> str:
+    """Hours for people: thousands separated, three figures below 100, never an exponent."""
     if hours is None:
         return "unknown"
-    return f"{hours:,.0f}" if hours >= 100 else f"{hours:.3g}"
+    if hours >= 100:
+        return f"{hours:,.0f}"
+    if hours >= 0.01:
+        return f"{hours:.3g}"
+    return f"{hours:.1g}" if hours >= 0.001 else ("0" if hours == 0 else "< 0.001")
 
 
 def mdd_text(d) -> str:
     gain = d.mdd if isinstance(d, Detect) else d.difference
-    return "no gain detectable" if gain is None else f"detects >= {gain * 100:.0f} points"
+    return "no gain detectable" if gain is None else f"detects >= {_points(gain)} points"
+
+
+def _words(overrides) -> str:
+    return overrides if isinstance(overrides, str) else " ".join(overrides)
+
+
+def _points(gain: float | None) -> str:
+    return "none below 100" if gain is None else f"{round(gain * 100, 1):g}"
 
 
 # ---- writing ---------------------------------------------------------------------------------
@@ -189,6 +248,7 @@ def markdown(plan: Plan) -> str:
             else (
                 f"{p.memory.need_gb:,.0f} GB"
                 + ("" if p.memory.fits is None else (" fits" if p.memory.fits else " DOES NOT FIT"))
+                + (f" (fits with {_words(c)})" if (c := getattr(p.memory, "choice", None)) else "")
             )
         )
         status = p.status + (f" ({p.run_id})" if p.run_id else "")
@@ -212,8 +272,8 @@ def markdown(plan: Plan) -> str:
                 lines.append(f"- {what}: {text}")
     lines += [
         "",
-        f"## What a comparison of two points can detect ({plan.settings['power']:.0%} power, "
-        f"alpha {plan.settings['alpha']}, paired test)",
+        f"## What a comparison of two settings can detect ({plan.settings['power']:.0%} power, "
+        f"alpha {plan.settings['alpha']}, the report's paired test; a setting's seeds averaged per problem)",
         "",
         "| benchmark | problems | protocol | baseline | minimum detectable gain | test |",
         "|---|---:|---|---:|---:|---|",
@@ -221,15 +281,17 @@ def markdown(plan: Plan) -> str:
     for d in plan.detect:
         mdd = "none below 100%" if d.mdd is None else f"{d.mdd * 100:.1f} points"
         lines.append(
-            f"| {d.benchmark} | {d.problems} | {d.protocol} | {d.baseline:.0%} ({d.baseline_source}) | {mdd} | {d.test} |"
+            f"| {d.benchmark} | {d.problems} | {d.protocol_text()} | {d.baseline:.0%} ({d.baseline_source}) "
+            f"| {mdd} | {d.test} |"
         )
     for d in plan.detect:
         if d.fixes:
             lines += [
                 "",
-                f"**{d.benchmark}** alone cannot resolve less than "
-                + ("any gain" if d.mdd is None else f"~{d.mdd * 100:.0f} points")
-                + f" (wanted: {plan.settings['wanted_difference'] * 100:.0f}). Cheapest fixes:",
+                (f"**{d.benchmark}** alone" if d.benchmark != "suite mean" else "The **suite mean**")
+                + " cannot resolve less than "
+                + ("any gain" if d.mdd is None else f"{round(d.mdd * 100, 1):g} points")
+                + f" (wanted: {plan.settings['wanted_difference'] * 100:g}). Cheapest fixes:",
                 "",
             ]
             lines += [f"- {f}" for f in d.fixes]

@@ -207,6 +207,23 @@ def protocol(samples: int, pass_k: list[int], temperature: float) -> str:
     return f"mean@{samples}{extra}"
 
 
+@dataclass(frozen=True)
+class Runs:
+    """What the fixes are priced on: seeds a setting (the report averages them per problem), the
+    sweep's settings, and one run's device-hours (a training and its evaluation)."""
+
+    seeds: int = 1
+    settings: int = 1
+    run_hours: float | None = None
+
+    @property
+    def total(self) -> int:
+        return self.seeds * self.settings
+
+
+SUITE = "suite mean"
+
+
 def detect_all(
     sizes: dict[str, int],
     samples: dict[str, int],
@@ -214,68 +231,103 @@ def detect_all(
     proto: dict[str, str],
     opts,
     eval_cost: dict[str, float | None],
-    point_hours: float | None,
-    seeds: int,
+    runs: Runs,
 ) -> list[Detect]:
-    """Per benchmark and for the pooled suite: the minimum detectable gain at ``opts.power`` and
-    ``opts.alpha`` for the report's paired test, and for those that cannot resolve
-    ``opts.wanted_difference``, the cheapest fixes with their cost."""
-    out = []
+    """Per benchmark and for the suite's headline (the unweighted mean over its benchmarks, as the
+    report's average column), between two settings of ``runs.seeds`` runs each: the minimum
+    detectable gain at ``opts.power`` and ``opts.alpha`` for the report's paired test, and for
+    those that cannot resolve ``opts.wanted_difference``, the cheapest fixes with their cost
+    (``eval_cost``: a run's evaluation device-hours per benchmark)."""
+    out, kw, seeds = [], {"power": opts.power, "alpha": opts.alpha}, runs.seeds
     for bench, n in sizes.items():
         base, where = baselines[bench]
         k = samples[bench]
-        d = pw.detectable(n, base, samples=k, power=opts.power, alpha=opts.alpha)
-        row = Detect(bench, n, k, proto[bench], base, where, d.difference, d.test)
+        d = pw.detectable(n, base, samples=k, seeds=seeds, **kw)
+        row = Detect(bench, n, k, proto[bench], base, where, d.difference, d.test, seeds=seeds)
         if d.difference is None or d.difference > opts.wanted_difference:
-            row.fixes = _fixes(bench, n, k, base, sizes, opts, eval_cost.get(bench), point_hours, seeds)
+
+            def mdd(more, s, problems=n, base=base, k=k):
+                return pw.detectable(problems, base, samples=max(k, more), seeds=s, **kw)
+
+            cost = {bench: eval_cost.get(bench)}
+            row.fixes = _fixes(mdd, bench, n, {bench: k}, sizes, cost, runs)
         out.append(row)
     if len(sizes) > 1:
-        n = sum(sizes.values())
-        base = sum(baselines[b][0] * sizes[b] for b in sizes) / n
-        k = min(samples.values())
-        d = pw.detectable(n, base, samples=k, power=opts.power, alpha=opts.alpha)
-        out.append(
-            Detect("pooled suite", n, k, "pooled problems", base, "problem-weighted", d.difference, d.test)
+
+        def suite(more, s, problems=None):
+            benches = [(sizes[b], baselines[b][0], max(samples[b], more) * s) for b in sizes]
+            return pw.suite_detectable(benches, **kw)
+
+        d = suite(1, seeds)
+        protocols = sorted(set(proto.values()))
+        row = Detect(
+            SUITE,
+            sum(sizes.values()),
+            min(samples.values()),
+            f"unweighted mean of {len(sizes)} benchmarks ({', '.join(protocols)})",
+            d.baseline,
+            "the benchmarks' baselines, unweighted",
+            d.difference,
+            d.test,
+            seeds=seeds,
         )
+        if d.difference is None or d.difference > opts.wanted_difference:
+            row.fixes = _fixes(suite, SUITE, d.n, samples, sizes, eval_cost, runs)
+        out.append(row)
     return out
 
 
-def _fixes(bench, n, k, base, sizes, opts, cost, point_hours, seeds) -> list[str]:
-    """More samples a problem, pooling AIME-sized benchmarks, more seeds: each with the gain it
-    detects and its extra device-hours, cheapest first (unknown costs last)."""
+def _fixes(mdd, bench, n, samples, sizes, cost, runs: Runs) -> list[str]:
+    """More samples a problem, pooling AIME-sized benchmarks, more seeds (each seed a run: a
+    training and its evaluation), each with the gain it detects (``mdd(samples, seeds, problems)``)
+    and the device-hours it adds to the sweep, cheapest first (unknown costs last)."""
     fixes: list[tuple[float | None, str]] = []
+    every = f"over the sweep's {runs.total} run{'s' * (runs.total > 1)}"
+    k = min(samples.values())
     for more in (8, 16, 64):
         if more > k:
-            d = pw.detectable(n, base, samples=more, power=opts.power, alpha=opts.alpha)
-            extra = None if cost is None else cost * (more / k - 1)
+            d = mdd(more, runs.seeds)
+            parts = [
+                None if cost[b] is None else cost[b] * (max(more, samples[b]) / samples[b] - 1)
+                for b in samples
+            ]
+            extra = None if None in parts else sum(parts) * runs.total
             fixes.append(
-                (extra, f"{more} samples a problem (mean@{more}): {mdd_text(d)}, {_cost(extra)} a point")
+                (extra, f"{more} samples a problem (mean@{more}): {mdd_text(d)}, {_cost(extra)} {every}")
             )
             break
     if bench in NEIGHBOURS:
         pooled = sum(PUBLISHED_SIZES[b] for b in NEIGHBOURS)
-        d = pw.detectable(pooled, base, samples=k, power=opts.power, alpha=opts.alpha)
+        d = mdd(1, runs.seeds, pooled)
         added = [b for b in NEIGHBOURS if b not in sizes]
         what = f"adding {' and '.join(added)}" if added else f"pooling {', '.join(NEIGHBOURS)}"
         extra = (
-            0.0 if not added else None if cost is None else cost / n * sum(PUBLISHED_SIZES[b] for b in added)
+            0.0
+            if not added
+            else None
+            if cost[bench] is None
+            else cost[bench] / n * sum(PUBLISHED_SIZES[b] for b in added) * runs.total
         )
         fixes.append(
-            (extra, f"{what} ({pooled} problems): {mdd_text(d)}, {_cost(extra)}{' a point' * bool(extra)}")
+            (extra, f"{what} ({pooled} problems): {mdd_text(d)}, {_cost(extra)}{f' {every}' * bool(extra)}")
         )
-    more_seeds = 4 if seeds < 4 else seeds * 2
-    d = pw.detectable(n, base, samples=k * more_seeds, power=opts.power, alpha=opts.alpha)
-    extra = None if point_hours is None else point_hours * (more_seeds - seeds)
+    more_seeds = 3 if runs.seeds < 3 else runs.seeds * 2
+    d = mdd(1, more_seeds)
+    new_runs = (more_seeds - runs.seeds) * runs.settings
+    extra = None if runs.run_hours is None else runs.run_hours * new_runs
     fixes.append(
         (
             extra,
-            f"{more_seeds} seeds a setting (averaged per problem): {mdd_text(d)}, {_cost(extra)} a setting",
+            f"{more_seeds} seeds a setting, averaged per problem ({new_runs} more run{'s' * (new_runs > 1)}, "
+            f"each a training and its evaluation): {mdd_text(d)}, {_cost(extra)}",
         )
     )
     return [text for _, text in sorted(fixes, key=lambda f: float("inf") if f[0] is None else f[0])]
 
 
 def _cost(hours: float | None) -> str:
+    from limo_exp.analysis.plan import hours_text
+
     if hours == 0:
         return "no extra cost (all are in the suite)"
-    return "+? device-hours" if hours is None else f"+{hours:,.2g} device-hours"
+    return "+? device-hours" if hours is None else f"+{hours_text(hours)} device-hours"

@@ -256,10 +256,17 @@ def detect(plans, cfgs, opts, history, warnings):
         share = responses / max(ev.responses, 1)
         cost[bench] = None if left[0].eval_hours.value is None else left[0].eval_hours.value * share
     hours = [p.hours for p in plans if p.status == "left" and p.hours is not None]
-    seeds = len({_seed(p.overrides) for p in plans})
-    point_hours = statistics.median(hours) if hours else None
-    return F.detect_all(sizes, samples, baselines, proto, opts, cost, point_hours, seeds)
+    settings: dict[tuple, set] = {}  # a setting: a point's overrides but its seed
+    for p in plans:
+        seed, rest = _seed(p.overrides)
+        settings.setdefault(rest, set()).add(seed)
+    seeds = min(len(s) for s in settings.values())  # the report averages a setting's seeds per problem
+    runs = F.Runs(seeds, len(settings), statistics.median(hours) if hours else None)
+    return F.detect_all(sizes, samples, baselines, proto, opts, cost, runs)
 
 
-def _seed(overrides: list[str]) -> str:
-    return next((o.split("=", 1)[1] for o in overrides if o.startswith("seed=")), "0")
+def _seed(overrides: list[str]) -> tuple[str, tuple[str, ...]]:
+    """A point's seed (the last ``seed=``, as Hydra applies them; the config's when none) and its
+    other overrides: the setting it is a run of."""
+    seeds = [o.split("=", 1)[1] for o in overrides if o.startswith("seed=")]
+    return (seeds[-1] if seeds else "config"), tuple(o for o in overrides if not o.startswith("seed="))
