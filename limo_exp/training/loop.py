@@ -112,7 +112,7 @@ def train(
     steps = n_optimizer_steps(len(data), cfg, world)
     per_step = accum * micro_size(cfg) * world  # sequences per optimizer step
     order = step_order(len(data), steps, per_step, seed)
-    earlier = resume(accelerator, state_dir, run_key, result, steps, log_metrics)
+    earlier = resume(accelerator, state_dir, run_key, result, steps, log_metrics, per_step)
     packed = cfg.packing or bool(budget) or reads_boundaries(result.attn_implementation)
     targets = result.loss_impl != "hf"
     fsdp = sharded(accelerator)
@@ -179,6 +179,7 @@ def train(
             done = checkpoints.Progress(
                 run_key, r.steps, r.losses, r.target_tokens, r.seen_tokens, seconds, r.real_tokens
             )
+            done.world, done.layout, done.per_step = world, checkpoints.layout(accelerator), per_step
             if state_dir is not None:
                 checkpoints.save(accelerator, state_dir, done, cfg.keep_states)
             if stop:  # a signal asked: the state is saved, the run ends KILLED and resumes from it

@@ -159,11 +159,7 @@ def setup(model, data: list[Tokenized], cfg: TrainConfig, accelerator) -> Prepar
     # all-reduce, DeepSpeed's engine step) and divides every loss by grad_accum.
     accelerator.gradient_accumulation_steps = 1 if budget else accum  # budget: rows vary, synced by hand
     accelerator.step = 0
-    ds = getattr(accelerator.state, "deepspeed_plugin", None)
-    if ds is not None and budget:
-        raise ValueError("train.max_tokens_per_micro_batch is not supported with DeepSpeed: use FSDP or DDP")
-    if ds is not None:  # no dataloader is prepared, so DeepSpeed learns the micro-batch size here
-        ds.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.batch_size
+    ds = deepspeed_config(accelerator, cfg)
     if accelerator.device.type == "cuda" and ds is None and not sharded(accelerator):
         model = model.to(accelerator.device)  # before the optimizer: fused AdamW's state on the GPU
     opt = make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay)
@@ -179,15 +175,21 @@ def setup(model, data: list[Tokenized], cfg: TrainConfig, accelerator) -> Prepar
     return Prepared(model, opt, sched, loss_impl, attn, attn_why, liger)
 
 
-def resume(accelerator, state_dir, run_key: str, result, steps: int, log_metrics) -> float:
+def resume(accelerator, state_dir, run_key: str, result, steps: int, log_metrics, per_step: int = 0) -> float:
     """Continue from the newest state in ``state_dir`` (model, optimizer, scheduler, RNG) into
-    ``result``; returns the seconds earlier attempts spent (0 for a fresh start)."""
+    ``result``; returns the seconds earlier attempts spent (0 for a fresh start). A state this
+    launch cannot load (other processes, another layout, other steps: ``checkpoints.check_launch``)
+    is a StateMismatch before anything is loaded."""
     from limo_exp.training import checkpoints
 
     found = checkpoints.latest(state_dir, run_key)
     if found is None:
         return 0.0
     path, done = found
+    world, layout = accelerator.num_processes, checkpoints.layout(accelerator)
+    checkpoints.check_launch(path, done, world, layout, per_step)
+    if done.world and done.world != world:  # torch's distributed checkpoint reshards it
+        log.warning("%s was saved by %d processes, resumed on %d (%s)", path, done.world, world, layout)
     accelerator.load_state(str(path))
     result.losses, result.steps = list(done.losses), done.step
     result.target_tokens, result.seen_tokens, result.real_tokens = (
@@ -202,6 +204,29 @@ def resume(accelerator, state_dir, run_key: str, result, steps: int, log_metrics
     return done.seconds
 
 
+def deepspeed_config(accelerator, cfg: TrainConfig):
+    """Under DeepSpeed, write into its config what the recipe says, before ``accelerator.prepare``
+    builds the engine (Accelerate fills only the keys left ``auto``), and return the plugin (None
+    without DeepSpeed): the micro-batch size (no dataloader is prepared); ``train.max_grad_norm``
+    as ``gradient_clipping`` (DeepSpeed clips inside its own step, where the loop's clipping does
+    nothing, and Accelerate would fill in 1.0 whatever the recipe says; 0 or null: no clipping);
+    and, where the optimizer states are offloaded, leave for DeepSpeed to step limo-exp's own
+    optimizer on the CPU (``zero_force_ds_cpu_optimizer``: it otherwise refuses any optimizer but
+    its CPU Adam). ValueError for what DeepSpeed cannot run."""
+    ds = getattr(accelerator.state, "deepspeed_plugin", None)
+    if ds is None:
+        return None
+    if cfg.max_tokens_per_micro_batch:
+        raise ValueError("train.max_tokens_per_micro_batch is not supported with DeepSpeed: use FSDP or DDP")
+    conf = ds.deepspeed_config
+    conf["train_micro_batch_size_per_gpu"] = cfg.batch_size
+    conf["gradient_clipping"] = float(cfg.max_grad_norm or 0.0)  # the recipe's, over any file's
+    offload = conf.get("zero_optimization", {}).get("offload_optimizer", {}).get("device") or "none"
+    if offload != "none":
+        conf["zero_force_ds_cpu_optimizer"] = False
+    return ds
+
+
 def make_accelerator(gpu: bool):
     """The Accelerator of the topology ``accelerate launch --config_file conf/accelerate/<name>.yaml``
     put in the environment, with the recipe's numerics on every one: fp32 master weights and, on
@@ -213,18 +238,28 @@ def make_accelerator(gpu: bool):
     compute is autocast's, as on one process; under FSDP Accelerate does not wrap the forward in
     it, the training loop does (``accelerator.autocast()``). On a CPU, where Accelerate quietly
     trains with DDP over gloo instead, FSDP is turned on by hand: FSDP2 runs over gloo, so a CPU
-    run shards as a GPU run does (tests/test_fsdp.py)."""
+    run shards as a GPU run does (tests/test_fsdp.py). ``fsdp_offload_params`` is FSDP2's CPU
+    offload, in pinned host memory on a GPU and plain memory on a CPU (nothing to pin for).
+
+    Under DeepSpeed on a CPU, the Accelerator is not a ``cpu=True`` one (Accelerate then ignores
+    DeepSpeed and trains each process alone): DeepSpeed's CPU accelerator, over gloo."""
     import os
 
     from accelerate import Accelerator, FullyShardedDataParallelPlugin, PartialState
-    from accelerate.utils import DistributedType
+    from accelerate.utils import DistributedType, InitProcessGroupKwargs, str_to_bool
 
+    def on(name: str) -> bool:  # a launcher's true/false variable
+        return bool(str_to_bool(os.environ.get(name, "false")))
+
+    if on("ACCELERATE_USE_DEEPSPEED") and not gpu:
+        return Accelerator(mixed_precision="no", kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")])
     fsdp = None
-    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
-        from torch.distributed.fsdp import MixedPrecisionPolicy
+    if on("ACCELERATE_USE_FSDP"):
+        from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy
 
+        offload = {"cpu_offload": CPUOffloadPolicy(pin_memory=gpu)} if on("FSDP_OFFLOAD_PARAMS") else {}
         # the rest of the plugin (version, wrapping, resharding, loading) from the launcher's FSDP_* variables
-        fsdp = FullyShardedDataParallelPlugin(mixed_precision_policy=MixedPrecisionPolicy())
+        fsdp = FullyShardedDataParallelPlugin(mixed_precision_policy=MixedPrecisionPolicy(), **offload)
     accelerator = Accelerator(cpu=not gpu, mixed_precision="bf16" if gpu else "no", fsdp_plugin=fsdp)
     if fsdp is not None and accelerator.distributed_type == DistributedType.MULTI_CPU:
         # what Accelerate's state does for FSDP on GPUs, in both of its shared states (a later
