@@ -37,7 +37,8 @@ def test_command_of_a_two_node_fsdp_point(tmp_path):
     with pytest.raises(ValueError, match="the job has 1 nodes"):
         launch.accelerate_command(point, node_rank=0, hostnames=["gpu-a01"], port=port)
     with pytest.raises(
-        ValueError, match=r"choose its topology, accelerate=ddp\|deepspeed_zero3\|fsdp\|single"
+        ValueError,
+        match=r"choose its topology, accelerate=ddp\|deepspeed_zero3\|deepspeed_zero3_offload\|fsdp\|fsdp_offload\|single",
     ):
         launch.write_topology(point, None)
 
@@ -192,7 +193,8 @@ def test_without_sacct_job_states_come_from_squeue(monkeypatch, capsys):
 def test_a_slurm_point_without_a_topology_fails_before_submitting(tmp_path, monkeypatch):
     """One line listing every topology, before a parent run or anything else is made."""
     with pytest.raises(
-        SystemExit, match=r"choose its topology, accelerate=ddp\|deepspeed_zero3\|fsdp\|single"
+        SystemExit,
+        match=r"choose its topology, accelerate=ddp\|deepspeed_zero3\|deepspeed_zero3_offload\|fsdp\|fsdp_offload\|single",
     ):
         _dry_run(monkeypatch, f"paths.output_root={tmp_path}")
     assert not (tmp_path / "hydra").exists()

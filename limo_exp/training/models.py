@@ -12,6 +12,7 @@ Three sources, chosen by ``model.source``:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -225,6 +226,7 @@ def load_for_training(path_or_id: str, model: ModelConfig, train: TrainConfig):
         from limo_exp.training import lora
 
         net = lora.wrap(net, train.lora)
+        distinct_pointers(net)  # its adapters too, where built on meta
     return net, tok
 
 
@@ -251,15 +253,66 @@ def load(
     trust_remote_code: bool = False,
     revision: str | None = None,
 ):
-    """Load model and tokenizer (``load_tokenizer``); ``revision``: a hub commit, branch or tag."""
+    """Load model and tokenizer (``load_tokenizer``); ``revision``: a hub commit, branch or tag.
+    Under FSDP's RAM-efficient loading (fsdp.yaml) only the job's first process reads the weights:
+    the others build on the meta device (``empty_weights``), and ``accelerator.prepare`` shards and
+    fills them from rank 0, a weight at a time. Under ZeRO-3 (``zero3_init_flag``) transformers
+    partitions each layer as it is built and reads the file on rank 0 only."""
     from transformers import AutoModelForCausalLM
 
     tok = load_tokenizer(path_or_id, trust_remote_code, revision)
-    model = AutoModelForCausalLM.from_pretrained(
-        path_or_id,
-        revision=revision,
-        dtype=torch_dtype(dtype),
-        attn_implementation=attn_implementation(attn),
-        trust_remote_code=trust_remote_code,
-    )
-    return model, tok
+    kw = {"revision": revision, "trust_remote_code": trust_remote_code}
+    kw |= {"dtype": torch_dtype(dtype), "attn_implementation": attn_implementation(attn)}
+    why = weights_from_rank0()
+    if why:
+        log.info("%s: %s", path_or_id, why)
+        return empty_weights(path_or_id, **kw), tok
+    return AutoModelForCausalLM.from_pretrained(path_or_id, **kw), tok
+
+
+def weights_from_rank0() -> str | None:
+    """Why this process leaves reading the weights to rank 0, or None: FSDP with RAM-efficient
+    loading (the launcher's ACCELERATE_USE_FSDP, FSDP_CPU_RAM_EFFICIENT_LOADING) on a process
+    other than the job's first (the process group's rank, ``make_accelerator`` starts it; else RANK)."""
+    import torch.distributed as dist
+    from accelerate.utils import str_to_bool
+
+    flags = ("ACCELERATE_USE_FSDP", "FSDP_CPU_RAM_EFFICIENT_LOADING")
+    if not all(str_to_bool(os.environ.get(f, "false")) for f in flags):
+        return None
+    rank = dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", "0"))
+    return f"rank {rank} builds on the meta device, FSDP fills its shard from rank 0" if rank else None
+
+
+def empty_weights(path_or_id: str, **kw):
+    """The model of ``path_or_id`` without its weights: parameters on the meta device (no memory),
+    buffers (rotary frequencies, computed, not read) real, the generation config read. Each
+    parameter answers ``data_ptr()`` with a number of its own (``distinct_pointers``)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    revision, remote = kw.pop("revision"), kw["trust_remote_code"]
+    config = AutoConfig.from_pretrained(path_or_id, revision=revision, trust_remote_code=remote)
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(config, **kw)
+    model.tie_weights()  # the context gave each module a weight of its own, the tied ones too
+    with contextlib.suppress(OSError):  # a folder without generation_config.json keeps the default
+        model.generation_config = GenerationConfig.from_pretrained(path_or_id, revision=revision)
+    distinct_pointers(model)
+    return model
+
+
+def distinct_pointers(model) -> None:
+    """Give each meta parameter of ``model`` a ``data_ptr()`` of its own (its ``id``). Accelerate's
+    FSDP2 ``prepare`` finds each optimizer parameter's sharded successor by ``data_ptr()``, and
+    every meta tensor answers 0: without this, the optimizer of a rank that built on meta would
+    step one weight in place of all (seen as a loss apart from one process's)."""
+    for p in model.parameters():
+        if p.device.type == "meta":
+            p.data_ptr = (lambda n: lambda: n)(id(p))
+
+
+def n_parameters(model) -> int:
+    """The model's parameters, counted whole: a ZeRO-3 parameter (``zero3_init_flag``) holds only
+    its partition, or nothing (``numel()`` 0), and says its whole size in ``ds_numel``."""
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
