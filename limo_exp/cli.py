@@ -1,4 +1,5 @@
-"""``limo-exp <command> [hydra overrides]``: run, plan, curate, distill, eval, report, compare, regrade.
+"""``limo-exp <command> [hydra overrides]``: run, plan, curate, distill, eval, report, compare, regrade,
+reproduce, diff.
 
 Each command is a Hydra app over the same config tree (conf/), so every override and
 ``--multirun`` works the same way for all of them.
@@ -22,6 +23,8 @@ COMMANDS = {
     "report": "limo_exp.commands.report:main",
     "compare": "limo_exp.commands.compare:main",
     "regrade": "limo_exp.commands.regrade:main",
+    "reproduce": "limo_exp.commands.reproduce:main",
+    "diff": "limo_exp.commands.diff:main",
 }
 
 USAGE = f"""usage: limo-exp {{{",".join(COMMANDS)}}} [hydra overrides] [--multirun]
@@ -36,9 +39,20 @@ USAGE = f"""usage: limo-exp {{{",".join(COMMANDS)}}} [hydra overrides] [--multir
   limo-exp report experiment=demo
   limo-exp compare <run A> <run B> experiment=demo      (run ids, run keys or "param=value;param=value")
   limo-exp regrade <run id | run key | folder>           (re-score stored responses, no model load)
+  limo-exp reproduce <run id | run key> [--check]        (check, rerun from the MLflow record, compare)
+  limo-exp diff <run A> <run B>                          (config, environment, data, results that differ)
 """
 
 
+HYDRA_APPS = (
+    "run",
+    "curate",
+    "distill",
+    "eval",
+    "report",
+    "compare",
+    "regrade",
+)  # answer completion themselves
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # <org>/<name>
 COMPLETION = ("-sc", "--shell-completion")
 
@@ -78,7 +92,7 @@ def shell_completion(argv: list[str]) -> list[str] | None:
     Returns the argv to dispatch."""
     at = next(i for i, a in enumerate(argv) if a in COMPLETION)
     action = argv[at + 1] if at + 1 < len(argv) else ""
-    command = argv[0] if argv[0] in COMMANDS else "run"  # install / uninstall: any command's app will do
+    command = argv[0] if argv[0] in HYDRA_APPS else "run"  # install / uninstall: any command's app will do
     if action.startswith("query"):
         line = os.environ.get("COMP_LINE", "")
         words = line.split()
@@ -88,7 +102,11 @@ def shell_completion(argv: list[str]) -> list[str] | None:
                 ("\n" if action.endswith("fish") else " ").join(c for c in COMMANDS if c.startswith(partial))
             )
             return None
-        command = "run" if words[1] == "plan" else words[1]  # plan takes run's overrides, through run's app
+        command = words[1] if words[1] in HYDRA_APPS else "run"  # plan, reproduce, diff: run's overrides
+        if words[1] in ("reproduce", "diff"):  # their run ids and flags are no overrides
+            typing = [] if line[-1:].isspace() or len(words) < 3 else words[-1:]  # the word being typed
+            kept = [w for w in words[2 : len(words) - len(typing)] if "=" in w]
+            line = " ".join(words[:2] + kept + typing) + (" " if line[-1:].isspace() else "")
         os.environ["COMP_LINE"] = re.sub(r"^(\s*\S+\s+)\S+\s*", r"\1", line, count=1)  # drop the command
     return [command, *argv[at:]]
 

@@ -30,8 +30,12 @@ def test_the_command_word_completes(capsys, monkeypatch):
         "report",
         "compare",
         "regrade",
+        "reproduce",
+        "diff",
     ]
-    assert query("limo-exp r", capsys, monkeypatch) == ["run", "report", "regrade"]
+    assert query("limo-exp r", capsys, monkeypatch) == ["run", "report", "regrade", "reproduce"]
+    line = "limo-exp reproduce 3f8e tracking.u"  # the run id is no override: run's overrides complete
+    assert "tracking.uri=" in query(line, capsys, monkeypatch)
     assert query("limo-exp cu", capsys, monkeypatch, "fish") == ["curate"]
 
 

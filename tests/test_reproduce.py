@@ -6,6 +6,8 @@ from __future__ import annotations
 import platform
 from importlib.metadata import version
 
+import pytest
+
 from limo_exp.tracking import environment
 
 
@@ -66,3 +68,243 @@ def test_the_environment_record_on_cuda_faked(monkeypatch, tmp_path):
     }
     monkeypatch.setenv("PATH", str(tmp_path / "none"))
     assert environment.cuda_driver() == "unknown"
+
+
+# ---- a recorded tiny run: its record, the check table, bad inputs, the rerun, diff -------------
+
+
+def write_pool(path, n: int = 48) -> None:
+    """A local pool file (pool=local_jsonl): synthetic problems with long worked solutions."""
+    import json
+
+    from limo_exp.data.synthetic import make_pool
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"problem": r.problem, "answer": r.answer, "solution": next(s.text for s in r.solutions if s.kind == "long")}
+            for r in make_pool(n, 0, "multistep")]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory, cache_dir):
+    """A tiny run (2 steps) trained on a local pool file and evaluated on a copy of the first 3
+    AIME 2024 problems (data.n_samples=8, train.lr=1e-4: a point of a sweep over both); its store."""
+    from conftest import EVAL_DIR, compose
+
+    from limo_exp.commands import run as run_cmd
+
+    if not (EVAL_DIR / "aime24.jsonl").is_file():
+        pytest.skip(f"no {EVAL_DIR / 'aime24.jsonl'}")
+    root = tmp_path_factory.mktemp("reproduce")
+    (root / "eval").mkdir()
+    (root / "eval" / "aime24.jsonl").write_text((EVAL_DIR / "aime24.jsonl").read_text())
+    write_pool(root / "pools" / "pool.jsonl")
+    where = [
+        f"paths.output_root={root}",
+        f"paths.cache_dir={cache_dir}",
+        f"tracking.uri=sqlite:///{root}/mlruns.db",
+    ]
+    base = ["debug=fast", *where, "study=repro", "pool=local_jsonl", f"pool.data_dir={root / 'pools'}",
+            "pool.file=pool.jsonl", "eval.tasks=[limo_aime24]", f"eval.data_dir={root / 'eval'}", "eval.limit=3"]  # fmt: skip
+    a = run_cmd.run(compose([*base, "data.n_samples=8", "train.lr=1e-4"]))
+    return {"root": root, "where": where, "base": base, "a": a}
+
+
+@pytest.fixture(scope="module")
+def point_b(recorded):
+    """The sweep's other point: data.n_samples=4, train.lr=3e-4."""
+    from conftest import compose
+
+    from limo_exp.commands import run as run_cmd
+
+    return run_cmd.run(compose([*recorded["base"], "data.n_samples=4", "train.lr=3e-4"]))
+
+
+def check(recorded, capsys, *extra, target=None, check_only=True):
+    from limo_exp.commands import reproduce
+
+    over = [*recorded["where"], *extra]
+    out = reproduce.reproduce(
+        reproduce.today_config(over), target or recorded["a"]["run_id"], over, check_only
+    )
+    return out, {c.facet: c for c in out["checks"]}, capsys.readouterr().out
+
+
+def test_a_run_records_its_environment_and_reads_back(recorded):
+    from limo_exp.tracking.record import RecordStore
+
+    rec = RecordStore(f"sqlite:///{recorded['root']}/mlruns.db").record(recorded["a"]["run_key"])
+    assert rec.run_id == recorded["a"]["run_id"] and rec.experiment == "repro" and rec.missing() == {}
+    assert rec.environment == environment.installed_distributions()
+    assert rec.tags["python.version"] == platform.python_version() and rec.tags["hardware.gpu_count"] == "0"
+    assert not any(
+        k.startswith(("python.", "hardware.", "version.")) for k in rec.run.params
+    )  # not in the key
+    assert rec.selected_ids == recorded["a"]["selected_ids"] and len(rec.losses) == 2
+    assert rec.config["data"]["n_samples"] == 8 and rec.dataset("evaluation", "eval/aime24") is not None
+
+
+def test_check_on_the_same_checkout_and_data_is_all_ok(recorded, capsys):
+    out, table, text = check(recorded, capsys)
+    assert {f: c.status for f, c in table.items()} == {
+        "code": table["code"].status,  # a dirty shared tree reads unknown, a clean one ok
+        "python": "ok", "packages": "ok", "hardware": "ok", "data:pool": "ok", "data:aime24": "ok",
+        "run key": "ok", "selection": "ok",
+    }  # fmt: skip
+    assert table["code"].status in ("ok", "unknown") and "new_run_id" not in out
+    assert "\nselection    ok        the same 8 ids in the same order\n" in text
+    assert "\nrun key      ok        " + recorded["a"]["run_key"] in text
+
+
+def test_check_names_a_package_whose_version_differs(recorded, capsys, monkeypatch):
+    from limo_exp.tracking import environment as env
+
+    real = env.installed_distributions()
+    monkeypatch.setattr(
+        env, "installed_distributions", lambda: real | {"transformers": "4.0.0", "extra-pkg": "1.0"}
+    )
+    _, table, text = check(recorded, capsys)
+    assert table["packages"].status == "differs"
+    assert (
+        table["packages"].detail
+        == f"1 version(s) differ: transformers {real['transformers']} (run) vs 4.0.0; only here: extra-pkg==1.0"
+    )
+    assert (
+        table["packages"].fix
+        == f"pip install 'transformers=={real['transformers']}'; pip uninstall extra-pkg"
+    )
+    assert f"-> pip install 'transformers=={real['transformers']}'" in text
+
+
+def test_check_names_an_edited_benchmark_item_and_no_rerun_starts(recorded, capsys, tmp_path):
+    """One AIME item edited in a copy of the benchmark: --check names it; reproduce stops before any
+    model loads (no new run), unless --anyway."""
+    import json
+
+    from limo_exp.tracking.record import RecordStore
+
+    rows = [json.loads(x) for x in (recorded["root"] / "eval" / "aime24.jsonl").read_text().splitlines()]
+    rows[1]["problem"] = rows[1]["problem"].replace("$", "$ ", 1)  # one item's text changed
+    rows[2]["answer"] = "1"  # another's gold answer
+    (tmp_path / "aime24.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _, table, _ = check(recorded, capsys, f"eval.data_dir={tmp_path}")
+    assert table["data:aime24"].status == "differs"
+    assert table["data:aime24"].detail == f"edited: {rows[1]['id']}; gold answer differs: {rows[2]['id']}"
+    assert table["run key"].status == "differs" and table["data:pool"].status == "ok"
+    store = RecordStore(f"sqlite:///{recorded['root']}/mlruns.db")
+    before = len(store.client.search_runs([store.client.get_experiment_by_name("repro").experiment_id]))
+    out, _, text = check(recorded, capsys, f"eval.data_dir={tmp_path}", check_only=False)
+    assert out["stopped"] == ["data:aime24"] and "not rerunning: data:aime24 differ" in text
+    assert (
+        len(store.client.search_runs([store.client.get_experiment_by_name("repro").experiment_id])) == before
+    )
+
+
+def test_a_moved_pool_file_is_found_by_its_fingerprint_or_named(recorded, capsys, tmp_path):
+    import shutil
+
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    shutil.copy(recorded["root"] / "pools" / "pool.jsonl", moved / "renamed.jsonl")
+    (recorded["root"] / "pools" / "pool.jsonl").rename(tmp_path / "gone.jsonl")
+    try:
+        with pytest.raises(SystemExit, match=r"set pool.data_dir=<the folder that holds it>"):
+            check(recorded, capsys)
+        _, table, text = check(recorded, capsys, f"pool.data_dir={moved}")
+        assert "found by its fingerprint" in text and str(moved / "renamed.jsonl") in text
+        assert table["data:pool"].status == "ok" and table["selection"].status == "ok"
+    finally:
+        (tmp_path / "gone.jsonl").rename(recorded["root"] / "pools" / "pool.jsonl")
+
+
+def test_bad_input_is_one_line_and_writes_nothing(recorded, capsys, tmp_path):
+    from limo_exp.commands.reproduce import main
+    from limo_exp.tracking.tracker import Tracker
+
+    uri = f"sqlite:///{recorded['root']}/mlruns.db"
+    cases = {
+        "0" * 32: (f"tracking.uri={uri}", f"no run {'0' * 32} in the MLflow store {uri}"),
+        "1" * 20: (f"tracking.uri={uri}", f"no run with key {'1' * 20} in the MLflow store {uri}"),
+        "nope": (
+            f"tracking.uri={uri}",
+            "'nope' is neither a run id (32 hex digits) nor a run key (20 hex digits)",
+        ),
+        "2" * 32: (f"tracking.uri=sqlite:///{tmp_path}/none.db", f"no MLflow store at {tmp_path}/none.db"),
+    }
+    for target, (over, message) in cases.items():
+        with pytest.raises(SystemExit) as e:
+            main([target, over, f"paths.output_root={tmp_path}", "--check"])
+        assert str(e.value).startswith(message) and "\n" not in str(e.value)
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    with pytest.raises(
+        SystemExit, match=rf"the MLflow tracking server at http://127.0.0.1:{port} cannot be reached"
+    ):
+        main(["3" * 32, f"tracking.uri=http://127.0.0.1:{port}", f"paths.output_root={tmp_path}"])
+    with pytest.raises(SystemExit, match="reproduce reruns the recorded config: data.n_samples changes what"):
+        main(
+            [
+                recorded["a"]["run_id"],
+                f"tracking.uri={uri}",
+                "data.n_samples=4",
+                f"paths.output_root={tmp_path}",
+            ]
+        )
+    t = Tracker(
+        uri, "older", str(recorded["root"] / "art")
+    )  # a run logged before config.yaml and environment.txt existed
+    with t.run("old", {"limo.run_key": "4" * 20, "limo.kind": "run", "version.torch": "2.0.0"}):
+        pass
+    with pytest.raises(
+        SystemExit,
+        match=r"predates its config.yaml artifact: nothing to rerun \(it lacks: config.yaml, environment.txt, selected_ids.json",
+    ):
+        main(["4" * 20, f"tracking.uri={uri}", f"paths.output_root={tmp_path}"])
+    assert list(tmp_path.iterdir()) == []  # nothing written: no store created, no run folder
+
+
+@pytest.mark.slow  # a second tiny run: ~40 s on this shared CPU
+def test_reproducing_a_tiny_run_is_identical(recorded, capsys):
+    """The rerun: a new run tagged limo.reproduces, its responses generated again (no stored ones),
+    bitwise the same losses, responses and verdicts."""
+    from limo_exp.tracking.record import RecordStore
+
+    out, table, text = check(recorded, capsys, check_only=False)
+    res = out["comparison"]
+    assert res["verdict"] == "identical" and res["first_difference"] is None
+    assert res["training"]["equal"] and res["training"]["max_abs_diff"] == 0.0
+    e = res["responses"]["limo_aime24"]
+    assert (e["problems"], e["same_responses"], e["same_verdicts"], e["disagree"]) == (3, 3, 3, [])
+    new = RecordStore(f"sqlite:///{recorded['root']}/mlruns.db").record(out["new_run_id"])
+    assert new.tags["limo.reproduces"] == recorded["a"]["run_id"] and new.experiment == "repro"
+    assert (
+        new.run.metrics["eval/responses_generated"] == 3.0
+        and new.run.metrics["eval/responses_from_store"] == 0.0
+    )
+    assert (
+        new.tags["limo.run_key"] == recorded["a"]["run_key"]
+        and new.tags["limo.run_dir"] == f"runs/{recorded['a']['run_key']}"
+    )
+    assert "verdict      identical" in text
+
+
+@pytest.mark.slow  # a second tiny run
+def test_diff_of_two_points_of_a_sweep_lists_the_swept_keys(recorded, point_b, capsys):
+    from limo_exp.commands import diff
+    from limo_exp.commands.reproduce import today_config
+
+    out = diff.diff(today_config(recorded["where"]), recorded["a"]["run_id"], point_b["run_key"])
+    assert out["semantic"] == ["data.n_samples", "train.lr"]
+    assert [(k, a, b) for k, a, b in out["config"] if k in out["semantic"]] == [
+        ("data.n_samples", "8", "4"), ("train.lr", "0.0001", "0.0003")
+    ]  # fmt: skip
+    table = {c.facet: c.status for c in out["checks"]}
+    assert table.pop("code") in ("ok", "unknown")  # unknown: a dirty tree (this shared checkout)
+    assert table == {"python": "ok", "packages": "ok", "hardware": "ok", "data:pool": "ok",
+                     "data:aime24": "ok", "run key": "differs", "selection": "differs"}  # fmt: skip
+    assert out["results"]["limo_aime24"]["problems"] == 3
+    text = capsys.readouterr().out
+    assert "config: 2 semantic key(s) differ" in text
