@@ -212,7 +212,7 @@ class PlanConfig(Section):
 
     device: str = "auto"  # H100 | H200 | A100 | L40S (hardware.GPUS) | cpu; auto: this machine's
     gpus: int | str = "auto"  # per point; auto: the accelerate topology's processes, else 1
-    mfu: float = 0.3  # training, with no measured throughput: this share of the bf16 peak
+    mfu: float | None = None  # training: this share of the bf16 peak; null: the GPU bench, else calibrated
     bandwidth_use: float = 0.6  # generation, with no measured throughput: this share of HBM bandwidth
     max_gpu_hours: float | None = None  # a sweep over this budget is refused before launch
     baseline_accuracy: float | None = None  # power: the accuracy to detect a gain over; null: from the store
@@ -225,7 +225,7 @@ class PlanConfig(Section):
         if isinstance(self.gpus, str):
             one_of("plan.gpus", self.gpus, ("auto",))
         for key in ("mfu", "bandwidth_use", "power", "alpha", "wanted_difference", "assumed_accuracy"):
-            if not 0 < getattr(self, key) <= 1:
+            if getattr(self, key) is not None and not 0 < getattr(self, key) <= 1:
                 raise ConfigError(f"plan.{key}={getattr(self, key)}: expected a share in (0, 1]")
 
 

@@ -58,6 +58,12 @@ class Train:
     real_tokens: int
     attention_tokens2: int  # sum over sequences of length squared: attention's work
     source: str  # how the counts were made (the tokenizer, an estimate, a bound)
+    # the slowest rank of each step, summed over the steps (0: not counted, ranks taken as balanced)
+    critical_tokens: int = 0
+    critical_squares: int = 0
+    forwards_per_rank: int = 0
+    recompute: float = 0.0  # share of the layers whose forward checkpointing runs again
+    mean_target: float = 0.0  # target tokens a sequence, on average
 
 
 @dataclass

@@ -1,26 +1,19 @@
 """The figures of ``limo-exp plan`` (``analysis/plan.py`` holds the records and writes them):
-the store's earlier runs as rates, device-hours of training and generation, training memory, and
-what each benchmark's comparison can detect with the cheapest fixes.
-
-Device-hours come, in order, from earlier runs in the store (the same model on the same device:
-seconds per token), the project's GPU bench (results/bench/gpu_train.json on the same device,
-scaled by parameters), or a FLOP / bandwidth model at the stated ``plan.mfu`` / ``plan.bandwidth_use``.
+the store's earlier runs as rates, training memory, and what each benchmark's comparison can
+detect with the cheapest fixes. Device-hours: ``analysis/plan_time.py``.
 """
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from limo_exp.analysis import power as pw
-from limo_exp.analysis.plan import Detect, Eval, Figure, Memory, Shape, Train, mdd_text
+from limo_exp.analysis.plan import Detect, Memory, Shape, mdd_text
 from limo_exp.data.benchmarks import PUBLISHED_SIZES
 from limo_exp.hardware import gpu
 from limo_exp.tracking.names import accuracies, task_of
 
-BENCH_TRAIN = Path(__file__).resolve().parents[2] / "results" / "bench" / "gpu_train.json"
 # what pooling a small benchmark with its neighbours adds (the cheapest fix for AIME-sized suites)
 NEIGHBOURS = ("aime24", "aime25", "amc23")
 
@@ -77,91 +70,7 @@ def _median(values: list[float] | None) -> float | None:
     return statistics.median(values) if values else None
 
 
-# ---- cost ------------------------------------------------------------------------------------
-
-
-def train_hours(
-    t: Train, shape: Shape, model: str, device: str, gpus: int, history: History, mfu: float
-) -> Figure:
-    """Device-hours of training (all GPUs of the point): measured seconds per token of this model
-    on this device, else the GPU bench's tokens/s scaled by parameters, else 6 x params x tokens
-    (plus attention) at ``mfu`` of the device's bf16 peak."""
-    measured = _median(history.train_seconds_per_token.get((model, device)))
-    if measured is not None:
-        n = len(history.train_seconds_per_token[(model, device)])
-        return Figure(t.seen_tokens * measured / 3600, f"store: {n} earlier run(s) of {model} on {device}")
-    bench = _bench_rate(device)
-    if bench is not None and shape.params:
-        rate, params, when = bench
-        scaled = rate * params / shape.params
-        return Figure(
-            t.real_tokens / scaled / 3600,
-            f"GPU bench ({when}): {rate:,.0f} tokens/s at {params / 1e9:.2f}B params, scaled to "
-            f"{shape.params / 1e9:.2f}B",
-        )
-    spec = gpu(device)
-    if spec is None:
-        return Figure(
-            None, f"no earlier run of {model} on {device} in the store, and no data sheet for {device}"
-        )
-    flops = 6 * shape.params * t.real_tokens + 6 * shape.layers * shape.hidden * t.attention_tokens2
-    seconds = flops / (spec.bf16_flops * mfu * gpus)
-    return Figure(
-        seconds * gpus / 3600,
-        f"FLOP model: 6 x {shape.params / 1e9:.2f}B params x tokens + attention, at MFU {mfu:.0%} "
-        f"of {spec.name}'s {spec.bf16_flops / 1e12:.0f} TFLOP/s bf16 (plan.mfu)",
-    )
-
-
-def _bench_rate(device: str) -> tuple[float, int, str] | None:
-    """The GPU bench's best limo-exp training tokens/s on ``device``: (rate, params, file date)."""
-    if not BENCH_TRAIN.exists() or device == "cpu":
-        return None
-    try:
-        got = json.loads(BENCH_TRAIN.read_text())
-        if run_device(got.get("device", "")) != device:
-            return None
-        rates = [v["real_tokens_per_s"] for k, v in got.get("best", {}).items() if k.startswith("limo")]
-        return (max(rates), int(got["params"]), got.get("date", BENCH_TRAIN.name)) if rates else None
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def eval_hours(
-    ev: Eval,
-    shape: Shape,
-    model: str,
-    device: str,
-    gpus: int,
-    batch: int,
-    history: History,
-    bandwidth_use: float,
-    prompt_tokens: int = 256,
-) -> Figure:
-    """Device-hours of generation: the store's tokens/s for this model, device and tasks, else a
-    roofline of decoding: each step reads the weights once and every row's KV cache, at
-    ``bandwidth_use`` of the device's memory bandwidth (compute-bound steps at 50% of peak)."""
-    tokens = ev.expected_tokens.value or 0
-    rates = [_median(history.gen_tokens_per_s.get((model, device, t))) for t in ev.per_task]
-    if ev.per_task and all(r is not None for r in rates):
-        total = ev.responses or 1
-        seconds = sum(tokens * n / total / r for (_, n), r in zip(ev.per_task.items(), rates))
-        return Figure(seconds / 3600, f"store: generation tokens/s of earlier runs of {model} on {device}")
-    spec = gpu(device)
-    if spec is None:
-        return Figure(None, f"no earlier generation of {model} on {device} in the store, and no data sheet")
-    context = prompt_tokens + (tokens / max(ev.responses, 1)) / 2  # the mean length a row attends to
-    weight_bytes, kv_bytes = 2 * shape.params, 2 * 2 * shape.layers * shape.kv_dim  # bf16 K and V
-    step = max(
-        (weight_bytes + batch * context * kv_bytes) / (spec.bandwidth * bandwidth_use * gpus),
-        2 * shape.params * batch / (spec.bf16_flops * 0.5 * gpus),
-    )
-    seconds = tokens / batch * step
-    return Figure(
-        seconds * gpus / 3600,
-        f"roofline: batch {batch}, weights + KV cache read per step at {bandwidth_use:.0%} of "
-        f"{spec.name}'s {spec.bandwidth / 1e12:.2f} TB/s (plan.bandwidth_use) on {gpus} GPU(s)",
-    )
+# ---- memory ---------------------------------------------------------------------------------
 
 
 def training_memory(

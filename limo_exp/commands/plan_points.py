@@ -1,13 +1,11 @@
 """One point of ``limo-exp plan``, prepared as ``run`` prepares it (``commands/prepare.py``) and
 counted: its training tokens as ``train`` will log them, its evaluation responses and tokens, its
-device-hours and memory (``analysis/plan_figures.py``); and the sweep's power per benchmark.
-Nothing loads a model's weights."""
+device-hours (``analysis/plan_time.py``, from the counts of ``plan_tokens.py``) and memory
+(``analysis/plan_figures.py``); and the sweep's power per benchmark. Nothing loads a model's weights."""
 
 from __future__ import annotations
 
-import functools
 import statistics
-from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
@@ -32,8 +30,8 @@ def compose(overrides: list[str], hydra_config: bool = False) -> DictConfig:
 def point_plan(name, overrides, device, gpus, history, tracker, warnings):
     """One point: prepared as run prepares it, then counted and priced."""
     from limo_exp.analysis import plan as P
-    from limo_exp.analysis import plan_figures as F
-    from limo_exp.commands import prepare
+    from limo_exp.analysis import plan_time as T
+    from limo_exp.commands import plan_tokens, prepare
     from limo_exp.commands.common import parse
     from limo_exp.selection.select import NotEnoughRecords
 
@@ -63,24 +61,26 @@ def point_plan(name, overrides, device, gpus, history, tracker, warnings):
         warnings.append(
             (
                 name,
-                f"{_first_line(e)}: not readable here; its training tokens are a bound, its "
-                "benchmarks' sizes the published ones",
+                f"{_first_line(e)}: not readable here; the training tokens and the benchmarks' "
+                "sizes say what they were read from instead",
             )
         )
+    shape = _shape(c, warnings)
     try:
-        out.train = _train(c, point, gpus)
+        out.train = plan_tokens.train(c, point, gpus, shape, _LOADS)
     except ValueError as e:  # an example over the token budget, none left within max_length: run fails so
         out.status, out.error = "fails", str(e)
         warnings.append((name, f"will fail: {e}"))
         return out, c
     from limo_exp.evaluation.generation.parallel import planned_devices
 
-    shape = _shape(c, warnings)
-    out.eval = _eval(c, point, history)
+    out.eval = plan_tokens.evaluation(c, point, history, out.train, _LOADS)
     if shape is not None:
-        out.train_hours = F.train_hours(out.train, shape, c.model.name, device, gpus, history, c.plan.mfu)
+        out.train_hours = T.train_hours(
+            out.train, shape, c.model.name, device, gpus, history, c.plan.mfu, plan_tokens.offload(c)
+        )
         batch = c.eval.max_batch_size
-        out.eval_hours = F.eval_hours(
+        out.eval_hours = T.eval_hours(
             out.eval,
             shape,
             c.model.name,
@@ -118,97 +118,6 @@ def _shape(c, warnings):
         if config is None:
             warnings.append(f"unknown model: {where}; add model.shape (config.json's sizes) to price it")
     return _SHAPES[key]
-
-
-def _train(c, point, gpus):
-    """Training counts as ``train`` will log them: the model's tokenizer on the selected examples
-    when its files are here; else ~4 characters a token; else (no pool) N x max_length, a bound."""
-    from limo_exp.analysis.plan import Train
-    from limo_exp.training.attention import choose
-    from limo_exp.training.loop import count_tokens
-    from limo_exp.training.shapes import local_files
-
-    t = c.train
-    n = c.data.n_samples
-    where = local_files(c.model, c.paths.cache_dir)
-    if point is not None and point.examples and where is not None:
-        from limo_exp import training
-
-        tok = _tokenizer(where, c.model.trust_remote_code, c.model.revision)
-        data = [Sized(range(len(d.input_ids)), d.n_target) for d in training.prepare(point.examples, tok, t)]
-        source = f"the tokenizer of {where}"
-    elif point is not None and point.examples:
-        data = [_estimated(e, t) for e in point.examples]
-        source = "estimated at 4 characters a token (the model's tokenizer is not here)"
-    else:
-        data = [Sized(range(t.max_length), t.max_length - 1) for _ in range(n)]
-        source = f"a bound: N examples x train.max_length={t.max_length} (the pool is not readable here)"
-    attn = choose(c.model.attn_implementation, training=True)[0]
-    count = count_tokens(data, t, gpus, c.seed, attn)
-    return Train(n, len(data), count.steps, count.target, count.seen, count.real, count.squares, source)
-
-
-@functools.cache
-def _tokenizer(where: str, trust_remote_code: bool, revision: str | None):
-    from limo_exp.training.models import load_tokenizer
-
-    return load_tokenizer(where, trust_remote_code, revision)
-
-
-@dataclass(frozen=True)
-class Sized:
-    """A tokenised sequence as ``count_tokens`` reads it: its length and its target tokens."""
-
-    input_ids: range
-    n_target: int
-
-
-def _estimated(e, t) -> Sized:
-    prompt = (len(e.problem) + len(t.instruction or "")) // 4 + 16
-    total = min(prompt + max(len(e.solution or "") // 4, 1), t.max_length)
-    return Sized(range(total), max(total - prompt, 0))
-
-
-def _eval(c, point, history):
-    from limo_exp.analysis.plan import Eval, Figure
-    from limo_exp.evaluation import registry
-
-    tasks, _ = registry.resolve_tasks(c.eval.tasks, c.eval.data_dir)
-    per_task = {}
-    for task in tasks:
-        bench = registry.benchmark_name(task)
-        n = _size(bench, c, point)
-        if n is None:
-            continue
-        n = n if c.eval.limit is None else min(n, c.eval.limit)
-        per_task[task] = n * c.eval.samples_for(task)
-    responses = sum(per_task.values())
-    cap = responses * c.eval.max_gen_toks
-    lengths = {
-        t: statistics.median(history.response_tokens[(c.model.name, t)])
-        for t in per_task
-        if history.response_tokens.get((c.model.name, t))
-    }
-    if per_task and len(lengths) == len(per_task):
-        expected = sum(min(lengths[t], c.eval.max_gen_toks) * n for t, n in per_task.items())
-        fig = Figure(expected, f"store: median response length of earlier runs of {c.model.name}")
-    else:
-        fig = Figure(
-            cap,
-            f"the cap: eval.max_gen_toks={c.eval.max_gen_toks} a response (no earlier run of "
-            f"{c.model.name} in the store)",
-        )
-    return Eval(responses, cap, fig, per_task)
-
-
-def _size(bench: str, c, point) -> int | None:
-    from limo_exp.data.benchmarks import PUBLISHED_SIZES
-
-    if point is not None and bench in point.benchmarks:
-        return len(point.benchmarks[bench])
-    if bench in ("synthetic", "arithmetic"):
-        return c.eval.synthetic.n
-    return PUBLISHED_SIZES.get(bench)
 
 
 def _memory(c, shape, gpus, device):

@@ -28,7 +28,16 @@ SOURCES: dict[str, PoolSource] = {
         "GAIR/LIMO-v2",
         fields={"problem": "question", "answer": "answer", "solutions": {"long": "solution"}, "meta": {}},
     ),
-    "s1k": PoolSource(
+    "s1k": PoolSource(  # s1K: Gemini 2.0 Flash Thinking's traces (a list of one), s1-32B's data
+        "simplescaling/s1K",
+        fields={
+            "problem": "question",
+            "answer": None,
+            "solutions": {"human": "solution", "long": ["thinking_trajectories", "attempt"]},
+            "meta": {"cot_type": "cot_type", "origin": "source_type"},
+        },
+    ),
+    "s1k_1_1": PoolSource(  # s1K-1.1: the same problems, DeepSeek-R1's traces (s1.1)
         "simplescaling/s1K-1.1",
         fields={
             "problem": "question",
