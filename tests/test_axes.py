@@ -348,3 +348,142 @@ def test_the_teacher_is_in_the_run_key_and_keeps_its_own_solutions_and_cost(tmp_
         load_pool("distilled", file=str(path), teacher="o1")
     with pytest.raises(ConfigError, match="pool.teacher is for pool=distilled, not pool=synthetic"):
         load_pool("synthetic", teacher="qwq")
+
+
+def test_run_names_lead_with_what_a_sweep_of_the_new_axes_varies():
+    from limo_exp.tracking.run_log import run_name
+
+    axes = {"data.answers_per_question": "4", "data.n_samples": "8"}
+    assert run_name("teacher", "random", 8, 0, axes) == "N=8 · answers_per_question=4 · s0"
+    axes = {"pool.members.gsm8k.weight": "1", "pool.members.aime.weight": "0"}
+    assert run_name("human", "random", 8, 0, axes) == "N=8 · gsm8k.weight=1 · aime.weight=0 · s0"
+    axes = {"curation.verify.mode": "inverted", "quality.truncate": "0.5"}
+    assert run_name("long", "random", 8, 1, axes) == "N=8 · mode=inverted · truncate=0.5 · s1"
+
+
+# -- the sweep files end to end on the tiny model (make test-slow) ------------------------------
+
+
+def launch(sweep: str, tmp_path, cache_dir, *overrides: str) -> dict:
+    """``limo-exp run --multirun sweep=<sweep> debug=fast ...`` in its own process group (killed
+    whole on a timeout); the study's runs by name."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    cmd = [sys.executable, "-m", "limo_exp", "run", "--multirun", f"sweep={sweep}", "debug=fast"]
+    cmd += [f"paths.output_root={tmp_path}", f"paths.cache_dir={cache_dir}", f"study=t_{sweep}", *overrides]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=1200)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    assert proc.returncode == 0, err[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    exp = client.get_experiment_by_name(f"t_{sweep}").experiment_id
+    runs = [r for r in client.search_runs([exp]) if "limo.run_key" in r.data.tags]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    return {r.info.run_name: r.data for r in runs}
+
+
+def jsonl(path, rows) -> str:
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+STEPS = "Let x be {a} plus {b}.\nThen x is {c}.\nSo we double it to get {d}.\nThe answer is \\boxed{{{d}}}."
+
+
+@pytest.mark.slow  # two tiny runs in a subprocess, ~1-3 min on the shared CPU
+def test_trace_length_sweep_end_to_end(tmp_path, cache_dir):
+    rows = [
+        {"question": f"What is twice {a} plus {a + 1}?", "answer": str(2 * (2 * a + 1)),
+         "solution": STEPS.format(a=a, b=a + 1, c=2 * a + 1, d=2 * (2 * a + 1))}
+        for a in range(12)
+    ]  # fmt: skip
+    file = jsonl(tmp_path / "limo.jsonl", rows)
+    runs = launch(
+        "trace_length",
+        tmp_path,
+        cache_dir,
+        f"pool.file={file}",
+        "quality.truncate=null,0.5",
+        "data.n_samples=4",
+    )
+    assert sorted(runs) == ["N=4 · truncate=0.5 · s0", "N=4 · truncate=null · s0"]
+    cut, whole = runs["N=4 · truncate=0.5 · s0"].metrics, runs["N=4 · truncate=null · s0"].metrics
+    assert whole["train/words_cut"] == 0 and cut["train/words_cut"] > 0
+    assert cut["train/solution_words"] + cut["train/words_cut"] == whole["train/solution_words"]
+    assert cut["cost/train_tokens"] < whole["cost/train_tokens"]  # the tokens saved, in the cost
+
+
+@pytest.mark.slow
+def test_structure_sweep_end_to_end(tmp_path, cache_dir):
+    rows = [
+        {"problem": f"What is {a} plus {a}?", "answer": str(2 * a),
+         "generations": [f"{a} and {a} make \\boxed{{{2 * a}}}", f"{a} and {a} make \\boxed{{{2 * a + 1}}}"],
+         "correctness_math_verify": [True, False], "is_reasoning_complete": [True, True],
+         "source": "t", "problem_type": "t", "question_type": "t"}
+        for a in range(1, 13)
+    ]  # fmt: skip
+    file = jsonl(tmp_path / "openr1.jsonl", rows)
+    runs = launch(
+        "structure",
+        tmp_path,
+        cache_dir,
+        f"pool.file={file}",
+        "curation.verify.mode=kept,inverted",
+        "data.n_samples=4",
+    )
+    assert sorted(runs) == ["N=4 · mode=inverted · s0", "N=4 · mode=kept · s0"]
+    assert runs["N=4 · mode=kept · s0"].metrics["curation/verify_out"] == 12
+    assert runs["N=4 · mode=inverted · s0"].metrics["curation/verify_inverted_out"] == 12
+
+
+@pytest.mark.slow
+def test_answers_per_question_sweep_end_to_end(tmp_path, cache_dir):
+    import json
+
+    recs = many(10, 4, kind="teacher:tiny:cot")
+    (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r.to_dict()) + "\n" for r in recs))
+    runs = launch(
+        "answers_per_question",
+        tmp_path,
+        cache_dir,
+        f"pool.file={tmp_path / 'pool.jsonl'}",
+        "data.answers_per_question=1,4",
+        "data.n_samples=4",
+        "curation=none",
+        "train.max_steps=null",
+    )  # fmt: skip  (one epoch: the steps, so the tokens, follow the examples)
+    one, four = (
+        runs["N=4 · answers_per_question=1 · s0"].metrics,
+        runs["N=4 · answers_per_question=4 · s0"].metrics,
+    )
+    assert (one["train/questions"], one["train/n_examples"]) == (4, 4)
+    assert (four["train/questions"], four["train/n_examples"]) == (4, 16)
+    assert four["cost/train_tokens"] > 3 * one["cost/train_tokens"]
+
+
+@pytest.mark.slow
+def test_mixtures_sweep_end_to_end(tmp_path, cache_dir, shared_data):
+    runs = launch(
+        "mixtures", tmp_path, cache_dir, f"pool.data_dir={shared_data / 'pools'}", "+pool.members.math.n=80",
+        "+pool.members.gsm8k.n=40", "pool.members.aime.weight=0", "quality.max_words=60",
+    )  # fmt: skip
+    assert sorted(runs) == [
+        "N=8 · gsm8k.weight=0 · aime.weight=0 · s0",
+        "N=8 · gsm8k.weight=1 · aime.weight=0 · s0",
+    ]
+    alone = runs["N=8 · gsm8k.weight=0 · aime.weight=0 · s0"].metrics
+    both = runs["N=8 · gsm8k.weight=1 · aime.weight=0 · s0"].metrics
+    assert alone["train/share/math"] == 1.0 and "train/share/gsm8k" not in alone
+    assert both["train/share/math"] == both["train/share/gsm8k"] == 0.5

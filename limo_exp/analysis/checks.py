@@ -99,7 +99,7 @@ def hardware(a: dict[str, str], b: dict[str, str], sides=("run", "here")) -> Che
         return ("cpu: " + t.get("hardware.cpu_model", "unknown cpu")) if gpus == "none" else gpus
 
     da, db = device(a), device(b)
-    if da.startswith("cpu") and db.startswith("cpu") and "unknown cpu" in da + db:
+    if "unknown cpu" in (da, db) and da.startswith("cpu") and db.startswith("cpu"):
         return Check(
             "hardware", UNKNOWN, f"{da} ({sides[0]}) vs {db} ({sides[1]}): the CPU model was not recorded"
         )
