@@ -14,6 +14,7 @@ import pytest
 from limo_exp.analysis.plan import hours_text, markdown, write
 from limo_exp.commands import plan as plan_cmd
 from limo_exp.commands.run import run
+from limo_exp.config import ConfigError
 
 SWEEPS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"))
 
@@ -176,6 +177,110 @@ def test_run_refuses_a_sweep_over_its_gpu_budget(tmp_path, cache_dir):
     assert "plan: 2 points (2 to run, 0 already FINISHED, 0 will fail)" in proc.stdout
     assert "over plan.max_gpu_hours=1e-12: nothing started" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()
+
+
+# ---- the door: help, a sweep named as an experiment, devices, the summary line ----------------
+
+
+def test_plan_help_prints_the_plans_keys_and_a_sweep_named_as_an_experiment_is_one_line(tmp_path):
+    """End to end through the console entry: no Hydra traceback for either."""
+    cmd = [sys.executable, "-m", "limo_exp", "plan"]
+    got = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert got.returncode == 0, got.stderr[-2000:]
+    lines = got.stdout.splitlines()
+    assert lines[0] == "usage: limo-exp plan [run's overrides] [--multirun]"
+    keys = [line.split()[0] for line in lines if line.startswith("  plan.")]
+    assert keys[:3] == ["plan.device", "plan.gpus", "plan.mfu"] and "plan.wanted_difference" in keys
+    assert "  plan.alpha              0.05   the paired tests' level" in lines
+    assert any(line.startswith("sweeps (sweep=<name>): ") and "less_is_more" in line for line in lines)
+    got = subprocess.run(
+        [*cmd, "--multirun", "experiment=less_is_more"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert got.returncode == 1 and "Traceback" not in got.stderr
+    assert (
+        got.stderr.strip()
+        == "limo-exp: experiment=less_is_more: less_is_more is a sweep: write sweep=less_is_more"
+    )
+    with pytest.raises(
+        SystemExit, match=r"^limo-exp: model=nope: no conf/model/nope.yaml; model is one of: hub, "
+    ):
+        plan_cmd.main(["model=nope"])
+    with pytest.raises(
+        SystemExit, match=r"^limo-exp plan: Could not override 'trian.lr'. \(limo-exp plan --help\)$"
+    ):
+        plan_cmd.main(["trian.lr=1"])
+
+
+def _here(monkeypatch, name: str) -> None:
+    """This machine's device as the plan reads it (tracking.run_log.device_name)."""
+    from limo_exp.tracking import run_log
+
+    monkeypatch.setattr(run_log, "device_name", lambda: name)
+
+
+def test_devices_a_sweep_for_gpus_is_priced_on_one_without_a_gpu_here(tmp_path, cache_dir, monkeypatch):
+    """No GPU here: a sweep of 1B+ parameter models with no accelerate topology (small_models)
+    is priced on H100s, said in one line, as is the missing topology; the demo stays on the CPU;
+    a device in any case is the data sheet's name, an unknown one a line naming the choices."""
+    _here(monkeypatch, "cpu")
+    small = [
+        "sweep=small_models",
+        "model=qwen2_5_7b_instruct",
+        "data.n_samples=100",
+        *_paths(tmp_path, cache_dir),
+    ]
+    plan, _ = plan_cmd.make_plan(small)
+    assert (plan.device, plan.gpus, len(plan.points)) == ("H100", 1, 1) and plan.hours is not None
+    assert plan.warnings[:2] == [
+        "no GPU here: priced on H100s, the GPUs the sweep is meant for (7.6B parameters); "
+        "plan.device=H200|A100|L40S|cpu to choose",
+        "no accelerate topology: each point is priced as one process on one H100; for several GPUs a "
+        "point name one (accelerate=fsdp: 8, accelerate=ddp, accelerate=deepspeed_zero3)",
+    ]
+    # 7.6B trained in full on one H100 does not fit: the summary counts it, never "0 will fail"
+    assert plan.points[0].memory.fits is False
+    assert "(1 to run, 0 already FINISHED, 1 will fail: 1 over H100's memory as set" in plan.summary()
+    choice = plan.points[0].memory.choice
+    assert (
+        choice is None
+        or f"fits with {choice if isinstance(choice, str) else ' '.join(choice)})" in plan.summary()
+    )
+    assert "H100-hours (assumed: training tokens and evaluation tokens)" in plan.summary()
+
+    demo, _ = plan_cmd.make_plan(["debug=fast", *_paths(tmp_path, cache_dir)])
+    assert demo.device == "cpu" and not any("no GPU here" in w for w in demo.warnings)
+    assert "0 will fail)" in demo.summary()
+
+    _here(monkeypatch, "NVIDIA H100 80GB HBM3")  # on a GPU machine: its GPU, the topology said
+    plan, _ = plan_cmd.make_plan([*small, "plan.device=auto"])
+    assert plan.device == "H100" and plan.warnings[0].startswith("no accelerate topology: ")
+    plan, _ = plan_cmd.make_plan([*small, "plan.device=h200", "accelerate=fsdp"])
+    assert (plan.device, plan.gpus) == ("H200", 8) and not any("topology" in w for w in plan.warnings)
+    with pytest.raises(
+        ConfigError, match=r"^plan.device='h101' is no device the plan knows: use auto, cpu or one of H"
+    ):
+        plan_cmd.make_plan([*small, "plan.device=h101"])
+
+
+def test_hours_are_written_for_people():
+    assert [hours_text(h) for h in (None, 0, 4e-6, 0.0042, 0.0123, 4.567, 99.94, 123.4, 12345.6)] == [
+        "unknown",
+        "0",
+        "< 0.001",
+        "0.004",
+        "0.0123",
+        "4.57",
+        "99.9",
+        "123",
+        "12,346",
+    ]
+    from limo_exp.analysis.plan_figures import _cost
+
+    assert _cost(1e2) == "+100 device-hours" and _cost(None) == "+? device-hours"
 
 
 @pytest.mark.parametrize(

@@ -71,7 +71,12 @@ def _make_plan(overrides: list[str]):
     first = parse(OmegaConf.masked_copy(base, [k for k in base if k != "hydra"])).config
     opts = first.plan
     history, tracker, warnings = _history(first)
-    device, gpus = _device(opts.device, first.accelerate, warnings), _gpus(opts.gpus, first.accelerate)
+    device, gpus = _device(opts.device, _models(points, first), warnings), _gpus(opts.gpus, first.accelerate)
+    if device != "cpu" and not first.accelerate and opts.gpus == "auto":
+        warnings.append(
+            f"no accelerate topology: each point is priced as one process on one {device}; for several "
+            "GPUs a point name one (accelerate=fsdp: 8, accelerate=ddp, accelerate=deepspeed_zero3)"
+        )
     names = _point_names(points, overrides)
     plans, cfgs = [], []
     with hub.offline():  # the local cache only: a plan takes seconds, whatever the network does
@@ -113,23 +118,54 @@ def _settings(opts) -> dict:
     return {k: getattr(opts, k) for k in keys}
 
 
-def _device(name: str, accelerate: dict | None, warnings: list[str]) -> str:
-    """``plan.device``; auto: this machine's GPU; with none here, the CPU for a sweep run here
-    (no accelerate topology), else an H100, said in a warning."""
+GPU_SIZED = 1e9  # parameters: a model this large is trained on GPUs, whatever machine plans it
+
+
+def _models(points: list[list[str]], first) -> list:
+    """A config of each model the sweep trains (the first point naming it), for ``_device``."""
+    from limo_exp.commands import plan_points
+    from limo_exp.commands.common import parse
+
+    out, seen = [first], {None}
+    for point in points:
+        model = next((o for o in reversed(point) if o.startswith("model=")), None)
+        if model not in seen:
+            seen.add(model)
+            with contextlib.suppress(ConfigError, ValueError):  # the point says so itself, later
+                out.append(parse(plan_points.compose(point)).config)
+    return out
+
+
+def _device(name: str, cfgs: list, warnings: list) -> str:
+    """``plan.device`` (any case); auto: this machine's GPU; with none here, an H100 (said in a
+    warning) for a sweep meant for GPUs (an accelerate topology, or a model of 1B parameters or
+    more), else the CPU (a sweep sized to run here, such as the demo)."""
     from limo_exp.analysis.plan_figures import run_device
+    from limo_exp.commands import plan_points
     from limo_exp.hardware import GPUS
 
     if name == "auto":
         from limo_exp.tracking.run_log import device_name
 
         here = run_device(device_name())
-        if here == "cpu" and accelerate:
-            warnings.append("no GPU here: priced on H100s (plan.device=H200|H100|A100|L40S to choose)")
+        if here != "cpu":
+            return here
+        sizes = [s.params for c in cfgs if (s := plan_points._shape(c, warnings)) is not None]
+        if cfgs[0].accelerate or max(sizes, default=0) >= GPU_SIZED:
+            why = "its accelerate topology" if cfgs[0].accelerate else f"{max(sizes) / 1e9:.1f}B parameters"
+            warnings.append(
+                f"no GPU here: priced on H100s, the GPUs the sweep is meant for ({why}); "
+                "plan.device=H200|A100|L40S|cpu to choose"
+            )
             return "H100"
         return here
-    if name != "cpu" and name not in GPUS:
-        raise ConfigError(f"plan.device={name!r}: expected auto, cpu or one of {', '.join(GPUS)}")
-    return name
+    known = {k.lower(): k for k in (*GPUS, "cpu")}
+    if name.lower() not in known:
+        raise ConfigError(
+            f"plan.device={name!r} is no device the plan knows: use auto, cpu or one of {', '.join(GPUS)} "
+            "(their data sheets: limo_exp/hardware.py)"
+        )
+    return known[name.lower()]
 
 
 def _gpus(gpus, accelerate: dict | None) -> int:
@@ -203,16 +239,77 @@ def plan_sweep(config: DictConfig) -> list[Path]:
     return files
 
 
+HELP = """usage: limo-exp plan [run's overrides] [--multirun]
+  A sweep's points, device-hours, memory and what its comparisons can detect, before launch:
+  no model loaded, no MLflow run (docs/plan.md). Prints the plan, writes plan.md / plan.json.
+
+  limo-exp plan --multirun sweep=less_is_more plan.device=H200
+  limo-exp plan --multirun experiment=demo data.n_samples=8,16,64 plan.max_gpu_hours=2
+
+keys (plan.<key>=<value>; default, what):
+{keys}
+
+sweeps (sweep=<name>): {sweeps}"""
+EXTRA_HELP = {"power": "the chance a real gain must be found with", "alpha": "the paired tests' level"}
+
+
+def usage() -> str:
+    """``limo-exp plan --help``: what it does, the plan's keys with their defaults and meanings
+    (conf/config.yaml's ``plan:`` block, its comments), and the sweeps there are."""
+    from limo_exp import CONF_DIR
+
+    keys, block = [], False
+    for line in (Path(CONF_DIR) / "config.yaml").read_text().splitlines():
+        if line.startswith("plan:"):
+            block = True
+        elif block and line and not line.startswith(" "):
+            break
+        elif block and line.strip() and not line.strip().startswith("#"):
+            setting, _, what = line.strip().partition("#")
+            key, _, default = setting.partition(":")
+            keys.append(f"  plan.{key:<18} {default.strip():<6} {what.strip() or EXTRA_HELP.get(key, '')}")
+    sweeps = ", ".join(sorted(p.stem for p in (Path(CONF_DIR) / "sweep").glob("*.yaml")))
+    return HELP.format(keys="\n".join(keys), sweeps=sweeps)
+
+
+def door(args: list[str]) -> None:
+    """One line, before Hydra composes anything, for a config group value that is not in conf/:
+    a sweep named as another group (``experiment=less_is_more``: ``sweep=less_is_more``), else
+    the group's choices (SystemExit)."""
+    from limo_exp import CONF_DIR
+
+    conf = Path(CONF_DIR)
+    for a in args:
+        key, eq, values = a.lstrip("+~").partition("=")
+        if not eq or key.startswith("hydra") or not (conf / key).is_dir():
+            continue
+        for value in values.split(","):
+            if not value or value == "null" or (conf / key / f"{value}.yaml").exists():
+                continue
+            if key != "sweep" and (conf / "sweep" / f"{value}.yaml").exists():
+                raise SystemExit(f"limo-exp: {key}={value}: {value} is a sweep: write sweep={value}")
+            there = ", ".join(sorted(p.stem for p in (conf / key).glob("*.yaml")))
+            raise SystemExit(f"limo-exp: {key}={value}: no conf/{key}/{value}.yaml; {key} is one of: {there}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """The console entry: ``limo-exp plan [overrides] [--multirun]``."""
+    from hydra.errors import HydraException
+
     from limo_exp.analysis.plan import markdown, write
 
     args = [a for a in (sys.argv[1:] if argv is None else argv) if a not in MULTIRUN]
+    if any(a in ("-h", "--help", "help") for a in args):
+        print(usage())
+        return
+    door(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         plan, base = make_plan(args)
     except ConfigError as e:
         raise SystemExit(f"limo-exp: config error: {e}") from None
+    except HydraException as e:  # an override Hydra cannot parse or apply: its first line, no traceback
+        raise SystemExit(f"limo-exp plan: {str(e).splitlines()[0]} (limo-exp plan --help)") from None
     files = write(plan, str(base.hydra.sweep.dir))
     print(markdown(plan))
     print(f"written: {', '.join(str(f) for f in files)}")
