@@ -88,6 +88,18 @@ def test_s1_32b_is_predicted_within_1_5x_of_its_published_runs():
     assert t.critical_tokens / (t.seen_tokens / 16) == pytest.approx(1.92, abs=0.01)  # the slowest of 16
 
 
+@pytest.mark.slow
+def test_s1s_full_59k_ablation_is_predicted(tmp_path):
+    """A prediction, not a calibration row: s1's 59K pool on the same recipe, 394 H100-h (the paper).
+    Synthetic lengths: 58,986 examples, mean 3.6k thinking tokens (the paper) + 600 assumed for the
+    question and attempt, sigma 0.4 as s1K's."""
+    c = _config([*S1, "data.n_samples=58986"], tmp_path)
+    data = [plan_tokens.Sized(range(n), n - 200) for n in s1k_lengths(n=58986, mean=4200)]
+    t = plan_tokens.counted(data, c, 16, QWEN32B, "synthetic 59K")
+    fig = T.train_hours(t, QWEN32B, "qwen2_5_32b_instruct", "H100", 16, History())
+    assert fig.value == pytest.approx(433.8, abs=0.5) and 1 / 1.5 < fig.value / 394 < 1.5
+
+
 def test_the_slowest_rank_sets_the_step(tmp_path):
     """One step of 16 sequences on 16 ranks: the 8,000-token one sets it, 5x the mean rank."""
     c = _config([*S1, "train.epochs=1", "data.n_samples=16"], tmp_path)
