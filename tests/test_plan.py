@@ -135,7 +135,7 @@ def test_less_is_more_priced_on_gpus_says_what_aime24_cannot_detect(tmp_path, ca
     samples = next(f for f in gpqa.fixes if f.startswith("8 samples a problem"))
     eval_share = point.eval_hours.value * 198 / 1473 * 7 * 12  # 7 more samples, every one of 12 runs
     assert samples.endswith(f"+{hours_text(eval_share)} device-hours over the sweep's 12 runs")
-    assert "detects >= 5.5 points on the suite mean, >= 20 on aime24" in plan.summary()
+    assert "detects >= 5.5 points on the suite mean, >= 20 points on aime24" in plan.summary()
     assert "e+" not in plan.summary() and "e+" not in markdown(plan)
 
     one, _ = plan_cmd.make_plan(

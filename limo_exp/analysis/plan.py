@@ -164,7 +164,7 @@ class Plan:
         detect = f"; {mdd_text(suite)} on the suite mean" if suite else ""
         if worst:
             detect += (
-                f", >= {_points(worst.mdd)} on {worst.benchmark}"
+                f", {mdd_text(worst).removeprefix('detects ')} on {worst.benchmark}"
                 if suite
                 else f"; {mdd_text(worst)} on {worst.benchmark}"
             )
