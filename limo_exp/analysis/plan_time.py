@@ -210,13 +210,18 @@ def rank_work(
     per_step = accumulation_steps(cfg, world) * micro_size(cfg) * world
     order = step_order(len(data), steps, per_step, seed)
     tokens = squares = forwards = 0
+    done: dict[tuple[int, ...], tuple[int, int, int]] = {}  # a step's lengths -> its slowest rank
     for step in range(steps):
-        plan = plan_step(data, order[step * per_step : (step + 1) * per_step], cfg, world)
-        best = (-1.0, 0, 0)
-        for rows in plan.rows:
-            lengths = [[len(data[i].input_ids) for i in row] for row in rows if row]
-            seen = sum(sum(r) if packed else max(r) * len(r) for r in lengths)
-            sq = sum(n * n for r in lengths for n in r)
-            best = max(best, (seen + attention_per_token * sq, seen, sq))
-        tokens, squares, forwards = tokens + best[1], squares + best[2], forwards + len(plan.rows[0])
+        indices = order[step * per_step : (step + 1) * per_step]
+        key = tuple(len(data[i].input_ids) for i in indices)  # the plan depends on the lengths only
+        if key not in done:
+            plan = plan_step(data, indices, cfg, world)
+            best = (-1.0, 0, 0)
+            for rows in plan.rows:
+                lengths = [[len(data[i].input_ids) for i in row] for row in rows if row]
+                seen = sum(sum(r) if packed else max(r) * len(r) for r in lengths)
+                sq = sum(n * n for r in lengths for n in r)
+                best = max(best, (seen + attention_per_token * sq, seen, sq))
+            done[key] = (best[1], best[2], len(plan.rows[0]))
+        tokens, squares, forwards = (a + b for a, b in zip((tokens, squares, forwards), done[key]))
     return tokens, squares, forwards
