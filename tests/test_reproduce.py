@@ -8,6 +8,7 @@ from importlib.metadata import version
 
 import pytest
 
+from limo_exp.analysis import checks
 from limo_exp.tracking import environment
 
 
@@ -38,6 +39,19 @@ def test_the_environment_record_on_a_cpu(tmp_path):
     names = [x.split("==")[0] for x in lines]
     assert "limo-exp==0.1.0" in lines and names == sorted(names) and all("==" in x for x in lines)
     assert len(lines) == len(environment.installed_distributions()) > 50
+
+
+def test_no_gpu_driver_no_torch_import():
+    """Without a GPU driver, the environment is read without importing torch (reproduce --check's seconds)."""
+    import subprocess
+    import sys
+
+    if environment.cuda_environment():
+        pytest.skip("a GPU here: torch is imported to read CUDA's versions")
+    code = "import sys; from limo_exp.tracking import environment as e; t = e.environment_tags(); "
+    code += "print(t['hardware.gpus'], 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.split() == ["none", "False"]
 
 
 def test_the_environment_record_on_cuda_faked(monkeypatch, tmp_path):
@@ -308,3 +322,154 @@ def test_diff_of_two_points_of_a_sweep_lists_the_swept_keys(recorded, point_b, c
     assert out["results"]["limo_aime24"]["problems"] == 3
     text = capsys.readouterr().out
     assert "config: 2 semantic key(s) differ" in text
+
+
+# ---- the pieces on their own: the verdict, the hardware line, the config keys --------------------
+
+
+def _record(ids, losses, metrics=None):
+    from limo_exp.tracking.protocol import TrackedRun
+    from limo_exp.tracking.record import Dataset, RunRecord
+
+    run = TrackedRun("a" * 32, metrics=metrics or {"aime24/accuracy": 0.5})
+    return RunRecord(
+        run, "s", "u", selected_ids=ids, losses=losses, datasets=[Dataset("eval/x", "d1", "evaluation")]
+    )
+
+
+def _samples(correct: list[bool], texts: list[str] | None = None) -> dict:
+    texts = texts or [f"r{i}" for i in range(len(correct))]
+    return {"limo_aime24": [{"id": str(i), "canonical_id": f"c{i}", "sample": 0, "correct": c, "response": t}
+                            for i, (c, t) in enumerate(zip(correct, texts))]}  # fmt: skip
+
+
+def test_the_verdict_and_the_first_difference():
+    from limo_exp.analysis.agreement import compare_runs
+    from limo_exp.config_eval import ReportConfig
+
+    opts = ReportConfig(n_boot=200)
+    a, same = _record(["1", "2"], [2.5, 1.25]), _record(["1", "2"], [2.5, 1.25])
+    ok = [True] * 10 + [False] * 10
+    res = compare_runs(a, same, _samples(ok), _samples(ok), opts)
+    assert (res["verdict"], res["first_difference"]) == ("identical", None)
+    # one response's text differs, its verdict too: within noise (exact McNemar p = 1), the item named
+    flipped = ok[:9] + [False] + ok[10:]
+    res = compare_runs(
+        a,
+        same,
+        _samples(ok),
+        _samples(flipped, [f"r{i}" for i in range(9)] + ["x"] + [f"r{i}" for i in range(10, 20)]),
+        opts,
+    )
+    assert res["verdict"] == "within noise" and res["first_difference"] == "responses: limo_aime24 item 9"
+    e = res["responses"]["limo_aime24"]
+    assert (e["same_responses"], e["same_verdicts"], e["disagree"], e["p_value"]) == (19, 19, ["9"], 1.0)
+    # a loss one ulp away comes first; every answer lost: different (p = 0.002)
+    res = compare_runs(
+        a, _record(["1", "2"], [2.5, 1.2500000000000002]), _samples(ok), _samples([False] * 20), opts
+    )
+    assert res["verdict"] == "different" and res["first_difference"].startswith(
+        "training: loss at step 2 (largest difference 2.22e-16)"
+    )
+    assert res["responses"]["limo_aime24"]["p_value"] == pytest.approx(0.001953125)
+    # other selected ids come before everything
+    res = compare_runs(a, _record(["1", "3"], [2.5, 1.25]), _samples(ok), _samples(ok), opts)
+    assert (
+        res["first_difference"] == "data: selected ids: 1 only A, 1 only B"
+        and res["verdict"] == "within noise"
+    )
+
+
+def test_the_hardware_line_says_what_a_difference_changes():
+    cpu = {"hardware.gpus": "none", "hardware.gpu_count": "0", "hardware.cpu_model": "AMD EPYC"}
+    h100 = {"hardware.gpus": "NVIDIA H100 80GB HBM3", "hardware.gpu_count": "1", "cuda.runtime": "12.8"}
+    assert checks.hardware(cpu, dict(cpu)).status == "ok"
+    assert "CPU vs GPU" in checks.hardware(h100, cpu).detail
+    other_cpu = checks.hardware(cpu, cpu | {"hardware.cpu_model": "Intel Xeon"})
+    assert other_cpu.status == "differs" and "AVX2 / AVX-512" in other_cpu.detail
+    eight = h100 | {"hardware.gpus": ", ".join(["NVIDIA H100 80GB HBM3"] * 8), "hardware.gpu_count": "8"}
+    line = checks.hardware(h100, eight | {"cuda.runtime": "12.9"}).detail
+    assert "all-reduce order" in line and "cuda.runtime 12.8 vs 12.9: kernel choices" in line
+    assert checks.hardware({"hardware.gpus": "none"}, cpu).status == "unknown"  # no CPU model recorded
+
+
+def test_config_keys_semantic_first_and_older_runs_packages():
+    diff = checks.config_differences(
+        {"train.lr": "1e-4", "paths.output_root": "a", "data.n_samples": "8", "eval.store": "auto"},
+        {"train.lr": "3e-4", "paths.output_root": "b", "data.n_samples": "8", "seed": "1"},
+    )
+    assert diff == [("seed", None, "1"), ("train.lr", "1e-4", "3e-4"), ("eval.store", "auto", None),
+                    ("paths.output_root", "a", "b")]  # fmt: skip
+    older = checks.packages(
+        None,
+        {"torch": "2.13.0", "mlflow": "3.17.2"},
+        {"version.torch": "2.0.0", "version.mlflow": "3.17.2", "version.lm-eval": "absent"},
+    )
+    assert older.status == "differs" and older.fix == "pip install 'torch==2.0.0'"
+    assert (
+        older.detail
+        == "run predates environment.txt (only 2 version.* tags): 1 version(s) differ: torch 2.0.0 (run) vs 2.13.0"
+    )
+
+
+@pytest.mark.slow  # a real mlflow server and two tiny runs: minutes on this shared CPU
+def test_reproduce_a_run_recorded_on_a_real_mlflow_server(tmp_path, cache_dir):
+    """`limo-exp run` logs to a real `mlflow server` (credentials in the URI); `limo-exp reproduce`
+    reads the run back over HTTP, checks (printing none of the password), reruns and finds it identical."""
+    import os
+    import re
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "art"),
+         "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline and server.poll() is None, "mlflow server did not start"
+                time.sleep(0.5)
+        uri = f"http://limo:pa55word-xyz@127.0.0.1:{port}"
+        where = [
+            f"paths.output_root={tmp_path / 'out'}",
+            f"paths.cache_dir={cache_dir}",
+            f"tracking.uri={uri}",
+        ]
+        env = {**os.environ, "LIMO_TRACKING_URI": ""}
+
+        def cli(*args):
+            done = subprocess.run([sys.executable, "-m", "limo_exp", *args], env=env, capture_output=True,
+                                  text=True, timeout=1200)  # fmt: skip
+            assert done.returncode == 0, done.stderr[-3000:]
+            return done.stdout
+
+        first = cli("run", "debug=fast", "study=server", *where)
+        run_id = re.search(r"run ([0-9a-f]{32}) finished", first).group(1)
+        checked = cli("reproduce", run_id, *where, "--check")
+        assert (
+            f"run {run_id} (N=8 · long · s0, FINISHED) of study 'server' in http://***@127.0.0.1:{port}"
+            in checked
+        )
+        assert re.search(r"\npackages +ok +all \d+ distributions at the same versions\n", checked)
+        assert "pa55word" not in checked  # (MLflow's own "View run at" line of a run's end shows it)
+        out = cli("reproduce", run_id, *where)
+        assert "\nverdict      identical\n" in out and "training     2 vs 2 loss steps: bitwise equal" in out
+    finally:
+        os.killpg(server.pid, 15)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # a loaded machine: its workers slow to stop
+            os.killpg(server.pid, 9)
+            server.wait(timeout=60)

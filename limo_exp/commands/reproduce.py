@@ -195,7 +195,7 @@ def reproduce(cfg, target: str, overrides: list[str], check_only: bool = False, 
     from omegaconf import OmegaConf
 
     from limo_exp.commands.common import parse
-    from limo_exp.tracking.names import KIND_TAG
+    from limo_exp.tracking.names import KIND_TAG, mask
     from limo_exp.tracking.record import RecordStore
 
     today = OmegaConf.to_container(cfg, resolve=True)
@@ -210,7 +210,9 @@ def reproduce(cfg, target: str, overrides: list[str], check_only: bool = False, 
         raise SystemExit(
             f"run {rec.run_id} predates its config.yaml artifact: nothing to rerun (it lacks: {', '.join(lacks)})"
         )
-    print(f"run {rec.run_id} ({rec.run.name}, {rec.run.status}) of study {rec.experiment!r} in {store.uri}")
+    print(
+        f"run {rec.run_id} ({rec.run.name}, {rec.run.status}) of study {rec.experiment!r} in {mask(store.uri)}"
+    )
     if lacks:
         print(
             f"recorded before parts of the record existed; it lacks: {'; '.join(f'{k} ({v})' for k, v in lacks.items())}"

@@ -60,7 +60,18 @@ def cpu_model() -> str:
 
 def cuda_environment() -> dict[str, str]:
     """On CUDA: the GPUs (names, count), the driver, and the CUDA runtime, cuDNN and NCCL versions
-    torch runs with; {} without a GPU."""
+    torch runs with; {} without a GPU. Without a GPU driver on the machine (and torch not yet
+    imported) torch is not imported just to hear it (seconds: ``limo-exp reproduce --check``)."""
+    import shutil
+    import sys
+
+    drivers = ("/proc/driver/nvidia/version", "/dev/kfd")  # NVIDIA's kernel driver, ROCm's
+    if (
+        "torch" not in sys.modules
+        and not any(map(os.path.exists, drivers))
+        and not shutil.which("nvidia-smi")
+    ):
+        return {}
     import torch
 
     if not torch.cuda.is_available():
