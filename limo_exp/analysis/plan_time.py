@@ -40,9 +40,9 @@ CPU_ADAM_PARAMS_PER_S = (
 # results/LOG.md 2026-12-07). Per pool 2.52-2.89, per text (p10-p90) 2.0-3.4; SmolLM2's 2.35-2.81.
 CHARS_PER_TOKEN = 2.65
 CHARS_ERROR = "per pool 2.5-2.9 characters a token (-5%/+9% tokens), per text 2.0-3.4 (Qwen2 BPE, measured)"
-# Expected tokens a response where the store has none of this model: a long-chain model's, per
-# benchmark (assumed, order of magnitude from s1-32B's ~7k thinking tokens on AIME24 at budget
-# 32k, s1 Table 8, and shorter chains on easier suites); within the protocol's cap.
+# Expected tokens a response where neither the store nor the training chains say: a long-chain
+# model's, per benchmark. ASSUMED, not measured: an order of magnitude (s1-32B's Figure 1 spans
+# 512-8,192 thinking tokens on AIME24 under budget forcing; easier suites get shorter chains).
 RESPONSE_PRIOR = {
     "aime24": 12000,
     "aime25": 12000,
