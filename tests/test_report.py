@@ -300,40 +300,45 @@ def test_notebook_reads_the_configured_store_and_writes_to_the_results_dir(tmp_p
 
 def test_a_two_axis_sweep_draws_one_curve_per_value_of_the_second_axis(tmp_path, monkeypatch):
     """answers per question x N (sweeps/answers_per_question.yaml): a curve over N per k, each
-    with its interval band and fit, named by the axis; what each row trained on in a table."""
-    import hashlib
-
+    with its interval band and fit, named by the axis; what each row trained on in a table. The
+    study is built in memory (no MLflow store: the store's side is test_report_files_and_figures)."""
     import matplotlib.pyplot as plt
+    import pandas as pd
     from study_store import outcomes
 
     from limo_exp.analysis import curves
+    from limo_exp.analysis.report import trained_on
+    from limo_exp.analysis.study import Study
+    from limo_exp.analysis.tables import measured_rows
+    from limo_exp.tracking.runs import SampleScores
 
-    t = Tracker(f"sqlite:///{tmp_path}/m.db", "apq", str(tmp_path / "art"))
+    rows, scores = [], {}
     for k, like in ((1, "short"), (4, "long")):  # k = 4 solves what the long tier does
         for n in (8, 16, 32):
-            for seed in (0, 1):
-                key = hashlib.sha256(f"{k}-{n}-{seed}".encode()).hexdigest()[:20]
-                params = {"model.name": "m", "quality.name": "teacher", "data.answers_per_question": str(k)}
-                params |= {"data.n_samples": str(n), "seed": str(seed)}
-                metrics = {"train/questions": float(n), "train/n_examples": float(n * k)}
-                metrics |= {"cost/train_tokens": 100.0 * n * k, "train/solution_words": 50.0 * n * k}
-                results = {task: outcomes(like, n, seed, task) for task in TASKS}
-                tags = {"limo.run_key": key, "limo.kind": "run"}
-                log_run(t, tmp_path / "files", f"k{k}-n{n}-s{seed}", tags, params, results, metrics)
-    figures = []
-    monkeypatch.setattr(curves, "_save", lambda fig, stem: figures.append(fig) or [stem.with_suffix(".png")])
-    monkeypatch.setattr(plt, "close", lambda fig: None)
-    tracking = TrackingConfig(enabled=True, uri=f"sqlite:///{tmp_path}/m.db", experiment="apq")
-    out = report(tracking, OPTS, tmp_path / "results", tmp_path / "cache")
+            run = f"k{k}-n{n}"
+            rows.append(
+                {"run_id": run, "kind": "run", "seed": "0", "data.n_samples": n, "model.name": "m",
+                 "quality.name": "teacher", "data.answers_per_question": str(k), "train/questions": float(n),
+                 "train/n_examples": float(n * k), "cost/train_tokens": 100.0 * n * k,
+                 "train/solution_words": 50.0 * n * k}
+            )  # fmt: skip
+            got = {t: {f"{t}-{i}": [float(c)] for i, c in enumerate(outcomes(like, n, 0, t))} for t in TASKS}
+            scores[run] = SampleScores(got)
+    study = Study("apq", pd.DataFrame(rows), scores, {})
+    table = measured_rows(study, OPTS)
     names = ["answers_per_question=1", "answers_per_question=4"]
-    assert sorted({r.label for r in out["rows"]}) == names
-    assert [(r.label, r.n) for r in out["rows"]] == [(k, n) for k in names for n in (8, 16, 32)]
-    assert all(r.cells[task].low < r.cells[task].high for r in out["rows"] for task in TASKS)
-    assert {label for label, _ in out["fits"]} == set(names)  # a fitted curve each
+    assert [(r.label, r.n) for r in table] == [(k, n) for k in names for n in (8, 16, 32)]
+    assert all(r.cells[task].low < r.cells[task].high for r in table for task in TASKS)
+    fits = curves.line_fits(study, OPTS)
+    assert {label for label, _ in fits} == set(names)  # a fitted curve each
+    figures = []
+    monkeypatch.setattr(curves, "_save", lambda fig, stem: figures.append(fig) or [stem])
+    monkeypatch.setattr(plt, "close", lambda fig: None)
+    curves.plot_curves(study, table, fits, tmp_path / "curve", "caption")
     panel = figures[0].axes[0]  # aime24's accuracy: one line and one interval band per k
     lines = [line.get_label() for line in panel.get_lines() if line.get_label().startswith("answers")]
     assert [name.split(" (")[0] for name in lines] == names
     assert len(panel.collections) == 2
-    text = out["report"].read_text()
+    text = "\n".join(trained_on(study, table))
     assert "## What each row trained on" in text
     assert "| answers_per_question=4 | 32 | 32 | 128 | 6,400 | 12,800 |" in text
