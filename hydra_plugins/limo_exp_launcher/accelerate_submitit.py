@@ -232,7 +232,11 @@ if BaseSubmititLauncher is not None:
             env = submitit.JobEnvironment()
             point = self.points[job_num]
             cmd = points.accelerate_command(
-                point, node_rank=env.node, hostnames=env.hostnames, port=points.port_for(env.job_id)
+                point,
+                node_rank=env.node,
+                hostnames=env.hostnames,
+                port=points.port_for(env.job_id),
+                address=points.first_node_address(env.hostnames[0]),
             )
             log_path = str(env.paths.stderr).replace("%t", str(env.global_rank))
             print(f"node {env.node} of job {env.job_id}:", " ".join(cmd), flush=True)  # in the job's .out log

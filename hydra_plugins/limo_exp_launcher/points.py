@@ -1,7 +1,7 @@
 """What a SLURM job of ``hydra/launcher=slurm`` runs for its sweep point, on every node:
 
     <venv>/bin/accelerate launch --config_file <point>/accelerate.yaml --num_processes <gpus x nodes>
-        --num_machines <nodes> --machine_rank <node> --main_process_ip <first host> --main_process_port <port>
+        --num_machines <nodes> --machine_rank <node> --main_process_ip <first node's address> --main_process_port <port>
         -m limo_exp run --multirun <the point's overrides> <the sweep's folder and number, no new parent run>
 
 ``accelerate`` is the one beside the Python that runs the job (the venv's), whatever PATH says.
@@ -14,8 +14,13 @@ rank 0 writes its MLflow run id to ``<point>/run_id`` (``RUN_ID_FILE``) for the 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import shutil
+import socket
+import subprocess
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,8 +80,60 @@ def accelerate_executable() -> str:
     return str(exe)
 
 
-def accelerate_command(point: Point, *, node_rank: int, hostnames: list[str], port: int) -> list[str]:
-    """What node ``node_rank`` of the point's job runs (``hostnames``: the job's nodes, in SLURM's order)."""
+def slurm_node_addr(node: str) -> str | None:
+    """SLURM's address of ``node`` (``NodeAddr`` of ``scontrol show node``), None where unknown."""
+    if shutil.which("scontrol") is None:
+        return None
+    try:
+        r = subprocess.run(
+            ["scontrol", "-o", "show", "node", node], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"(?:^|\s)NodeAddr=(\S+)", r.stdout) if r.returncode == 0 else None
+    return m.group(1) if m else None
+
+
+def _resolves(host: str) -> bool:
+    try:
+        socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return False
+    return True
+
+
+def first_node_address(
+    host: str,
+    environ: Mapping[str, str] = os.environ,
+    node_addr: Callable[[str], str | None] = slurm_node_addr,
+    resolves: Callable[[str], bool] = _resolves,
+) -> str:
+    """Where a job's nodes meet (``--main_process_ip``): its first node, ``host`` (a SLURM node
+    name), where that name resolves here; else SLURM's own address for it (``NodeAddr``: node names
+    need not be host names, e.g. two slurmd on one machine as ``n1``, ``n2``); else
+    ``SLURM_LAUNCH_NODE_IPADDR`` (the node that started the job's step: a batch job's first). Failing
+    all, the name, with one line saying the rendezvous will not find it."""
+    if resolves(host):
+        return host
+    addr = node_addr(host)
+    if addr and addr != host and resolves(addr):
+        return addr
+    launch_ip = environ.get("SLURM_LAUNCH_NODE_IPADDR")
+    if launch_ip:
+        return launch_ip
+    print(
+        f"limo-exp: the job's first node {host!r} does not resolve here, and SLURM gives no address for it "
+        "(scontrol show node: no NodeAddr; no SLURM_LAUNCH_NODE_IPADDR): the nodes' rendezvous will fail",
+        file=sys.stderr,
+    )
+    return host
+
+
+def accelerate_command(
+    point: Point, *, node_rank: int, hostnames: list[str], port: int, address: str | None = None
+) -> list[str]:
+    """What node ``node_rank`` of the point's job runs (``hostnames``: the job's nodes, in SLURM's
+    order; ``address``: where they meet, ``first_node_address(hostnames[0])``; the name by default)."""
     if len(hostnames) != point.nodes:
         raise ValueError(
             f"the job has {len(hostnames)} nodes ({hostnames}), the point asked for {point.nodes}"
@@ -100,7 +157,7 @@ def accelerate_command(point: Point, *, node_rank: int, hostnames: list[str], po
         "--machine_rank",
         str(node_rank),
         "--main_process_ip",
-        hostnames[0],
+        address or hostnames[0],
         "--main_process_port",
         str(port),
         "-m",
@@ -113,11 +170,17 @@ def accelerate_command(point: Point, *, node_rank: int, hostnames: list[str], po
 
 def cause(lines: list[str]) -> str:
     """The error a failed run printed last (a traceback's last line: ``pkg.Name: message``), else its
-    last line: the inner exception, not the wrappers accelerate and torch's launcher print after it."""
+    last line: the inner exception, not the wrappers accelerate and torch's launcher print after it
+    (nor what follows the first of them: torch's summary of a multi-process failure, ``Failures:``...)."""
     wrappers = ("CalledProcessError", "ChildFailedError")
-    for line in reversed(lines):
-        text = line.strip()
-        m = re.match(r"^([A-Za-z_][\w.]*)(:|$)", text)
-        if m and m.group(1).rsplit(".", 1)[-1][:1].isupper() and not m.group(1).endswith(wrappers):
-            return text
+
+    def exception(line: str):
+        m = re.match(r"^([A-Za-z_][\w.]*)(:|$)", line.strip())
+        return m.group(1) if m and m.group(1).rsplit(".", 1)[-1][:1].isupper() else None
+
+    first_wrapper = next((i for i, ln in enumerate(lines) if (exception(ln) or "").endswith(wrappers)), None)
+    for line in reversed(lines[:first_wrapper]):
+        name = exception(line)
+        if name and not name.endswith(wrappers):
+            return line.strip()
     return next((ln.strip() for ln in reversed(lines) if ln.strip()), "no output")

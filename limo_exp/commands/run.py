@@ -215,17 +215,20 @@ def _curate_and_select(point: prepare.Point, run_dir: Path, tracker, main_rank: 
 
 def _run_and_print(cfg: DictConfig) -> float | None:
     stop_on_signals()  # again: a job of hydra/launcher=slurm or parallel runs in a process of its own
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # the global rank: machine 1's first process is not
     try:
         out = run(cfg)
     except (KeyboardInterrupt, SystemExit) as e:
-        fail_sweep(
-            cfg, killed=isinstance(e, KeyboardInterrupt) or (isinstance(e.code, int) and e.code >= 128)
-        )
+        if rank0:  # the sweep's parent run is marked by the rank that tracks, as the point's run is
+            fail_sweep(
+                cfg, killed=isinstance(e, KeyboardInterrupt) or (isinstance(e.code, int) and e.code >= 128)
+            )
         raise
     except BaseException:
-        fail_sweep(cfg)
+        if rank0:
+            fail_sweep(cfg)
         raise
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not rank0:
         return None
     state = "skipped (already FINISHED)" if out["skipped"] else "finished"
     print(f"\nrun {out['run_id']} {state}; run_key {out['run_key']}")

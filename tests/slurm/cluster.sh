@@ -2,9 +2,14 @@
 # A one-node SLURM cluster on this machine for tests/test_slurm.py (root; Debian's slurmctld,
 # slurmd and munge). `start DIR` installs what is missing (apt), writes DIR/slurm.conf and starts
 # munged, slurmctld and slurmd; `stop DIR` stops them. Prints the SLURM_CONF to export.
+# NODES=2 (tests/test_multinode.py): two slurmd on this machine, nodes n1 and n2 at NodeAddr
+# 127.0.0.1 and 127.0.0.2 (names that do not resolve), ports SLURMD_PORT + 1 and + 2.
 set -euo pipefail
-cmd="$1"; dir="$(realpath -m "$2")"
+cmd="$1"; dir="$(realpath -m "$2")"; nodes="${NODES:-1}"
 if [ "$cmd" = stop ]; then
+  for f in "$dir"/slurmd*.pid "$dir"/slurmctld.pid; do  # each daemon by the pid it wrote
+    [ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+  done
   for d in slurmd slurmctld; do pkill -f "$d -f $dir/slurm.conf" || true; done
   exit 0
 fi
@@ -31,11 +36,11 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 StateSaveLocation=$dir/state
-SlurmdSpoolDir=$dir/spool
+SlurmdSpoolDir=$dir/spool/%n
 SlurmctldPidFile=$dir/slurmctld.pid
-SlurmdPidFile=$dir/slurmd.pid
+SlurmdPidFile=$dir/slurmd.%n.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
-SlurmdLogFile=$dir/log/slurmd.log
+SlurmdLogFile=$dir/log/slurmd.%n.log
 SlurmctldPort=${SLURMCTLD_PORT:-6917}
 SlurmdPort=${SLURMD_PORT:-6918}
 ProctrackType=proctrack/linuxproc
@@ -49,15 +54,32 @@ MinJobAge=3600
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 MpiDefault=none
-NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
-PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 CONF
+port="${SLURMD_PORT:-6918}"
+if [ "$nodes" = 1 ]; then
+  names=("$host")
+  echo "NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN" >> "$dir/slurm.conf"
+else  # each slurmd on a port and an address of its own; the machine's CPUs and memory told to both
+  names=()
+  for i in $(seq "$nodes"); do
+    names+=("n$i")
+    echo "NodeName=n$i NodeHostname=$host NodeAddr=127.0.0.$i Port=$((port + i)) CPUs=$cpus RealMemory=$mem State=UNKNOWN" >> "$dir/slurm.conf"
+  done
+fi
+nodelist="$(IFS=,; echo "${names[*]}")"
+echo "PartitionName=debug Nodes=$nodelist Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES" >> "$dir/slurm.conf"
+mkdir -p "${names[@]/#/$dir/spool/}"
 export SLURM_CONF="$dir/slurm.conf"
 slurmctld -f "$SLURM_CONF"
-slurmd -f "$SLURM_CONF"
+if [ "$nodes" = 1 ]; then
+  slurmd -f "$SLURM_CONF"
+else
+  for n in "${names[@]}"; do slurmd -f "$SLURM_CONF" -N "$n"; done
+fi
 for _ in $(seq 60); do
-  if sinfo -h -o %t 2>/dev/null | grep -qE '^(idle|mix|alloc)'; then echo "$SLURM_CONF"; exit 0; fi
+  up="$(sinfo -h -N -o %t 2>/dev/null | grep -cE '^(idle|mix|alloc)' || true)"
+  if [ "$up" = "$nodes" ]; then echo "$SLURM_CONF"; exit 0; fi
   sleep 1
 done
-echo "the node did not come up: $(sinfo 2>&1 | tail -2); see $dir/log" >&2
+echo "the nodes did not come up: $(sinfo -N 2>&1 | tail -3); see $dir/log" >&2
 exit 4
