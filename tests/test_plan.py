@@ -244,7 +244,7 @@ def test_devices_a_sweep_for_gpus_is_priced_on_one_without_a_gpu_here(tmp_path, 
     # 7.6B trained in full on one H100 does not fit: the summary counts it, never "0 will fail"
     assert plan.points[0].memory.fits is False
     assert "(1 to run, 0 already FINISHED, 1 will fail: 1 over H100's memory as set" in plan.summary()
-    choice = plan.points[0].memory.choice
+    choice = getattr(plan.points[0].memory, "choice", None)  # Memory.choice: the memory helper's (issue 34)
     assert (
         choice is None
         or f"fits with {choice if isinstance(choice, str) else ' '.join(choice)})" in plan.summary()
