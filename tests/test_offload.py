@@ -155,9 +155,11 @@ def test_fsdp_offload_gives_the_single_process_loss(tiny_model, tmp_path):
 def test_zero3_offload_gives_the_single_process_loss_and_clips_at_the_recipes_norm(tiny_model, tmp_path):
     """``accelerate=deepspeed_zero3_offload`` on two processes, built by ``make_accelerator`` (on
     a CPU, DeepSpeed over gloo): the optimizer and the weights offloaded to the CPU, torch's AdamW
-    stepped there, DeepSpeed clipping at ``train.max_grad_norm=0.05`` (a norm the gradients
-    exceed: one process clipping at 1.0 ends elsewhere), and one process's losses to 1e-5."""
-    kw = ZERO3_KW | {"max_grad_norm": 0.05}
+    stepped there, DeepSpeed clipping at ``train.max_grad_norm``, and one process's losses to
+    1e-5. The norm is 1e-6, so small that AdamW's epsilon (1e-8) shrinks every update: clipping
+    at Accelerate's 1.0 instead would end 0.15 lower (AdamW undoes a mere rescaling of the
+    gradient: at 0.05 the losses differ by 4e-5 only)."""
+    kw = ZERO3_KW | {"max_grad_norm": 1e-6}
     ranks = offload_worker.launch(
         "deepspeed_zero3_offload", tiny_model, tmp_path, {"mode": "train", "train": kw}, 29632
     )
@@ -172,9 +174,10 @@ def test_zero3_offload_gives_the_single_process_loss_and_clips_at_the_recipes_no
             "optimizer_device": "cpu",
             "param_device": "cpu",
             "engine_cpu_offload": True,
-            "gradient_clipping": 0.05,
+            "gradient_clipping": 1e-6,
             "force_ds_cpu_optimizer": False,
         }
     one = _single(tiny_model, **kw)
     assert ranks[0]["losses"] == pytest.approx(one, rel=0, abs=1e-5)
-    assert one[-1] != pytest.approx(_single(tiny_model, **ZERO3_KW)[-1], abs=1e-3)  # the clipping bites
+    assert one == pytest.approx([6.28050, 6.21471, 6.19596], abs=1e-5)
+    assert _single(tiny_model, **ZERO3_KW)[-1] == pytest.approx(6.04258, abs=1e-5)  # clipped at 1.0
