@@ -150,7 +150,7 @@ def _train_and_save(c, key: str, examples: list, run_dir: Path, accelerator, tra
     attn = model.config._attn_implementation
     tags = {"limo.base_model": run_log.relative(base, root), "limo.attn_implementation": attn}
     tracker.set_tags(tags | hub.as_tags(hub.loaded()))  # a hub model's commit too
-    n_params = sum(p.numel() for p in model.parameters())  # before sharding (ZeRO-3 / FSDP)
+    n_params = training.models.n_parameters(model)  # whole, though ZeRO-3 partitioned it at load
     kw = {"seed": c.seed, "state_dir": state_dir, "run_key": key}
     with stopping.deferred():  # SIGTERM: the state is saved at the end of the step, then KILLED
         result = training.train(model, tok, data, c.train, accelerator, tracker.log_metrics, **kw)
