@@ -319,6 +319,8 @@ def test_diff_of_two_points_of_a_sweep_lists_the_swept_keys(recorded, point_b, c
     assert table.pop("code") in ("ok", "unknown")  # unknown: a dirty tree (this shared checkout)
     assert table == {"python": "ok", "packages": "ok", "hardware": "ok", "data:pool": "ok",
                      "data:aime24": "ok", "run key": "differs", "selection": "differs"}  # fmt: skip
+    sel = next(c for c in out["checks"] if c.facet == "selection")
+    assert sel.detail.startswith("B's 4 ids are A's first 4 (nested); A has 4 more: ")  # one seed: nested
     assert out["results"]["limo_aime24"]["problems"] == 3
     text = capsys.readouterr().out
     assert "config: 2 semantic key(s) differ" in text
@@ -433,7 +435,7 @@ def test_reproduce_a_run_recorded_on_a_real_mlflow_server(tmp_path, cache_dir):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 600  # minutes on a loaded shared CPU
         while True:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -473,3 +475,17 @@ def test_reproduce_a_run_recorded_on_a_real_mlflow_server(tmp_path, cache_dir):
         except subprocess.TimeoutExpired:  # a loaded machine: its workers slow to stop
             os.killpg(server.pid, 9)
             server.wait(timeout=60)
+
+
+def test_the_selection_line():
+    nested = checks.selection(["1", "2"], ["1", "2", "3"], sides=("A", "B"))
+    assert (nested.status, nested.detail) == (
+        "differs",
+        "A's 2 ids are B's first 2 (nested); B has 1 more: 3",
+    )
+    assert checks.selection(["1", "5"], ["1", "2"]).detail == "1 id(s) only run: 5; 1 only here: 2"
+    assert checks.selection(["2", "1"], ["1", "2"]).detail == "the same ids in another order"
+    rows = [{"id": "1", "problem": "p", "text": "t"}]
+    edited = checks.selection(["1"], ["1"], rows, [{"id": "1", "problem": "p", "text": "t2"}])
+    assert edited.detail == "the same 1 ids; training text differs: 1"
+    assert checks.selection(None, ["1"]).status == "unknown"

@@ -99,7 +99,7 @@ def hardware(a: dict[str, str], b: dict[str, str], sides=("run", "here")) -> Che
         return ("cpu: " + t.get("hardware.cpu_model", "unknown cpu")) if gpus == "none" else gpus
 
     da, db = device(a), device(b)
-    if "unknown cpu" in (da, db) and da.startswith("cpu") and db.startswith("cpu"):
+    if da.startswith("cpu") and db.startswith("cpu") and "unknown cpu" in da + db:
         return Check(
             "hardware", UNKNOWN, f"{da} ({sides[0]}) vs {db} ({sides[1]}): the CPU model was not recorded"
         )
@@ -181,8 +181,16 @@ def selection(
         )
     if recorded != today:
         a, b = set(recorded), set(today)
-        what = f"{len(a - b)} id(s) only {sides[0]}: {_some(sorted(a - b))}; {len(b - a)} only {sides[1]}: {_some(sorted(b - a))}"
-        return Check("selection", DIFFERS, what if a != b else "the same ids in another order")
+        short, long_, names = (
+            (recorded, today, sides) if len(recorded) <= len(today) else (today, recorded, sides[::-1])
+        )
+        if long_[: len(short)] == short:  # nested: the smaller N is the larger's first ids
+            more = sorted(set(long_) - set(short))
+            what = f"{names[0]}'s {len(short)} ids are {names[1]}'s first {len(short)} (nested); {names[1]} has {len(more)} more: {_some(more)}"
+            return Check("selection", DIFFERS, what)
+        parts = [f"{len(a - b)} id(s) only {sides[0]}: {_some(sorted(a - b))}"] if a - b else []
+        parts += [f"{len(b - a)} only {sides[1]}: {_some(sorted(b - a))}"] if b - a else []
+        return Check("selection", DIFFERS, "; ".join(parts) if a != b else "the same ids in another order")
     if rows_a is not None and rows_b is not None:
         text = {r["id"]: (r["problem"], r["text"]) for r in rows_b}
         changed = [r["id"] for r in rows_a if text.get(r["id"]) != (r["problem"], r["text"])]

@@ -236,10 +236,12 @@ def reproduce(cfg, target: str, overrides: list[str], check_only: bool = False, 
             f"not rerunning: {', '.join(data_differs)} differ from the run's (--anyway reruns on today's data)"
         )
         return out | {"stopped": data_differs}
-    return out | rerun_and_compare(store, rec, mapping, spec)
+    return out | rerun_and_compare(store, rec, mapping, c.report)
 
 
-def rerun_and_compare(store, rec, mapping: dict, spec: RunSpec) -> dict:
+def rerun_and_compare(store, rec, mapping: dict, opts) -> dict:
+    """The recorded config run again in this process, tagged; the two runs compared (``opts``: today's
+    ``report`` settings: alpha, level, resamples)."""
     from omegaconf import OmegaConf
 
     from limo_exp.analysis.agreement import compare_runs, format_agreement
@@ -251,7 +253,6 @@ def rerun_and_compare(store, rec, mapping: dict, spec: RunSpec) -> dict:
     done = run_cmd.run(OmegaConf.create(mapping))
     store.set_tags(done["run_id"], {REPRODUCES_TAG: rec.run_id})
     new = store.record(done["run_id"])
-    opts = spec.config.report
     res = compare_runs(rec, new, store.samples(rec.run_id), store.samples(new.run_id), opts)
     print(f"\nrun {rec.run_id} (A) vs its reproduction {new.run_id} (B):")
     print(format_agreement(res, opts.level))
