@@ -80,8 +80,8 @@ $(DS_VENV)/.installed: pyproject.toml constraints.txt
 	  print('deepspeed', deepspeed.__version__)"
 	touch $@
 
-test-deepspeed: $(DS_VENV)/.installed  # ZeRO-3 with the target-only loss, 2 CPU processes (.ci/run runs it)
-	$(DS_VENV)/bin/python -m pytest -q -p no:cacheprovider -m deepspeed tests/test_zero3.py tests/test_offload.py tests/test_ram_efficient_load.py
+test-deepspeed: $(DS_VENV)/.installed  # ZeRO-3 with the target-only loss, and killed and resumed, 2 CPU processes (.ci/run runs it)
+	$(DS_VENV)/bin/python -m pytest -q -p no:cacheprovider -m deepspeed tests/test_zero3.py tests/test_sharded_resume.py tests/test_offload.py tests/test_ram_efficient_load.py
 
 bench: venv
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev,bench]'

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -122,9 +123,10 @@ def train(
     )
     pending = None  # the last step's loss, still on the device
 
-    def account(p) -> None:  # read a finished step's loss (the device is a step ahead by now)
+    def account(p) -> bool:  # read a finished step's loss (the device is a step ahead by now)
         step, total, lr, plan, seen = p
         loss = total.read() / plan.n_target
+        (votes,) = total.rest()  # ranks asked to stop during the step
         result.losses.append(loss)
         result.steps, result.target_tokens = step + 1, result.target_tokens + plan.n_target
         result.seen_tokens, result.real_tokens = result.seen_tokens + seen, result.real_tokens + plan.real
@@ -132,6 +134,7 @@ def train(
         tokens_s = (result.real_tokens - real_before) / max(time.perf_counter() - start, 1e-9)
         shown.set_postfix_str(f"loss {loss:.4f}, {tokens_s:,.0f} tokens/s", refresh=False)
         shown.update(1)
+        return votes > 0
 
     for step in range(result.steps, steps):
         plan = plan_step(data, order[step * per_step : (step + 1) * per_step], cfg, world)
@@ -161,17 +164,19 @@ def train(
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
-                # the step's summed loss, reduced over ranks and copied to the host without waiting
-                lagged = LaggedValue(accelerator.reduce(total.to(torch.float64), reduction="sum"))
+                # the step's summed loss and this rank's vote to stop (1: a signal asked), reduced
+                # over ranks and copied to the host without waiting
+                vote = total.new_full((), float(stopping.asked() is not None), dtype=torch.float64)
+                both = torch.stack([total.to(torch.float64), vote])
+                lagged = LaggedValue(accelerator.reduce(both, reduction="sum"))
         except torch.OutOfMemoryError as e:
             width = max((sum(len(data[i].input_ids) for i in r) for r in rows), default=0)
             raise out_of_memory(e, cfg, step + 1, width, state_dir, run_key) from e
         seen = _seen(data, plan, packed)
-        if pending is not None:
-            account(pending)
+        voted = account(pending) if pending is not None else False
         pending = (step, lagged, sched.get_last_lr()[0], plan, seen)
         every = cfg.checkpoint_every if state_dir is not None else None
-        stop = _stop_asked(accelerator, step, world)
+        stop = _stop_asked(world, voted)
         if stop or (every and (step + 1) % every == 0 and step + 1 < steps):  # the last: the saved model
             account(pending)
             pending = None
@@ -192,10 +197,10 @@ def train(
 
 
 class LaggedValue:
-    """A device scalar on its way to the host: on CUDA a non-blocking copy into pinned memory
-    and an event after it, so that ``read()`` a step later waits for that copy only, not for the
-    work queued since (a plain ``.item()`` then would wait for the next step too, and the GPU
-    would idle while the host logs and packs rows); elsewhere a plain copy."""
+    """A device scalar (or a few values) on its way to the host: on CUDA a non-blocking copy into
+    pinned memory and an event after it, so that ``read()`` a step later waits for that copy only,
+    not for the work queued since (a plain ``.item()`` then would wait for the next step too, and
+    the GPU would idle while the host logs and packs rows); elsewhere a plain copy."""
 
     def __init__(self, value):
         import torch
@@ -210,21 +215,27 @@ class LaggedValue:
             self.host, self.ready = value.clone(), None
 
     def read(self) -> float:
+        """The value (a vector's first), once the copy is done."""
         if self.ready is not None:
             self.ready.synchronize()
-        return float(self.host.item())
+        return float(self.host.reshape(-1)[0].item())
+
+    def rest(self) -> list[float]:
+        """A vector's values after the first (after ``read``: the same copy)."""
+        return self.host.reshape(-1)[1:].tolist()
 
 
-def _stop_asked(accelerator, step: int, world: int) -> int:
-    """The signal that asked this process to stop (``limo_exp.stopping``), agreed by every rank:
-    checked every step alone, every 8 steps across ranks (an all-reduce waits for the step)."""
+def _stop_asked(world: int, voted: bool) -> int:
+    """The signal that asked this process to stop (``limo_exp.stopping``), agreed by every rank.
+    One process stops at the end of the step the signal came in; several stop together at the end
+    of the step after it: each step's loss all-reduce carries every rank's vote (``voted``: a rank
+    was asked during the last step), read with the loss a step later, so the vote costs no
+    collective and no wait of its own. A rank no signal reached (SLURM signals every process of a
+    job step) stops as if SIGTERM had."""
     asked = stopping.asked() or 0
-    if world == 1 or (step + 1) % 8:
-        return asked if world == 1 else 0
-    import torch
-
-    flag = torch.tensor([asked], device=accelerator.device)
-    return int(accelerator.reduce(flag, reduction="sum").max().item() and (asked or 15))
+    if world == 1:
+        return asked
+    return (asked or signal.SIGTERM) if voted else 0
 
 
 @dataclass(frozen=True)
