@@ -463,7 +463,8 @@ def test_answers_per_question_sweep_end_to_end(tmp_path, cache_dir):
         "data.n_samples=4",
         "curation=none",
         "train.max_steps=null",
-    )  # fmt: skip  (one epoch: the steps, so the tokens, follow the examples)
+        "train.epochs=1",  # one epoch: the steps, so the tokens, follow the examples
+    )
     one, four = (
         runs["N=4 · answers_per_question=1 · s0"].metrics,
         runs["N=4 · answers_per_question=4 · s0"].metrics,
