@@ -200,7 +200,6 @@ def _curate_and_select(point: prepare.Point, run_dir: Path, tracker, main_rank: 
     run_log.log_curation(tracker, curated.funnel, curated.from_cache, point.curation_seconds, files)
     run_log.log_teacher_cost(tracker, point.pool)  # a distilled pool's generation is part of its cost
     tracker.log_metrics(point.figures)  # train/*: questions, words trained on and cut, shares
-    tracker.log_metrics(point.figures)  # train/*: questions, words trained on and cut, shares
     if main_rank:
         (run_dir / "selected_ids.json").write_text(json.dumps([e.id for e in examples], indent=0))
         tracker.log_artifact(run_dir / "selected_ids.json")
