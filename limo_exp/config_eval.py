@@ -208,7 +208,9 @@ class ReportConfig(Section):
 
 @dataclass
 class PlanConfig(Section):
-    """``plan``: what limo-exp plan assumes where nothing measured says (every figure names its source)."""
+    """``plan``: what limo-exp plan assumes where nothing measured says (every figure names its source).
+    ``check_memory``: ``run`` on a GPU refuses a point whose training memory (analysis/plan_memory.py)
+    exceeds the card, naming the choices that fit; false: try anyway."""
 
     device: str = "auto"  # H100 | H200 | A100 | L40S (hardware.GPUS) | cpu; auto: this machine's
     gpus: int | str = "auto"  # per point; auto: the accelerate topology's processes, else 1
@@ -220,6 +222,7 @@ class PlanConfig(Section):
     power: float = 0.8
     alpha: float = 0.05
     wanted_difference: float = 0.05  # comparisons that cannot resolve this gain get a cheapest fix
+    check_memory: bool = True  # run refuses, before any model loads, a point whose training cannot fit the GPU
 
     def __post_init__(self):
         if isinstance(self.gpus, str):

@@ -80,6 +80,8 @@ class Memory:
     have_gb: float | None
     fits: bool | None
     detail: str
+    choices: list = field(default_factory=list)  # plan_memory.Choice: each way to fit, priced
+    choice: str | None = None  # the overrides of the first that fits (plan_memory.best)
 
 
 @dataclass

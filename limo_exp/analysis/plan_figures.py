@@ -1,6 +1,6 @@
 """The figures of ``limo-exp plan`` (``analysis/plan.py`` holds the records and writes them):
-the store's earlier runs as rates, training memory, and what each benchmark's comparison can
-detect with the cheapest fixes. Device-hours: ``analysis/plan_time.py``.
+the store's earlier runs as rates, and what each benchmark's comparison can detect with the
+cheapest fixes. Device-hours: ``analysis/plan_time.py``; training memory: ``analysis/plan_memory.py``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from limo_exp.analysis import power as pw
-from limo_exp.analysis.plan import Detect, Memory, Shape, mdd_text
+from limo_exp.analysis.plan import Detect, mdd_text
 from limo_exp.data.benchmarks import PUBLISHED_SIZES
 from limo_exp.hardware import gpu
 from limo_exp.tracking.names import accuracies, task_of
@@ -68,42 +68,6 @@ def run_device(gpus_tag: str) -> str:
 
 def _median(values: list[float] | None) -> float | None:
     return statistics.median(values) if values else None
-
-
-# ---- memory ---------------------------------------------------------------------------------
-
-
-def training_memory(
-    shape: Shape,
-    tokens: int,
-    *,
-    master_bytes: int,
-    lora: bool,
-    sharded_over: int,
-    checkpointing: bool,
-    full_logits: bool,
-    device: str,
-) -> Memory:
-    """Training memory per GPU, estimated: weights, gradients and AdamW's two moments (sharded
-    over the processes under FSDP / ZeRO-3), the activations of one micro-batch of ``tokens``
-    (layer inputs only under checkpointing, plus one layer's working set), and the logits when the
-    loss computes them all."""
-    per_param = master_bytes + (0 if lora else master_bytes + 8)
-    states = shape.params * per_param / sharded_over
-    layer_work = tokens * (10 * shape.hidden + 3 * shape.intermediate) * 2  # bf16, one layer's forward
-    kept = shape.layers * tokens * shape.hidden * 2 if checkpointing else shape.layers * layer_work
-    acts = kept + (layer_work if checkpointing else 0)
-    logits = tokens * shape.vocab * 4 * 2 if full_logits else 0  # fp32 logits and their gradient
-    need = (states + acts + logits) / 1e9
-    spec = gpu(device)
-    detail = (
-        f"states {states / 1e9:,.1f} GB ({per_param} B/param{f' / {sharded_over}' if sharded_over > 1 else ''}), "
-        f"activations {acts / 1e9:,.1f} GB ({tokens:,} tokens{', checkpointed' if checkpointing else ''})"
-        + (f", logits {logits / 1e9:,.1f} GB" if logits else "")
-    )
-    if spec is None:
-        return Memory(round(need, 1), None, None, detail + f"; no data sheet for {device}")
-    return Memory(round(need, 1), spec.memory_bytes / 1e9, need <= 0.9 * spec.memory_bytes / 1e9, detail)
 
 
 # ---- what a comparison can detect ------------------------------------------------------------

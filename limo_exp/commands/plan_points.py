@@ -90,7 +90,7 @@ def point_plan(name, overrides, device, gpus, history, tracker, warnings):
             history,
             c.plan.bandwidth_use,
         )
-        out.memory = _memory(c, shape, gpus, device)
+        out.memory = _memory(c, shape, gpus, device, point, history, out.train)
         if out.memory.fits is False:
             warnings.append(
                 (
@@ -120,24 +120,146 @@ def _shape(c, warnings):
     return _SHAPES[key]
 
 
-def _memory(c, shape, gpus, device):
-    from limo_exp.analysis.plan_figures import training_memory
+def _memory(c, shape, gpus, device, point=None, history=None, train=None):
+    """Training memory a GPU (``analysis/plan_memory.py``); for a point that does not fit, what
+    makes it fit (more nodes, offload, a shorter train.max_length, LoRA), each priced in
+    device-hours by the plan's own training time, the cheapest that fits as ``choice``."""
+    from limo_exp.analysis import plan_memory as M
+    from limo_exp.analysis.plan import Memory
+
+    r, topology = recipe(c, gpus, shape)
+    got = M.fit(shape, r, device)
+    out = Memory(got.need_gb, got.have_gb, got.fits, got.detail)
+    if got.fits is False and train is not None:
+        cands = [
+            k
+            for k in M.candidates(shape, r, gpus, topology, device, _per_node(c))
+            if _steps_divide(c, k.gpus)
+        ]
+        out.choices = M.choose(
+            shape, cands, device, lambda cand: _price(cand, c, point, shape, device, history, train, gpus)
+        )
+        out.choice = M.best(out.choices)
+    return out
+
+
+def memory_check(c, processes: int, device: str | None = None, have_bytes: float | None = None) -> None:
+    """``run``'s check before any model loads: on a GPU (``device``, else this machine's), a point
+    whose training memory exceeds the card (``have_bytes``, else what torch says it has) is a
+    ConfigError naming the need, the card and the choices that fit; ``plan.check_memory=false``
+    skips it (try anyway)."""
+    from limo_exp.analysis import plan_memory as M
+
+    if not c.plan.check_memory:
+        return
+    if device is None:
+        here = gpu_here()
+        if here is None:
+            return  # a CPU run: no card to fit
+        device, have_bytes = here
+    shape = _shape(c, [])
+    if shape is None:
+        return  # an unknown model: nothing to count with
+    r, topology = recipe(c, processes, shape)
+    got = M.fit(shape, r, device, have_bytes)
+    if got.fits is not False:
+        return
+    cands = [
+        k
+        for k in M.candidates(shape, r, processes, topology, device, _per_node(c))
+        if _steps_divide(c, k.gpus)
+    ]
+    fits = [ch for ch in M.choose(shape, cands, device, lambda _: None) if ch.fits]
+    ways = (
+        "; ".join(f"{ch.name}: {' '.join(ch.overrides)} ({ch.need_gb:,.0f} GB)" for ch in fits)
+        or "none found"
+    )
+    raise ConfigError(
+        f"training needs ~{got.need_gb:,.0f} GB a GPU, more than {M.USABLE:.0%} of this {device}'s "
+        f"{got.have_gb:,.0f} GB on {processes} process(es) ({got.detail}); it fits with: {ways}; "
+        "limo-exp plan prices each; plan.check_memory=false to try anyway"
+    )
+
+
+def _per_node(c) -> int | None:
+    """GPUs a node under the point's accelerate topology (its num_processes), None without one."""
+    n = (c.accelerate or {}).get("num_processes")
+    return int(n) if n else None
+
+
+def _steps_divide(c, gpus: int) -> bool:
+    """Does train.global_batch_size divide over ``gpus`` processes? (A choice that fails run's check is none.)"""
+    from limo_exp.training.recipe import accumulation_steps
+
+    try:
+        accumulation_steps(c.train, gpus)
+    except ValueError:
+        return False
+    return True
+
+
+def gpu_here() -> tuple[str, float] | None:
+    """This machine's first GPU: its name and the bytes torch says it has; None without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_name(0), torch.cuda.get_device_properties(0).total_memory
+
+
+def recipe(c, gpus: int, shape=None):
+    """The memory recipe of a point's config on ``gpus`` processes, and its topology (fsdp |
+    deepspeed | ddp | single)."""
+    from limo_exp.analysis.plan_memory import Recipe, lora_params
+    from limo_exp.commands.plan_tokens import offload
     from limo_exp.training.steps import checkpointing
 
-    t = c.train
-    tokens = t.max_tokens_per_micro_batch or t.batch_size * t.max_length
-    topology = (c.accelerate or {}).get("distributed_type", "")
-    sharded = topology == "FSDP" or "zero3" in str((c.accelerate or {}).get("deepspeed_config", {})).lower()
-    return training_memory(
-        shape,
-        tokens,
-        master_bytes=4 if t.master_dtype == "float32" else 2,
-        lora=bool(t.lora),
-        sharded_over=gpus if sharded else 1,
-        checkpointing=checkpointing(t),
-        full_logits=t.loss_impl == "hf",
-        device=device,
+    t, acc = c.train, c.accelerate or {}
+    kind = str(acc.get("distributed_type", "")).upper()
+    ds = acc.get("deepspeed_config") or {}
+    topology = {"FSDP": "fsdp", "DEEPSPEED": "deepspeed", "MULTI_GPU": "ddp"}.get(kind, "single")
+    sharded = topology == "fsdp" or (topology == "deepspeed" and int(ds.get("zero_stage", 0) or 0) == 3)
+    moved = offload(c) == "cpu"
+    params_too = (
+        bool((acc.get("fsdp_config") or {}).get("fsdp_offload_params"))
+        or ds.get("offload_param_device") == "cpu"
     )
+    r = Recipe(
+        tokens=t.max_tokens_per_micro_batch or t.batch_size * t.max_length,
+        master_bytes=4 if t.master_dtype == "float32" else 2,
+        optimizer=t.optimizer,
+        lora_params=lora_params(shape, t.lora.r) if (t.lora and shape is not None) else 0,
+        sharded_over=gpus if sharded else 1,
+        offload=("all" if params_too else "optimizer") if moved else "none",
+        checkpointing=checkpointing(t),
+        skip_layers=t.checkpoint_skip_layers if checkpointing(t) else 0,
+        loss="hf" if t.loss_impl == "hf" else "target_only",
+    )
+    return r, topology
+
+
+def _price(cand, c, point, shape, device, history, train, counted_on: int):
+    """A candidate's training device-hours, by the plan's own training time: recounted where the
+    GPUs or train.max_length change (the step plan's slowest rank), LoRA at 2/3 of the FLOPs
+    (no weight gradients)."""
+    from dataclasses import replace
+
+    from limo_exp.analysis import plan_time as T
+    from limo_exp.commands import plan_tokens
+
+    gpus, t = cand.gpus, train
+    cc = c
+    if cand.max_length is not None:
+        cc = replace(
+            c, train=replace(c.train, max_length=cand.max_length, max_tokens_per_micro_batch=cand.max_length)
+        )
+    if cc is not c or gpus != counted_on:
+        try:
+            t = plan_tokens.train(cc, point, gpus, shape, _LOADS)
+        except ValueError:  # the shorter rows do not hold an example: not priced
+            return None
+    hours = T.train_hours(t, shape, c.model.name, device, gpus, history, c.plan.mfu, cand.offload).value
+    return None if hours is None else hours * (2 / 3 if cand.lora else 1)
 
 
 def detect(plans, cfgs, opts, history, warnings):

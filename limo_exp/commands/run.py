@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from limo_exp import stopping
-from limo_exp.commands import prepare
+from limo_exp.commands import plan_points, prepare
 from limo_exp.commands.common import (
     already_done,
     command,
@@ -62,6 +62,7 @@ def _run(cfg: DictConfig) -> dict:
     accelerator = training.make_accelerator(gpu)
     main_rank, distributed = accelerator.is_main_process, accelerator.num_processes > 1
     prepare.check(spec, accelerator.num_processes)  # before any curation or model load
+    plan_points.memory_check(c, accelerator.num_processes)  # a point the plan says cannot fit the GPU
     training.check_loss_impl(c.train)  # a Liger loss needs CUDA and liger-kernel
     set_seed(c.seed)
 
