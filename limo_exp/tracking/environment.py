@@ -52,7 +52,7 @@ def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                return line.split(":", 1)[1].strip() or "unknown"
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
