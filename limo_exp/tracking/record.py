@@ -17,6 +17,7 @@ import json
 import os
 import re
 import tempfile
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,10 +99,16 @@ def check_reachable(uri: str) -> None:
                 f"no MLflow store at {db} (tracking.uri={where}): set tracking.uri to the run's store"
             )
     elif uri.startswith(("http://", "https://")):
+        import base64
+
+        u = urllib.parse.urlsplit(uri)
+        health = u._replace(netloc=u.netloc.rpartition("@")[2]).geturl().rstrip("/") + "/health"
+        request = urllib.request.Request(health)
+        if u.username:  # credentials in the URI: basic auth, as MLflow's client sends them
+            token = base64.b64encode(f"{u.username}:{u.password or ''}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
         try:
-            urllib.request.urlopen(
-                f"{uri.rstrip('/')}/health", timeout=float(os.environ.get("LIMO_PROBE_S", 5))
-            )
+            urllib.request.urlopen(request, timeout=float(os.environ.get("LIMO_PROBE_S", 5)))
         except OSError as e:
             reason = getattr(e, "reason", e)
             raise SystemExit(f"the MLflow tracking server at {where} cannot be reached: {reason}") from None
