@@ -284,3 +284,28 @@ def test_the_check_names_the_choices_that_fit(tmp_path):
         "(72 GB); FSDP CPU offload: accelerate=fsdp_offload (40 GB);"
     ) in str(err.value)
     plan_points.memory_check(c, 16, H100, 80 * 2**30)  # two nodes: fits, no error
+
+
+@pytest.mark.slow  # a 12-point plan: ~15 s of CPU
+def test_every_less_is_more_point_fits_8_h100s_under_a_choice(tmp_path, cache_dir):
+    from limo_exp.commands import plan as plan_cmd
+
+    paths = [
+        f"paths.output_root={tmp_path}",
+        f"paths.cache_dir={cache_dir}",
+        f"paths.results_dir={tmp_path}/r",
+    ]
+    plan, _ = plan_cmd.make_plan(["sweep=less_is_more", "plan.device=H100", *paths])
+    assert len(plan.points) == 12 and plan.gpus == 8
+    for p in plan.points:
+        assert p.memory.fits is False and p.memory.need_gb == 105.2
+        assert p.memory.choice == "hydra/launcher=slurm hydra.launcher.nodes=2 accelerate.num_machines=2"
+        first = p.memory.choices[0]
+        assert (first.need_gb, first.fits, first.device_hours is not None) == (72.4, True, True)
+        assert {c.name for c in p.memory.choices if c.fits} == {
+            "2 nodes (16 GPUs)",
+            "FSDP CPU offload",
+            "ZeRO-3 CPU offload",
+            "LoRA rank 16",
+        }
+    assert "fits with hydra/launcher=slurm hydra.launcher.nodes=2 accelerate.num_machines=2" in plan.summary()

@@ -252,13 +252,15 @@ def _fits(shape, r: Recipe, device: str) -> bool:
 
 
 def choose(shape, cands: list[Candidate], device: str, price) -> list[Choice]:
-    """Each candidate's memory and device-hours (``price(candidate)``), cheapest first: those
-    that fit and keep the run key (the same experiment), then those that fit and change it."""
+    """Each candidate's memory and, where it fits, device-hours (``price(candidate)``), cheapest
+    first: those that fit and keep the run key (the same experiment), then those that fit and
+    change it, then those that do not fit (unpriced)."""
     out = []
     for cand in cands:
         f = fit(shape, cand.recipe, device)
+        hours = price(cand) if f.fits else None
         out.append(
-            Choice(cand.name, list(cand.overrides), f.need_gb, bool(f.fits), price(cand), cand.keeps_run_key)
+            Choice(cand.name, list(cand.overrides), f.need_gb, bool(f.fits), hours, cand.keeps_run_key)
         )
     return sorted(out, key=lambda c: (not c.fits, not c.keeps_run_key, _hours(c)))
 
