@@ -10,16 +10,16 @@ from dataclasses import dataclass
 class GPU:
     name: str
     bf16_flops: float  # dense bf16 peak FLOP/s
-    memory_bytes: float
+    memory_bytes: float  # what the card holds: NVIDIA's "80 GB" is 80 GiB (nvidia-smi: 81,559 MiB)
     bandwidth: float  # HBM bytes/s
 
 
 # vendors' data sheets (SXM parts; A100: the 80 GB one)
 GPUS = {
-    "H200": GPU("H200", 989e12, 141e9, 4.8e12),
-    "H100": GPU("H100", 989e12, 80e9, 3.35e12),
-    "A100": GPU("A100", 312e12, 80e9, 2.0e12),
-    "L40S": GPU("L40S", 362e12, 48e9, 0.864e12),
+    "H200": GPU("H200", 989e12, 143_771 * 2**20, 4.8e12),  # nvidia-smi: 143,771 MiB
+    "H100": GPU("H100", 989e12, 80 * 2**30, 3.35e12),
+    "A100": GPU("A100", 312e12, 80 * 2**30, 2.0e12),
+    "L40S": GPU("L40S", 362e12, 48e9, 0.864e12),  # 46,068 MiB: the data sheet's 48 GB are decimal
 }
 
 # new tokens/s by batch, per eval.hf_decoding, measured on one H100 in bf16 with a Qwen2.5-1.5B-shaped

@@ -132,7 +132,7 @@ def test_checkpointed_layer_inputs_are_fp32_under_the_recipe():
 def test_an_h100_has_80_gib():
     from limo_exp.hardware import gpu
 
-    assert M.card_bytes(gpu(H100)) == 80 * 2**30  # 85.9 GB, not 80e9 bytes
+    assert gpu(H100).memory_bytes == 80 * 2**30  # 85.9 GB, not 80e9 bytes
     assert M.fit(shape_of(qwen2(64, 128, 2, 4, 2, 256)), M.Recipe(512), "H100").have_gb == 85.9
 
 
@@ -309,3 +309,11 @@ def test_every_less_is_more_point_fits_8_h100s_under_a_choice(tmp_path, cache_di
             "LoRA rank 16",
         }
     assert "fits with hydra/launcher=slurm hydra.launcher.nodes=2 accelerate.num_machines=2" in plan.summary()
+    from limo_exp.analysis.plan import markdown
+
+    md = markdown(plan)
+    assert "## Points that do not fit: what makes them fit" in md
+    assert (
+        "| 2 nodes (16 GPUs) | `hydra/launcher=slurm hydra.launcher.nodes=2 accelerate.num_machines=2` | 72 GB | yes |"
+        in md
+    )

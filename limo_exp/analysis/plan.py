@@ -9,6 +9,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from limo_exp.analysis.plan_memory import choices_markdown
+
 
 @dataclass
 class Figure:
@@ -278,8 +280,8 @@ def markdown(plan: Plan) -> str:
             if text and (what, text) not in seen and not text.startswith("not planned"):
                 seen.add((what, text))
                 lines.append(f"- {what}: {text}")
+    lines += [""] + choices_markdown(plan.points)
     lines += [
-        "",
         f"## What a comparison of two settings can detect ({plan.settings['power']:.0%} power, "
         f"alpha {plan.settings['alpha']}, the report's paired test; a setting's seeds averaged per problem)",
         "",

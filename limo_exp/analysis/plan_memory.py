@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 USABLE = 0.9  # the allocator's fragmentation, the CUDA context and NCCL's buffers take the rest
 GB = 1e9
 # what the cards have (nominal GiB as torch reports them; hardware.GPUS' figures otherwise)
-CARD_BYTES = {"H100": 80 * 2**30, "A100": 80 * 2**30}
 # bytes per token (x hidden, x intermediate, x key/value dim) and per layer parameter, traced by
 # MemTracker on a Qwen2 decoder layer (fp32 weights and input, bf16 autocast, causal attention
 # without a mask: limo_varlen's one-document path):
@@ -155,11 +154,6 @@ class Fit:
     choices: list[Choice] = field(default_factory=list)
 
 
-def card_bytes(spec) -> float:
-    """The memory the card has (80 GiB for an H100, not 80e9 bytes)."""
-    return CARD_BYTES.get(spec.name, spec.memory_bytes)
-
-
 def fit(shape, r: Recipe, device: str, have_bytes: float | None = None) -> Fit:
     """``need`` against ``device``'s memory (``have_bytes``: what torch says the card has), with
     the parts named."""
@@ -174,7 +168,7 @@ def fit(shape, r: Recipe, device: str, have_bytes: float | None = None) -> Fit:
     detail += ")"
     if spec is None and not have_bytes:
         return Fit(round(got.peak / GB, 1), None, None, detail + f"; no data sheet for {device}")
-    have = have_bytes or card_bytes(spec)
+    have = have_bytes or spec.memory_bytes
     return Fit(round(got.peak / GB, 1), round(have / GB, 1), got.peak <= USABLE * have, detail)
 
 
