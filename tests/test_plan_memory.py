@@ -227,12 +227,12 @@ def test_the_choices_for_32b_on_8_h100s():
         ("ZeRO-3 CPU offload", 39.7, True, False),  # train.max_tokens_per_micro_batch is in the run key
         ("train.max_length=1024 (longer examples truncated)", 83.5, False, False),  # the states alone: 65.5
     ]
-    assert M.best(choices) == "hydra/launcher=slurm hydra.launcher.nodes=2 accelerate.num_machines=2"
+    assert M.best(choices) == "hydra/launcher=slurm hydra.launcher.nodes=2 hydra.launcher.gpus_per_node=8"
     lines = M.choices_markdown(
         [type("P", (), {"name": "n=817", "memory": type("m", (), {"choices": choices})})]
     )
     assert lines[6] == (
-        "| n=817 | 2 nodes (16 GPUs) | `hydra/launcher=slurm hydra.launcher.nodes=2 accelerate.num_machines=2` "
+        "| n=817 | 2 nodes (16 GPUs) | `hydra/launcher=slurm hydra.launcher.nodes=2 hydra.launcher.gpus_per_node=8` "
         "| 72 GB | yes | 10.0 |"
     )
 
@@ -280,7 +280,7 @@ def test_the_check_names_the_choices_that_fit(tmp_path):
         plan_points.memory_check(c, 8, H100, 80 * 2**30)
     assert "training needs ~105 GB a GPU" in str(err.value) and "on 8 process(es)" in str(err.value)
     assert (
-        "it fits with: 2 nodes (16 GPUs): hydra/launcher=slurm hydra.launcher.nodes=2 accelerate.num_machines=2 "
+        "it fits with: 2 nodes (16 GPUs): hydra/launcher=slurm hydra.launcher.nodes=2 hydra.launcher.gpus_per_node=8 "
         "(72 GB); FSDP CPU offload: accelerate=fsdp_offload (40 GB);"
     ) in str(err.value)
     plan_points.memory_check(c, 16, H100, 80 * 2**30)  # two nodes: fits, no error
@@ -299,7 +299,7 @@ def test_every_less_is_more_point_fits_8_h100s_under_a_choice(tmp_path, cache_di
     assert len(plan.points) == 12 and plan.gpus == 8
     for p in plan.points:
         assert p.memory.fits is False and p.memory.need_gb == 105.2
-        assert p.memory.choice == "hydra/launcher=slurm hydra.launcher.nodes=2 accelerate.num_machines=2"
+        assert p.memory.choice == "hydra/launcher=slurm hydra.launcher.nodes=2 hydra.launcher.gpus_per_node=8"
         first = p.memory.choices[0]
         assert (first.need_gb, first.fits, first.device_hours is not None) == (72.4, True, True)
         assert {c.name for c in p.memory.choices if c.fits} == {
@@ -308,12 +308,34 @@ def test_every_less_is_more_point_fits_8_h100s_under_a_choice(tmp_path, cache_di
             "ZeRO-3 CPU offload",
             "LoRA rank 16",
         }
-    assert "fits with hydra/launcher=slurm hydra.launcher.nodes=2 accelerate.num_machines=2" in plan.summary()
+    assert (
+        "fits with hydra/launcher=slurm hydra.launcher.nodes=2 hydra.launcher.gpus_per_node=8"
+        in plan.summary()
+    )
     from limo_exp.analysis.plan import markdown
 
     md = markdown(plan)
     assert "## Points that do not fit: what makes them fit" in md
     assert (
-        "| 2 nodes (16 GPUs) | `hydra/launcher=slurm hydra.launcher.nodes=2 accelerate.num_machines=2` | 72 GB | yes |"
+        "| 2 nodes (16 GPUs) | `hydra/launcher=slurm hydra.launcher.nodes=2 hydra.launcher.gpus_per_node=8` | 72 GB | yes |"
         in md
     )
+
+
+def test_the_plans_choice_runs_as_written_on_the_gpus_it_priced(tmp_path, cache_dir):
+    """The 2-node choice, pasted: the launcher starts gpus_per_node x nodes processes (it passes
+    --num_processes itself), and the plan counts the same 16; the launcher's preset alone is 1."""
+    from limo_exp.commands import plan as plan_cmd
+
+    paths = [
+        f"paths.output_root={tmp_path}",
+        f"paths.cache_dir={cache_dir}",
+        f"paths.results_dir={tmp_path}/r",
+    ]
+    point = ["sweep=less_is_more", "plan.device=H100", "data.n_samples=817", "seed=0", *paths]
+    choice = "hydra/launcher=slurm hydra.launcher.nodes=2 hydra.launcher.gpus_per_node=8".split()
+    plan, _ = plan_cmd.make_plan([*point, *choice])
+    assert plan.gpus == 16 and len(plan.points) == 1
+    assert (plan.points[0].memory.need_gb, plan.points[0].memory.fits) == (72.4, True)
+    plan, _ = plan_cmd.make_plan([*point, "hydra/launcher=slurm"])  # the preset's one GPU a node
+    assert plan.gpus == 1

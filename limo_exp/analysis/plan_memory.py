@@ -208,7 +208,7 @@ def candidates(
             over = (
                 "hydra/launcher=slurm",
                 f"hydra.launcher.nodes={nodes}",
-                f"accelerate.num_machines={nodes}",
+                f"hydra.launcher.gpus_per_node={per_node}",
             )
             out.append(
                 Candidate(f"{nodes} nodes ({per_node * nodes} GPUs)", over, wide, per_node * nodes, True)

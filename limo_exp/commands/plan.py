@@ -71,7 +71,8 @@ def _make_plan(overrides: list[str]):
     first = parse(OmegaConf.masked_copy(base, [k for k in base if k != "hydra"])).config
     opts = first.plan
     history, tracker, warnings = _history(first)
-    device, gpus = _device(opts.device, _models(points, first), warnings), _gpus(opts.gpus, first.accelerate)
+    device = _device(opts.device, _models(points, first), warnings)
+    gpus = _gpus(opts.gpus, first.accelerate, base.hydra.get("launcher"))
     if device != "cpu" and not first.accelerate and opts.gpus == "auto":
         warnings.append(
             f"no accelerate topology: each point is priced as one process on one {device}; for several "
@@ -168,9 +169,12 @@ def _device(name: str, cfgs: list, warnings: list) -> str:
     return known[name.lower()]
 
 
-def _gpus(gpus, accelerate: dict | None) -> int:
+def _gpus(gpus, accelerate: dict | None, launcher=None) -> int:
+    """plan.gpus, else what the launcher starts (gpus_per_node x nodes), else the topology's."""
     if gpus != "auto":
         return int(gpus)
+    if launcher is not None and launcher.get("gpus_per_node") is not None:
+        return int(launcher.gpus_per_node) * int(launcher.get("nodes") or 1)
     if accelerate:
         return int(accelerate.get("num_processes", 1)) * int(accelerate.get("num_machines", 1) or 1)
     return 1
