@@ -355,3 +355,31 @@ def _zero3_worker(model_dir: str, out: Path, kw: dict) -> None:
 
 if __name__ == "__main__":
     _zero3_worker(sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3]))
+
+
+def test_run_stops_on_a_state_this_launch_cannot_load_before_the_model_loads(small_cfg, monkeypatch):
+    """``limo-exp run``'s check: a ZeRO-3 state of two processes, found by a one-process launch,
+    is one line before the base model is even looked up (a 32B model loads for minutes)."""
+    from accelerate import Accelerator
+
+    from limo_exp import training
+    from limo_exp.commands import run as run_cmd
+    from limo_exp.commands.common import parse
+    from limo_exp.training.checkpoints import StateMismatch
+
+    c = parse(small_cfg()).config
+    run_dir = Path(c.paths.output_root) / "runs" / "k"
+    state = run_dir / "state" / "step-0000003"
+    state.mkdir(parents=True)
+    saved = {"run_key": "k", "step": 3, "world": 2, "layout": "deepspeed_zero3", "per_step": 16}
+    (state / "progress.json").write_text(json.dumps(saved))
+
+    def looked_up(*a, **k):
+        raise AssertionError("the base model was looked up")
+
+    monkeypatch.setattr(training, "resolve", looked_up)
+    with pytest.raises(StateMismatch) as err:
+        run_cmd._train_and_save(c, "k", [], run_dir, Accelerator(cpu=True), None)
+    assert str(err.value).startswith(
+        f"{state} was saved by 2 process(es) (deepspeed_zero3); this launch has 1 (whole)"
+    )

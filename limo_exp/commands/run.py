@@ -139,7 +139,11 @@ def _train_and_save(c, key: str, examples: list, run_dir: Path, accelerator, tra
     from limo_exp.training import checkpoints
 
     root, state_dir = c.paths.output_root, run_dir / "state"
-    checkpoints.latest(state_dir, key)  # a state of another run key: an error before the model loads
+    found = checkpoints.latest(state_dir, key)  # a state of another run key: an error before the model loads
+    if found:  # ... and one this launch cannot load (other processes, layout or steps)
+        n = accelerator.num_processes
+        per_step = training.sequences_per_step(c.train, n)
+        checkpoints.check_launch(*found, n, checkpoints.layout(accelerator), per_step)
     with accelerator.main_process_first():
         base = training.resolve(c.model, c.paths.cache_dir)
     data = training.prepare(

@@ -10,7 +10,7 @@ from limo_exp.training import lora
 from limo_exp.training.batching import prepare
 from limo_exp.training.loop import TrainResult, accumulation_steps, check_loss_impl, save, train
 from limo_exp.training.models import load, load_for_training, load_tokenizer, resolve
-from limo_exp.training.recipe import make_accelerator
+from limo_exp.training.recipe import make_accelerator, sequences_per_step
 
 __all__ = [
     "TrainResult",
@@ -24,5 +24,6 @@ __all__ = [
     "prepare",
     "resolve",
     "save",
+    "sequences_per_step",
     "train",
 ]

@@ -33,6 +33,7 @@ from limo_exp.training.recipe import (  # noqa: F401  (the loop's public names, 
     check_loss_impl,
     n_optimizer_steps,
     resume,
+    sequences_per_step,
     setup,
     sharded,
     skip_checkpointing,
@@ -111,7 +112,7 @@ def train(
     world, rank = accelerator.num_processes, accelerator.process_index
     budget, accum = cfg.max_tokens_per_micro_batch, accumulation_steps(cfg, world)
     steps = n_optimizer_steps(len(data), cfg, world)
-    per_step = accum * micro_size(cfg) * world  # sequences per optimizer step
+    per_step = sequences_per_step(cfg, world)
     order = step_order(len(data), steps, per_step, seed)
     earlier = resume(accelerator, state_dir, run_key, result, steps, log_metrics, per_step)
     packed = cfg.packing or bool(budget) or reads_boundaries(result.attn_implementation)
@@ -254,7 +255,7 @@ def count_tokens(data: list[Tokenized], cfg: TrainConfig, world: int, seed: int,
     """``train``'s steps and token counts for tokenised ``data`` on ``world`` processes with
     attention ``attn``, on the host without a model (``limo-exp plan``): the same step plans."""
     steps = n_optimizer_steps(len(data), cfg, world)
-    per_step = accumulation_steps(cfg, world) * micro_size(cfg) * world
+    per_step = sequences_per_step(cfg, world)
     order = step_order(len(data), steps, per_step, seed)
     packed = cfg.packing or bool(cfg.max_tokens_per_micro_batch) or reads_boundaries(attn)
     target = seen = real = squares = 0

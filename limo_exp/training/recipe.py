@@ -78,11 +78,15 @@ def accumulation_steps(cfg: TrainConfig, world_size: int = 1) -> int:
     return accum
 
 
+def sequences_per_step(cfg: TrainConfig, world_size: int = 1) -> int:
+    """Sequences an optimizer step takes over all ``world_size`` processes."""
+    return micro_size(cfg) * accumulation_steps(cfg, world_size) * world_size
+
+
 def n_optimizer_steps(n_examples: int, cfg: TrainConfig, world_size: int = 1) -> int:
     if cfg.max_steps:
         return int(cfg.max_steps)
-    per_step = micro_size(cfg) * accumulation_steps(cfg, world_size) * world_size
-    return max(1, math.ceil(cfg.epochs * n_examples / per_step))
+    return max(1, math.ceil(cfg.epochs * n_examples / sequences_per_step(cfg, world_size)))
 
 
 def check_loss_impl(cfg: TrainConfig) -> None:
