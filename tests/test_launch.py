@@ -198,3 +198,32 @@ def test_a_slurm_point_without_a_topology_fails_before_submitting(tmp_path, monk
     ):
         _dry_run(monkeypatch, f"paths.output_root={tmp_path}")
     assert not (tmp_path / "hydra").exists()
+
+
+def test_a_stop_reaches_the_ranks_in_sessions_of_their_own_not_their_launcher(tmp_path):
+    """As torch's launcher starts ranks (a session each): the job's SIGTERM goes to the rank, which
+    saves its state and ends; the launcher, which would SIGKILL the ranks 30 s after a signal of
+    its own, is left alone (it exits when its ranks do)."""
+    import subprocess
+    import time
+
+    rank = (
+        "import signal, sys, time, pathlib\n"
+        f"signal.signal(signal.SIGTERM, lambda *a: (pathlib.Path({str(tmp_path / 'rank')!r}).write_text('stopped'), sys.exit(143)))\n"
+        f"pathlib.Path({str(tmp_path / 'up')!r}).write_text('up')\n"
+        "time.sleep(60)\n"
+    )
+    launcher = (
+        "import signal, subprocess, sys, pathlib\n"
+        f"signal.signal(signal.SIGTERM, lambda *a: pathlib.Path({str(tmp_path / 'launcher')!r}).write_text('signalled'))\n"
+        f"sys.exit(subprocess.Popen([sys.executable, '-c', {rank!r}], start_new_session=True).wait())\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", launcher], start_new_session=True)
+    deadline = time.time() + 30
+    while not (tmp_path / "up").exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    kids = launch.stop(proc.pid)
+    assert proc.wait(timeout=30) == 143 and len(kids) == 1
+    assert (tmp_path / "rank").read_text() == "stopped"
+    assert not (tmp_path / "launcher").exists()

@@ -3,8 +3,8 @@ and write what rank 0 saw.
 
 Launched as ``accelerate launch --config_file conf/accelerate/deepspeed_zero3.yaml --num_processes 2
 --mixed_precision no`` (DeepSpeed's CPU accelerator; without oneCCL it talks over gloo). The
-Accelerator is built here, not by ``training.recipe.make_accelerator``: its ``cpu=True`` on a machine
-without CUDA makes Accelerate ignore DeepSpeed. The rest is ``limo-exp run``'s path: ``load``, then
+Accelerator is built here as ``training.recipe.make_accelerator`` builds it on a CPU under DeepSpeed
+(not ``cpu=True``, which makes Accelerate ignore DeepSpeed): gloo's process group. The rest is ``limo-exp run``'s path: ``load``, then
 ``loop.train`` (the target-only loss installed on the model, ``accelerator.prepare`` building the
 DeepSpeed engine) and ``loop.save`` (the weights gathered from the ranks).
 

@@ -16,9 +16,7 @@ Without hydra-submitit-launcher this module defines nothing, so Hydra's plugin s
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
-import os
 import re
 import shutil
 import signal
@@ -264,8 +262,7 @@ if BaseSubmititLauncher is not None:
         def _run_forwarding(self, cmd: list[str]) -> tuple[int, list[str], int | None]:
             """Run ``cmd``; its stderr goes on to the job's log and its last lines are kept; SLURM's
             signals reach it as SIGTERM (the run saves and ends KILLED)."""
-            # a session of its own: the signal goes to accelerate and the processes it started (on
-            # SIGTERM accelerate's launcher dies at once, leaving its worker to run on unsignalled)
+            # a session of its own; a stop goes to the processes accelerate started (points.stop)
             proc = subprocess.Popen(
                 cmd, stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True
             )
@@ -273,8 +270,7 @@ if BaseSubmititLauncher is not None:
 
             def forward(signum, frame):
                 came.append(signum)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
+                points.stop(proc.pid)
 
             self._previous = {s: signal.signal(s, forward) for s in FORWARDED}
             tail: collections.deque[str] = collections.deque(maxlen=200)

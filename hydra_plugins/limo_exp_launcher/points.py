@@ -13,6 +13,7 @@ rank 0 writes its MLflow run id to ``<point>/run_id`` (``RUN_ID_FILE``) for the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -184,3 +185,28 @@ def cause(lines: list[str]) -> str:
         if name and not name.endswith(wrappers):
             return line.strip()
     return next((ln.strip() for ln in reversed(lines) if ln.strip()), "no output")
+
+
+def stop(launcher_pid: int) -> list[int]:
+    """SIGTERM to the processes ``accelerate launch`` (``launcher_pid``) started, not to it: torch's
+    launcher starts each rank in a session of its own, and when signalled itself it passes SIGTERM
+    on and SIGKILLs the ranks 30 s later (torch < 2.12 has no setting), before a 32B state is
+    saved. A rank that ends makes the launcher exit. Without children, its process group. Returns
+    the pids signalled."""
+    import signal
+
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # ended while we looked
+        if ppid == launcher_pid:
+            kids.append(int(stat.parent.name))
+    for pid in kids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    if not kids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launcher_pid, signal.SIGTERM)
+    return kids
