@@ -280,7 +280,6 @@ def test_bad_input_is_one_line_and_writes_nothing(recorded, capsys, tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing written: no store created, no run folder
 
 
-@pytest.mark.slow  # a second tiny run: ~40 s on this shared CPU
 def test_reproducing_a_tiny_run_is_identical(recorded, capsys):
     """The rerun: a new run tagged limo.reproduces, its responses generated again (no stored ones),
     bitwise the same losses, responses and verdicts."""
@@ -305,7 +304,6 @@ def test_reproducing_a_tiny_run_is_identical(recorded, capsys):
     assert "verdict      identical" in text
 
 
-@pytest.mark.slow  # a second tiny run
 def test_diff_of_two_points_of_a_sweep_lists_the_swept_keys(recorded, point_b, capsys):
     from limo_exp.commands import diff
     from limo_exp.commands.reproduce import today_config
