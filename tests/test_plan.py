@@ -329,3 +329,16 @@ def test_an_example_over_the_token_budget_is_a_failing_point(tmp_path, cache_dir
     plan, _ = plan_cmd.make_plan(base)
     assert plan.points[0].status == "fails"
     assert "more than train.max_tokens_per_micro_batch=16" in plan.points[0].error
+
+
+def test_the_plan_does_not_import_transformers_model_code(tmp_path, cache_dir):
+    """Registering limo_varlen imports transformers' modeling code (~4 s of a 15 s plan): the plan
+    names the attention a GPU run reads boundaries with, and imports none of it."""
+    code = (
+        "import sys\n"
+        "from limo_exp.commands import plan\n"
+        f"plan.make_plan(['sweep=less_is_more', 'data.n_samples=100', 'seed=0', *{_paths(tmp_path, cache_dir)!r}])\n"
+        "print(sorted(m for m in ('transformers.modeling_utils', 'limo_exp.training.attention') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr[-2000:]

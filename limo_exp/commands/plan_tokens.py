@@ -49,12 +49,12 @@ def counted(data, c, gpus, shape, source):
     processes: ``count_tokens``'s figures and the slowest rank's work, step by step."""
     from limo_exp.analysis import plan_time as T
     from limo_exp.analysis.plan import Train
-    from limo_exp.training.attention import choose
     from limo_exp.training.loop import count_tokens
-    from limo_exp.training.steps import checkpointing, reads_boundaries
+    from limo_exp.training.steps import VARLEN, checkpointing, reads_boundaries
 
     t = c.train
-    attn = choose(c.model.attn_implementation, training=True)[0]
+    # auto on a GPU the plan prices (sm_80+) reads the rows' boundaries: flash_attention_2 or limo_varlen
+    attn = VARLEN if c.model.attn_implementation == "auto" else c.model.attn_implementation
     count = count_tokens(data, t, gpus, c.seed, attn)
     packed = t.packing or bool(t.max_tokens_per_micro_batch) or reads_boundaries(attn)
     per_token = shape.layers * shape.hidden / shape.params if shape else 0.0

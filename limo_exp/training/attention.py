@@ -41,9 +41,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from limo_exp.training.steps import VARLEN
+
 log = logging.getLogger(__name__)
 
-NAME = "limo_varlen"
+NAME = VARLEN  # "limo_varlen"
 # a one-document row: sdpa's causal path (measured faster on torch 2.11, whose varlen kernel has
 # no GQA); the GPU bench's limo_16k_varlen setting turns this off to compare
 SINGLE_DOCUMENT_SDPA = True

@@ -13,6 +13,9 @@ from limo_exp.config import TrainConfig
 from limo_exp.training.batching import best_fit_decreasing
 from limo_exp.training.sft_data import Tokenized, collate, pack
 
+VARLEN = "limo_varlen"  # the attention training.attention registers (its NAME), named here without
+# importing it: registering imports transformers' modeling code (~4 s), which limo-exp plan does not need
+
 
 def micro_size(cfg: TrainConfig) -> int:
     """Sequences per micro-batch in the step arithmetic: with a token budget, one sequence is the
@@ -76,9 +79,7 @@ def step_order(n: int, steps: int, per_step: int, seed: int) -> list[int]:
 
 def reads_boundaries(attn_implementation: str) -> bool:
     """Does this attention read document boundaries (so every forward can be one packed row)?"""
-    from limo_exp.training.attention import NAME
-
-    return attn_implementation == NAME or attn_implementation.startswith("flash_attention")
+    return attn_implementation == VARLEN or attn_implementation.startswith("flash_attention")
 
 
 def batch_tensors(batch: list[Tokenized], tok, packed: bool, targets: bool, device) -> dict:
