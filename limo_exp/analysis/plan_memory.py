@@ -280,7 +280,7 @@ def choices_markdown(points) -> list[str]:
         "Choices that keep the run key (the same experiment) come first; a shorter length or LoRA "
         "changes the experiment. The first that fits is the plan's choice.",
         "",
-        "| point | choice | overrides | memory a GPU | fits | device-hours |",
+        "| point | choice | overrides | memory a GPU | fits | training device-hours |",
         "|---|---|---|---:|---|---:|",
     ]
     for name, c in rows:
