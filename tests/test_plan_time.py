@@ -194,9 +194,11 @@ def test_limo_exp_plan_of_s1_32b_with_the_pool_readable(tmp_path, cache_dir, sha
 
 def test_limo_exp_plan_of_s1_32b_without_the_pool_is_within_3x(tmp_path, cache_dir, shared_data):
     p = _plan([*S1, "plan.gpus=16", f"eval.data_dir={shared_data}/eval"], tmp_path, cache_dir)
-    assert p.train.source.startswith("assumed: N examples x 8,192 tokens, a quarter of train.max_length")
+    assert p.train.source.startswith("assumed: 1,000 examples x 8,192 tokens, a quarter of train.max_length")
     assert 1 / 3 < p.train_hours.value / 6.9 < 3
     assert "benchmark sizes: read here" in p.eval.expected_tokens.source  # the suite, read on its own
+    k4 = _plan([*S1, "plan.gpus=16", "data.answers_per_question=4"], tmp_path, cache_dir)
+    assert k4.train.sequences == 4 * p.train.sequences == 4000  # N questions x k solutions
 
 
 def test_the_pool_is_read_when_only_the_suite_is_not(tmp_path, cache_dir):

@@ -19,7 +19,7 @@ def train(c, point, gpus, shape=None, loads=None):
     from limo_exp.training.shapes import local_files
 
     t = c.train
-    n = c.data.n_samples
+    n = c.data.n_samples * c.data.answers_per_question  # examples: k solutions of each of N questions
     where = local_files(c.model, c.paths.cache_dir)
     examples, read = _examples(c, point, loads or {})
     if examples and where is not None:
@@ -38,7 +38,7 @@ def train(c, point, gpus, shape=None, loads=None):
         length = max(t.max_length // 4, 2)
         data = [Sized(range(length), length - 1) for _ in range(n)]
         source = (
-            f"assumed: N examples x {length:,} tokens, a quarter of train.max_length (the pool is not "
+            f"assumed: {n:,} examples x {length:,} tokens, a quarter of train.max_length (the pool is not "
             f"readable here; the bound, N x train.max_length, is 4x)"
         )
     return counted(data, c, gpus, shape, source)
