@@ -16,7 +16,7 @@ from limo_exp.evaluation.generation.data_parallel import DataParallelEngine, dea
 from limo_exp.evaluation.generation.engines import Gen, engine_options
 from limo_exp.hardware import GPUS
 
-H100, H200 = GPUS["H100"].memory_bytes, GPUS["H200"].memory_bytes  # 80e9, 141e9 (data sheets)
+H100, H200 = GPUS["H100"].memory_bytes, GPUS["H200"].memory_bytes  # 80 GiB, 143,771 MiB
 H100_SEEN = 85_520_809_984  # what torch reports for an H100 80GB HBM3
 
 
@@ -59,7 +59,7 @@ def test_a_model_that_fits_no_split_is_a_clear_error():
         tp("qwen2_5_32b_instruct", H100, gpus=1)
     msg = str(e.value)
     assert msg.startswith(
-        "eval.tensor_parallel_size=auto: a 32.8B-parameter model does not fit 1 GPU(s) of 80 GB"
+        "eval.tensor_parallel_size=auto: a 32.8B-parameter model does not fit 1 GPU(s) of 86 GB"
     )
     assert "weights 65.5, kv_cache 8.6" in msg and "eval.vllm_max_model_len" in msg
     assert tp("qwen2_5_32b_instruct", H100_SEEN, gpus=1, max_model_len=8192) == 1  # a shorter context fits

@@ -49,8 +49,9 @@ def counted(data, c, gpus, shape, source):
     processes: ``count_tokens``'s figures and the slowest rank's work, step by step."""
     from limo_exp.analysis import plan_time as T
     from limo_exp.analysis.plan import Train
+    from limo_exp.training.attention_work import VARLEN
     from limo_exp.training.loop import count_tokens
-    from limo_exp.training.steps import VARLEN, checkpointing, reads_boundaries
+    from limo_exp.training.steps import checkpointing, reads_boundaries
 
     t = c.train
     # auto on a GPU the plan prices (sm_80+) reads the rows' boundaries: flash_attention_2 or limo_varlen

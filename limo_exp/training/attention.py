@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from limo_exp.training.steps import VARLEN
+from limo_exp.training.attention_work import VARLEN
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,11 @@ from dataclasses import dataclass
 
 import torch
 
+# the attention ``training.attention`` registers (its NAME), named here where nothing heavy is
+# imported: registering it imports transformers' modeling code (~4 s), which limo-exp plan does not need
+VARLEN = "limo_varlen"
 # implementations that read packed rows' boundaries: ``attention.NAME`` and flash-attn's
-READS_BOUNDARIES = ("limo_varlen", "flash_attention")
+READS_BOUNDARIES = (VARLEN, "flash_attention")
 
 
 @dataclass

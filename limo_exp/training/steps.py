@@ -10,11 +10,9 @@ import random
 from dataclasses import dataclass
 
 from limo_exp.config import TrainConfig
+from limo_exp.training.attention_work import READS_BOUNDARIES
 from limo_exp.training.batching import best_fit_decreasing
 from limo_exp.training.sft_data import Tokenized, collate, pack
-
-VARLEN = "limo_varlen"  # the attention training.attention registers (its NAME), named here without
-# importing it: registering imports transformers' modeling code (~4 s), which limo-exp plan does not need
 
 
 def micro_size(cfg: TrainConfig) -> int:
@@ -79,7 +77,7 @@ def step_order(n: int, steps: int, per_step: int, seed: int) -> list[int]:
 
 def reads_boundaries(attn_implementation: str) -> bool:
     """Does this attention read document boundaries (so every forward can be one packed row)?"""
-    return attn_implementation == VARLEN or attn_implementation.startswith("flash_attention")
+    return attn_implementation.startswith(READS_BOUNDARIES)
 
 
 def batch_tensors(batch: list[Tokenized], tok, packed: bool, targets: bool, device) -> dict:
