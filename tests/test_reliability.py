@@ -148,6 +148,7 @@ def test_a_real_tracking_server(tmp_path, cache_dir):
             [sys.executable, "-m", "limo_exp", "run", *common], env=env, capture_output=True, text=True
         )
         assert run.returncode == 0, run.stderr[-3000:]
+        assert "pa55word" not in run.stdout + run.stderr  # MLflow's own "View run at" line included
         report = subprocess.run(
             [sys.executable, "-m", "limo_exp", "report", *common, f"paths.results_dir={tmp_path / 'res'}"],
             env=env, capture_output=True, text=True,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,6 +60,8 @@ class Tracker(NullTracker):
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
+        if mask(uri) != uri:  # MLflow prints "View run at <host>" with the URI's user info: a password
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.system_metrics = system_metrics  # seconds between samples of system/* metrics; None: off
         with store_lock(uri):  # a new SQLite store is set up by one process; the others wait
             self.client = open_checked(lambda: MlflowClient(tracking_uri=uri), uri)
