@@ -146,6 +146,11 @@ def test_compare_selectors_and_the_paired_result(study, store):
     assert by_key["a"]["run_ids"] == [ids[("short", 8, 0)]]
     text = format_comparison(res, 0.95, 0.05)
     assert "| limo_aime24 | 30 |" in text and "exact" not in text.split("limo_aime24")[1].split("\n")[0]
+    suite, math500 = res["suite"], res["tasks"]["limo_math500"]  # the two benchmarks' unweighted mean
+    assert suite["tasks"] == ["limo_aime24", "limo_math500"] and suite["n"] == 30 + math500["n"]
+    assert suite["diff"] == pytest.approx((aime["diff"] + math500["diff"]) / 2)
+    assert suite["acc_a"] == pytest.approx((aime["acc_a"] + math500["acc_a"]) / 2)
+    assert f"| mean of 2 | {suite['n']} | {suite['acc_a']:.3f} |" in text and "Satterthwaite" in text
     with pytest.raises(CompareError, match="differ in more than the seed: \\['quality.name'\\]"):
         compare(study, "data.n_samples=64", ids[("base", 0, 0)], OPTS)
     with pytest.raises(CompareError, match="no param 'quality.nam'"):
@@ -179,7 +184,9 @@ def test_compare_refuses_other_protocols_and_disjoint_problems_and_names_missing
         CompareError, match="share no problem: limo_aime24: no problem both evaluated \\(3 in A, 2 in B\\)"
     ):
         compare(st, a, e, OPTS)
-    res = compare(st, a, d, OPTS)["tasks"]["limo_aime24"]  # a hub copy with one item the local lacks
+    whole = compare(st, a, d, OPTS)
+    assert "suite" not in whole  # one benchmark shared: no mean of benchmarks
+    res = whole["tasks"]["limo_aime24"]  # a hub copy with one item the local lacks
     assert res["n"] == 2 and res["only_a"] == ["limo_aime24-2"] and res["only_b"] == ["hub-7"]
     assert "1 item(s) only in B: hub-7" in format_comparison(compare(st, a, d, OPTS), 0.95, 0.05)
     assert TASKS and PROTOCOL  # the shared fixture's protocol is what a and d were logged with

@@ -87,3 +87,61 @@ def test_selection_bits():
     assert stats.selection_bits(10, 3) == pytest.approx(math.log2(120))
     assert stats.selection_bits(817, 0) == 0
     assert math.isnan(stats.selection_bits(5, 6))
+
+
+# two benchmarks for the suite test: 8 problems solved or not, 5 with four samples each
+SUITE = {
+    "aime": ([1, 1, 0, 1, 0, 1, 1, 0], [0, 1, 0, 0, 0, 1, 0, 0]),
+    "math": ([0.5, 1, 0.25, 0.75, 0], [0.25, 0.5, 0, 0.75, 0]),
+}
+
+
+def test_suite_paired_is_the_t_test_on_the_mean_of_the_benchmarks_by_hand():
+    from scipy.stats import t as student_t
+
+    r = stats.suite_paired(SUITE, n_boot=2000, seed=0)
+    # aime: d mean 3/8, sample variance 120/448; math: d mean 0.2, sample variance 0.175/4
+    v1, v2 = 120 / 448 / 8 / 4, 0.175 / 4 / 5 / 4
+    df = (v1 + v2) ** 2 / (v1**2 / 7 + v2**2 / 4)
+    t = (3 / 8 + 0.2) / 2 / math.sqrt(v1 + v2)
+    assert (r["benchmarks"], r["n"]) == (2, 13)
+    assert r["diff"] == pytest.approx(0.2875) and r["acc_a"] == pytest.approx((5 / 8 + 0.5) / 2)
+    assert (r["t"], r["df"]) == pytest.approx((t, df)) and r["df"] == pytest.approx(9.948, abs=1e-3)
+    assert r["p_value"] == pytest.approx(2 * student_t.sf(t, df)) and 0.01 < r["p_value"] < 0.05
+    assert r["ci_low"] < r["diff"] < r["ci_high"] and r["ci_low"] > 0  # both benchmarks' gains are > 0
+    assert stats.suite_paired(SUITE, n_boot=2000, seed=0) == r  # seeded
+    assert "Satterthwaite df 9.9" in r["test"]
+
+
+def test_suite_paired_on_one_benchmark_is_the_paired_t_test():
+    from scipy.stats import ttest_rel
+
+    a, b = SUITE["math"]
+    r = stats.suite_paired({"math": (a, b)}, seed=0)
+    ref = ttest_rel(a, b)
+    assert (r["t"], r["p_value"], r["df"]) == pytest.approx((ref.statistic, ref.pvalue, 4))
+
+
+def test_suite_paired_holds_its_level_under_no_difference():
+    """Two systems of equal per-problem accuracy (drawn per problem, four samples each) on a suite
+    of 30 and 60 problems: the test rejects at 5% about 5% of the time (400 suites, seeded)."""
+    rng = np.random.default_rng(0)
+    rejected = 0
+    for _ in range(400):
+        suite = {}
+        for n in (30, 60):
+            p = rng.beta(2, 2, size=n)
+            suite[n] = tuple(rng.binomial(4, p) / 4 for _ in range(2))
+        rejected += stats.suite_paired(suite, n_boot=10, seed=0)["p_value"] < 0.05
+    assert 0.03 <= rejected / 400 <= 0.075, rejected
+
+
+def test_suite_paired_edges():
+    with pytest.raises(ValueError, match="at least one benchmark"):
+        stats.suite_paired({})
+    with pytest.raises(ValueError, match="aime: .* at least 2"):
+        stats.suite_paired({"aime": ([1], [0])})
+    same = stats.suite_paired({"x": ([1, 0], [1, 0]), "y": ([1, 1], [1, 1])})
+    assert (same["diff"], same["t"], same["p_value"]) == (0, 0, 1.0)
+    shifted = stats.suite_paired({"x": ([1, 1], [0, 0]), "y": ([1, 1], [0, 0])})
+    assert (shifted["diff"], shifted["p_value"]) == (1.0, 0.0) and shifted["t"] == math.inf

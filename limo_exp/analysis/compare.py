@@ -89,7 +89,8 @@ def protocol_differences(study: Study, a: list[str], b: list[str]) -> dict[str, 
 
 def compare(study: Study, sel_a: str, sel_b: str, opts) -> dict:
     """Per shared benchmark: accuracies, the paired difference and test, items one side lacks
-    (``opts``: a ReportConfig)."""
+    (``opts``: a ReportConfig); over two benchmarks or more, ``suite``: the same for their
+    unweighted mean (``stats.suite_paired``)."""
     a, b = resolve(study, sel_a), resolve(study, sel_b)
     if set(a) == set(b):
         raise CompareError(f"{sel_a!r} and {sel_b!r} name the same runs")
@@ -103,6 +104,7 @@ def compare(study: Study, sel_a: str, sel_b: str, opts) -> dict:
     if not shared:
         raise CompareError(f"no benchmark in common: A evaluated {sorted(tasks_a)}, B {sorted(tasks_b)}")
     out = {"a": {"selector": sel_a, "run_ids": a}, "b": {"selector": sel_b, "run_ids": b}, "tasks": {}}
+    paired_scores = {}
     for task in shared:
         xa, items_a = study.per_problem(a, task)
         xb, items_b = study.per_problem(b, task)
@@ -116,12 +118,17 @@ def compare(study: Study, sel_a: str, sel_b: str, opts) -> dict:
             pa, _ = study.per_problem(a, task, both)
             pb, _ = study.per_problem(b, task, both)
             entry |= stats.paired(pa, pb, n_boot=opts.n_boot, level=opts.level, seed=opts.seed)
+            paired_scores[task] = (pa, pb)
         out["tasks"][task] = entry
     if all("error" in e for e in out["tasks"].values()):
         raise CompareError(
             "the two sides share no problem: "
             + "; ".join(f"{t}: {e['error']}" for t, e in out["tasks"].items())
         )
+    usable = {t: ab for t, ab in paired_scores.items() if len(ab[0]) >= 2}
+    if len(usable) >= 2:  # the suite's headline: the unweighted mean of its benchmarks
+        out["suite"] = stats.suite_paired(usable, n_boot=opts.n_boot, level=opts.level, seed=opts.seed)
+        out["suite"]["tasks"] = sorted(usable)
     return out
 
 
@@ -150,6 +157,17 @@ def format_comparison(res: dict, level: float, alpha: float) -> str:
             if e[side]:
                 shown = ", ".join(e[side][:10]) + (" ..." if len(e[side]) > 10 else "")
                 notes.append(f"{task}: {len(e[side])} item(s) only in {side[-1].upper()}: {shown}")
+    if "suite" in res:
+        e = res["suite"]
+        sig = " *" if e["p_value"] < alpha else ""
+        lines.append(
+            f"| mean of {e['benchmarks']} | {e['n']} | {e['acc_a']:.3f} | {e['acc_b']:.3f} | {e['diff']:+.3f} "
+            f"[{e['ci_low']:+.3f}, {e['ci_high']:+.3f}] | {e['p_value']:.3g}{sig} | {e['test']} | - | - |"
+        )
+        notes.append(
+            f"mean of {e['benchmarks']}: the unweighted mean of {', '.join(e['tasks'])} (each benchmark "
+            "counts once, whatever its size); its interval resamples each benchmark's problems apart"
+        )
     lines += ["", f"* p < {alpha}. Paired over the problems both sides evaluated."] + notes
     return "\n".join(lines) + "\n"
 
