@@ -116,6 +116,9 @@ class DataConfig(Section):
     n_samples: int = 16  # N: examples selected for training
     stratify_by: str | None = None  # round-robin across strata of this meta field, still nested
     answers_per_question: int = 1  # k solutions of each of the N questions (N counts questions)
+    # questions drawn only from those with at least this many solutions of the tier (null: k); a
+    # sweep over k sets its largest k, so that every point's N questions come from the same ones
+    min_answers: int | None = None
 
     def __post_init__(self):
         if self.n_samples < 1:
@@ -124,6 +127,11 @@ class DataConfig(Section):
             )
         if self.answers_per_question < 1:
             raise ConfigError(f"data.answers_per_question={self.answers_per_question}: expected k >= 1")
+        if self.min_answers is not None and self.min_answers < self.answers_per_question:
+            raise ConfigError(
+                f"data.min_answers={self.min_answers}: below data.answers_per_question="
+                f"{self.answers_per_question}, a question needs k solutions to give k (null: k)"
+            )
 
 
 @dataclass

@@ -42,6 +42,7 @@ NEUTRAL_LEAVES = {"train.format": ("plain", ("train.answer_prefix", "train.expla
 NEUTRAL_LEAVES["eval.hf_decoding"] = ("auto", ())
 # the axes of issue 36 (at these values a run trains on what it did before they existed)
 NEUTRAL_LEAVES["data.answers_per_question"] = (1, ())
+NEUTRAL_LEAVES["data.min_answers"] = (None, ())
 NEUTRAL_LEAVES["curation.verify.mode"] = ("kept", ())
 NEUTRAL_LEAVES |= {f"quality.{k}": (None, ()) for k in ("truncate", "min_words", "max_words")}
 

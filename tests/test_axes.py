@@ -184,6 +184,36 @@ def test_n_questions_with_k_solutions_each_the_best_k():
         choose(pool, config("quality=teacher", "data.n_samples=7", "data.answers_per_question=4"))
 
 
+def test_min_answers_draws_every_k_from_the_same_questions():
+    """A distilled pool keeps only right answers, so easy questions have more: alone, k = 4 draws
+    among the questions with 4 or more and k = 1 among all, other questions (a confound of the
+    k sweep). ``data.min_answers=4`` draws both from the same ones, in the same order."""
+    from limo_exp.selection.choose import choose
+    from limo_exp.selection.select import NotEnoughRecords
+
+    pool = [  # 12 questions with 1, 2, 3, 4, 5, 1, ... solutions
+        Record.new(f"problem {i}", str(i), many(1, 1 + i % 5)[0].solutions) for i in range(12)
+    ]
+    counts = {r.id: len(r.solutions) for r in pool}
+    name = {r.id: r.problem.split()[-1] for r in pool}
+    opts = ["quality=teacher", "data.n_samples=3"]
+    one = [e.id for e in choose(pool, config(*opts))[0]]
+    four = list(dict.fromkeys(e.id for e in choose(pool, config(*opts, "data.answers_per_question=4"))[0]))
+    # pinned, seed 0: k = 1 draws question 7 (3 solutions); k = 4 skips it and draws 4 (5 solutions)
+    assert [name[i] for i in one] == ["7", "9", "3"] and [name[i] for i in four] == ["9", "3", "4"]
+    assert one != four  # without min_answers: other questions at each k
+    held = ["data.min_answers=4"]
+    one_h = [e.id for e in choose(pool, config(*opts, *held))[0]]
+    four_h = choose(pool, config(*opts, *held, "data.answers_per_question=4"))[0]
+    assert one_h == list(dict.fromkeys(e.id for e in four_h)) == four  # the same questions, same order
+    assert len(four_h) == 12 and all(counts[i] >= 4 for i in one_h)
+    with pytest.raises(ConfigError, match="data.min_answers=2: below data.answers_per_question=4"):
+        config(*held[:0], "data.min_answers=2", "data.answers_per_question=4")
+    with pytest.raises(NotEnoughRecords, match=r"only 4 eligible .*data.min_answers=4: 4 solutions each"):
+        choose(pool, config("quality=teacher", "data.n_samples=5", *held))
+    assert key("data.min_answers=null") == FAST_KEY != key(*held)
+
+
 # -- question mixtures: pool=mix ------------------------------------------------------------------
 
 MIX = {
@@ -460,6 +490,7 @@ def test_answers_per_question_sweep_end_to_end(tmp_path, cache_dir):
         cache_dir,
         f"pool.file={tmp_path / 'pool.jsonl'}",
         "data.answers_per_question=1,4",
+        "data.min_answers=4",  # the sweep's 16: this pool has 4 solutions a question
         "data.n_samples=4",
         "curation=none",
         "train.max_steps=null",

@@ -31,7 +31,8 @@ def check(pool: list[Record], c: Config) -> None:
     _shares(c)
     q = c.quality
     records = traces.length_band(pool, q.min_words, q.max_words)
-    check_pool(records, c.data.n_samples, q.tier, c.selection, c.data.answers_per_question)
+    d = c.data
+    check_pool(records, d.n_samples, q.tier, c.selection, d.answers_per_question, d.min_answers)
 
 
 def choose(records: list[Record], c: Config, funnel: list[dict[str, Any]] | None = None):
@@ -42,7 +43,16 @@ def choose(records: list[Record], c: Config, funnel: list[dict[str, Any]] | None
         funnel = [*funnel, {"stage": "length_band", "in": len(records), "out": len(band)}]
     shares = _shares(c)
     examples = select(
-        band, d.n_samples, q.tier, c.seed, d.stratify_by, funnel, c.selection, d.answers_per_question, shares
+        band,
+        d.n_samples,
+        q.tier,
+        c.seed,
+        d.stratify_by,
+        funnel,
+        c.selection,
+        d.answers_per_question,
+        shares,
+        d.min_answers,
     )
     examples, figures = traces.truncate_examples(examples, q.truncate)
     figures["train/questions"] = float(len({e.id for e in examples}))  # train/n_examples: N x k

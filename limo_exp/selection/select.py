@@ -84,15 +84,25 @@ def _tiers_of(records: list[Record]) -> str:
     return f"; this pool's solution kinds: {kinds}" + (f", quality levels: {levels}" if levels else "")
 
 
+def _needed(per_question: int, min_answers: int | None) -> int:
+    """The solutions of the tier a question needs to be drawn: ``min_answers``, else k."""
+    return max(per_question, min_answers or 0)
+
+
 def check_pool(
-    records: list[Record], n: int, tier: str, options: SelectionConfig | None = None, per_question: int = 1
+    records: list[Record],
+    n: int,
+    tier: str,
+    options: SelectionConfig | None = None,
+    per_question: int = 1,
+    min_answers: int | None = None,
 ) -> None:
     """Before curation (which only removes records): fail when the strategy needs a field no record
     has, or when even the uncurated pool has fewer than ``n`` records the strategy can choose.
     A level tier ("L3") is not known before curation scores the chains: any solution counts."""
     opts = options or SelectionConfig()
     is_level = bool(_LEVEL.match(tier))
-    k = per_question
+    k = _needed(per_question, min_answers)
     cands = (
         [(r, r.solutions[0]) for r in records if len(r.solutions) >= k]
         if is_level
@@ -101,9 +111,8 @@ def check_pool(
     kept, dropped, _ = strategies.usable(cands, opts, scored=False)
     if len(kept) < n:
         of_tier = "with a solution" if is_level else f"with a solution of tier {tier!r}"
-        of_tier = (
-            of_tier.replace("a solution", f"{k} solutions (data.answers_per_question)") if k > 1 else of_tier
-        )
+        why = "data.min_answers" if k > per_question else "data.answers_per_question"
+        of_tier = of_tier.replace("a solution", f"{k} solutions ({why})") if k > 1 else of_tier
         raise NotEnoughRecords(
             f"asked for {n} records of tier {tier!r} with selection.strategy={opts.strategy}; before "
             f"curation, {len(cands)} of the pool's {len(records)} records are {of_tier}"
@@ -122,10 +131,12 @@ def select(
     options: SelectionConfig | None = None,
     per_question: int = 1,
     shares: dict[str, float] | None = None,
+    min_answers: int | None = None,
 ) -> list[Example]:
     """The first ``n`` eligible records in the strategy's seeded order, as training examples:
     ``per_question`` (k) solutions of each, its k best of the tier (n x k examples; a record needs
-    k); with ``shares`` (pool=mix: member -> weight) the members' orders interleaved by weight.
+    k, or ``min_answers`` where that is more: then every k up to it draws the same questions in the
+    same order); with ``shares`` (pool=mix: member -> weight) the members' orders interleaved by weight.
 
     Raises NotEnoughRecords when fewer than ``n`` records have a solution of ``tier``, or when the
     strategy can choose fewer than ``n`` of them; MissingField when it needs a field none has.
@@ -136,7 +147,8 @@ def select(
     is_level = bool(_LEVEL.match(tier))
     if is_level and records and all(s.tier is None for r in records for s in r.solutions):
         raise ValueError(f"tier {tier!r} needs quality tiers: enable curation.quality")
-    cands = eligible(records, tier, per_question)
+    need = _needed(per_question, min_answers)
+    cands = eligible(records, tier, need)
     if stratify_by and opts.strategy in ("diverse", "s1"):
         raise ValueError(f"stratify_by does not combine with selection.strategy={opts.strategy}")
     steps = (
@@ -146,9 +158,10 @@ def select(
     )
     if len(cands) < n:
         msg = f"asked for {n} records of tier {tier!r}, only {len(cands)} eligible of {len(records)} records"
-        msg += f" (data.answers_per_question={per_question}: {per_question} solutions each)" * (
-            per_question > 1
-        )
+        if need > per_question:
+            msg += f" (data.min_answers={need}: {need} solutions each)"
+        elif need > 1:
+            msg += f" (data.answers_per_question={need}: {need} solutions each)"
         msg += steps
         msg += "" if cands else _tiers_of(records)  # most likely a tier the pool lacks
         raise NotEnoughRecords(msg)
