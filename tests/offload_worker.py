@@ -16,8 +16,6 @@ rank writes ``OUT_DIR/rank<r>.json``.
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -31,32 +29,12 @@ def launch(preset: str, model_dir: Path, out_dir: Path, spec: dict, port: int) -
     told to hand large freed blocks back at once (a fixed mmap threshold), so that resident memory
     is what a rank holds, not what its allocator kept; DeepSpeed finds the shared-memory op it
     built once per venv (make test-deepspeed)."""
-    import pytest
+    import services
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(REPO / f"conf/accelerate/{preset}.yaml"),
-    ]
-    cmd += ["--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(port)]
-    cmd += [__file__, str(model_dir), str(out_dir), json.dumps(spec)]
-    env = os.environ | {
-        "MALLOC_MMAP_THRESHOLD_": "131072",
-        "TORCH_EXTENSIONS_DIR": str(Path(sys.prefix) / "torch_extensions"),
-    }
     out_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env
-    )
-    try:
-        log, _ = proc.communicate(timeout=LIMIT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        log, _ = proc.communicate()
-        pytest.fail(f"two processes under {preset}.yaml did not end within {LIMIT_S} s:\n{log[-6000:]}")
-    assert proc.returncode == 0, log[-6000:]
+    args = [str(model_dir), str(out_dir), json.dumps(spec)]
+    yaml = REPO / f"conf/accelerate/{preset}.yaml"
+    services.two_processes(yaml, Path(__file__), args, port, LIMIT_S, {"MALLOC_MMAP_THRESHOLD_": "131072"})
     return {r: json.loads((out_dir / f"rank{r}.json").read_text()) for r in (0, 1)}
 
 
@@ -138,6 +116,7 @@ def main(model_dir: str, out_dir: Path, kw: dict) -> None:
         # config); a copy of the weights is 163 MB in fp32.
         load_tokenizer(model_dir)
         import torch.distributed.fsdp  # noqa: F401
+        import transformers.models.llama.modeling_llama  # noqa: F401
 
         if acc.distributed_type != DistributedType.DEEPSPEED:  # ZeRO-3 partitions what is built
             del_me = empty_weights(model_dir, trust_remote_code=False, revision=None, dtype=torch.float32)

@@ -14,35 +14,18 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
+import services
 
 from limo_exp.tracking import run_log
 from limo_exp.tracking.names import VIEW
 from limo_exp.tracking.sweep_log import log_sweep_summary
 from limo_exp.tracking.tracker import Tracker
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, what: str, seconds: float = 120) -> None:
-    deadline = time.time() + seconds
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            assert time.time() < deadline and proc.poll() is None, f"{what} did not start"
-            time.sleep(0.5)
 
 
 def _chromium() -> str:
@@ -172,87 +155,88 @@ def _store(root: Path) -> tuple[str, str, list[str]]:
 def test_the_runs_table_shows_readable_names_and_the_headline(tmp_path):
     browser = _chromium()
     uri, experiment_id, names = _store(tmp_path)
-    port, debug_port = _free_port(), _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", uri, "--artifacts-destination", str(tmp_path / "art"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    chrome = None
-    try:
-        _wait_for_port(port, server, "mlflow server")
-        chrome = subprocess.Popen(
-            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1600,1000",
-             f"--remote-debugging-port={debug_port}", f"--user-data-dir={tmp_path / 'chrome'}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        _wait_for_port(debug_port, chrome, "chromium")
-        pages = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{debug_port}/json/list").read())
-        page = DevTools(next(p for p in pages if p["type"] == "page")["webSocketDebuggerUrl"])
-        # the view limo-exp keeps on the experiment: headline accuracy and the axes as columns
-        url = f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW}"
-        page.call("Page.navigate", url=url)
-        page.wait_for("document.body.innerText.includes('quality_tiers · smollm2_135m')")
-        assert page.js("document.body.innerText.includes('Training runs')")  # not the GenAI overview
-        page.js(  # expand the sweep's parent: its children are the rows to read
-            "document.querySelectorAll('button[data-component-id*=\"runnamecellrenderer\"]').forEach(b => b.click())"
-        )
-        page.wait_for(f"document.body.innerText.includes({json.dumps(names[0])})")
-        time.sleep(1.0)  # let the grid settle before measuring and drawing it
-        shot = page.call("Page.captureScreenshot", format="png")  # first: a failure has its picture too
-        png = tmp_path / "runs_table.png"
-        png.write_bytes(base64.b64decode(shot["data"]))
-        print(f"screenshot: {png}")  # what a reader sees, kept under the test's tmp dir
-        assert png.stat().st_size > 10_000
-        headers = page.js(
-            "[...document.querySelectorAll('.ag-header-cell')].map(h => h.getAttribute('col-id'))"
-        )
-        for column in ("metrics.`arithmetic/accuracy`", "params.`quality.name`", "params.`data.n_samples`"):
-            assert column in headers, headers  # the headline and the axes are columns of the table
-        rows = page.js(  # the grid splits a row into its pinned and scrolled parts: joined by row index
-            """(() => { const rows = {};
-                 document.querySelectorAll('.ag-row').forEach(r => {
-                   const row = rows[r.getAttribute('row-index')] ||= {};
-                   r.querySelectorAll('[col-id]').forEach(c =>  // a name cell: the link's text, not its color label
-                     row[c.getAttribute('col-id')] = (c.querySelector('a span') || c).innerText.trim());
-                 });
-                 return Object.values(rows); })()"""
-        )
-        children = {r["attributes.`Run Name`"]: r for r in rows if r.get("attributes.`Run Name`") in names}
-        (parent,) = [r for r in rows if r.get("attributes.`Run Name`", "").startswith("quality_tiers · ")]
-        assert float(parent["metrics.`arithmetic/accuracy`"]) == 0.5  # the sweep's best child, in its row
-        assert sorted(children) == sorted(names)  # every child shown, under a name of its own
-        for name, row in children.items():
-            n, tier = name.split(" · ")[:2]
-            assert row["params.`quality.name`"] == tier and f"N={row['params.`data.n_samples`']}" == n, row
-            expected = 0.25 + 0.0625 * int(n[2:]) / 8 + 0.125 * (tier == "short")
-            assert float(row["metrics.`arithmetic/accuracy`"]) == expected, row  # its headline, whole
-        # what the name column (190 px in MLflow 3.17; a shared view cannot widen it) shows of each
-        # child: the longest prefix of its name inside the cell; those prefixes are distinct, each
-        # reads its N whole and at least the start of its tier (a cut tail is in the columns above)
-        visible = dict(
-            page.js(
-                """[...document.querySelectorAll('[col-id="attributes.`Run Name`"] a span')].map(s => {
-                     const text = s.firstChild, edge = s.getBoundingClientRect().right + 1;
-                     const r = document.createRange();
-                     let shown = 0;
-                     for (let i = 1; i <= text.length; i++) {
-                       r.setStart(text, 0); r.setEnd(text, i);
-                       if (r.getBoundingClientRect().right > edge) break;
-                       shown = i;
-                     }
-                     return [s.innerText, s.innerText.slice(0, shown)];
-                   })"""
+    debug_port = services.free_port()
+    with services.mlflow_server(uri, tmp_path / "art") as port:
+        chrome = None
+        try:
+            chrome = subprocess.Popen(
+                [browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1600,1000",
+                 f"--remote-debugging-port={debug_port}", f"--user-data-dir={tmp_path / 'chrome'}", "about:blank"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            services.wait_for_port(debug_port, chrome, "chromium")
+            pages = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{debug_port}/json/list").read())
+            page = DevTools(next(p for p in pages if p["type"] == "page")["webSocketDebuggerUrl"])
+            # the view limo-exp keeps on the experiment: headline accuracy and the axes as columns
+            url = f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW}"
+            page.call("Page.navigate", url=url)
+            page.wait_for("document.body.innerText.includes('quality_tiers · smollm2_135m')")
+            assert page.js("document.body.innerText.includes('Training runs')")  # not the GenAI overview
+            page.js(  # expand the sweep's parent: its children are the rows to read
+                "document.querySelectorAll('button[data-component-id*=\"runnamecellrenderer\"]').forEach(b => b.click())"
             )
-        )
-        shown = {name: visible.get(name, "") for name in names}
-        assert len(set(shown.values())) == len(names), shown  # told apart in the name column alone
-        for name, prefix in shown.items():
-            n, tier = name.split(" · ")[:2]
-            assert prefix.startswith(f"{n} · {tier[:3]}"), shown
-    finally:
-        if chrome is not None:
-            chrome.terminate()
-            chrome.wait(timeout=30)
-        server.terminate()
-        server.wait(timeout=60)
+            page.wait_for(f"document.body.innerText.includes({json.dumps(names[0])})")
+            time.sleep(1.0)  # let the grid settle before measuring and drawing it
+            shot = page.call("Page.captureScreenshot", format="png")  # first: a failure has its picture too
+            png = tmp_path / "runs_table.png"
+            png.write_bytes(base64.b64decode(shot["data"]))
+            print(f"screenshot: {png}")  # what a reader sees, kept under the test's tmp dir
+            assert png.stat().st_size > 10_000
+            headers = page.js(
+                "[...document.querySelectorAll('.ag-header-cell')].map(h => h.getAttribute('col-id'))"
+            )
+            for column in (
+                "metrics.`arithmetic/accuracy`",
+                "params.`quality.name`",
+                "params.`data.n_samples`",
+            ):
+                assert column in headers, headers  # the headline and the axes are columns of the table
+            rows = page.js(  # the grid splits a row into its pinned and scrolled parts: joined by row index
+                """(() => { const rows = {};
+                     document.querySelectorAll('.ag-row').forEach(r => {
+                       const row = rows[r.getAttribute('row-index')] ||= {};
+                       r.querySelectorAll('[col-id]').forEach(c =>  // a name cell: the link's text, not its color label
+                         row[c.getAttribute('col-id')] = (c.querySelector('a span') || c).innerText.trim());
+                     });
+                     return Object.values(rows); })()"""
+            )
+            children = {
+                r["attributes.`Run Name`"]: r for r in rows if r.get("attributes.`Run Name`") in names
+            }
+            (parent,) = [r for r in rows if r.get("attributes.`Run Name`", "").startswith("quality_tiers · ")]
+            assert float(parent["metrics.`arithmetic/accuracy`"]) == 0.5  # the sweep's best child, in its row
+            assert sorted(children) == sorted(names)  # every child shown, under a name of its own
+            for name, row in children.items():
+                n, tier = name.split(" · ")[:2]
+                assert row["params.`quality.name`"] == tier and f"N={row['params.`data.n_samples`']}" == n, (
+                    row
+                )
+                expected = 0.25 + 0.0625 * int(n[2:]) / 8 + 0.125 * (tier == "short")
+                assert float(row["metrics.`arithmetic/accuracy`"]) == expected, row  # its headline, whole
+            # what the name column (190 px in MLflow 3.17; a shared view cannot widen it) shows of each
+            # child: the longest prefix of its name inside the cell; those prefixes are distinct, each
+            # reads its N whole and at least the start of its tier (a cut tail is in the columns above)
+            visible = dict(
+                page.js(
+                    """[...document.querySelectorAll('[col-id="attributes.`Run Name`"] a span')].map(s => {
+                         const text = s.firstChild, edge = s.getBoundingClientRect().right + 1;
+                         const r = document.createRange();
+                         let shown = 0;
+                         for (let i = 1; i <= text.length; i++) {
+                           r.setStart(text, 0); r.setEnd(text, i);
+                           if (r.getBoundingClientRect().right > edge) break;
+                           shown = i;
+                         }
+                         return [s.innerText, s.innerText.slice(0, shown)];
+                       })"""
+                )
+            )
+            shown = {name: visible.get(name, "") for name in names}
+            assert len(set(shown.values())) == len(names), shown  # told apart in the name column alone
+            for name, prefix in shown.items():
+                n, tier = name.split(" · ")[:2]
+                assert prefix.startswith(f"{n} · {tier[:3]}"), shown
+        finally:
+            if chrome is not None:
+                chrome.terminate()
+                chrome.wait(timeout=30)

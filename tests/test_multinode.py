@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import services
 from conftest import compose
 from omegaconf import OmegaConf
 
@@ -229,7 +230,6 @@ def test_the_cause_of_a_multi_process_failure_is_the_run_s_exception():
     assert launch.cause(lines) == inner
 
 
-CLUSTER = Path(__file__).parent / "slurm" / "cluster.sh"
 LIMO_EXP = Path(sys.executable).parent / "limo-exp"
 
 
@@ -237,18 +237,7 @@ LIMO_EXP = Path(sys.executable).parent / "limo-exp"
 def two_nodes(tmp_path_factory):
     """A SLURM of two nodes on this machine (tests/slurm/cluster.sh, NODES=2): n1 and n2, names
     that do not resolve, at NodeAddr 127.0.0.1 and 127.0.0.2."""
-    if os.geteuid() != 0:
-        pytest.skip("a SLURM cluster on this machine needs root (munge, slurmd)")
-    d = tmp_path_factory.mktemp("slurm2")
-    env = os.environ | {"SLURMCTLD_PORT": "6947", "SLURMD_PORT": "6948", "NODES": "2"}
-    r = subprocess.run(
-        ["bash", str(CLUSTER), "start", str(d)], capture_output=True, text=True, timeout=600, env=env
-    )
-    if r.returncode == 3:
-        pytest.skip(r.stderr.strip())
-    assert r.returncode == 0, r.stderr
-    yield r.stdout.strip().splitlines()[-1]
-    subprocess.run(["bash", str(CLUSTER), "stop", str(d)], check=False)
+    yield from services.slurm_cluster(tmp_path_factory, "slurm2", (6947, 6948), nodes=2)
 
 
 @pytest.mark.slow

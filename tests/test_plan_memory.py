@@ -333,7 +333,7 @@ def test_the_plans_choice_runs_as_written_on_the_gpus_it_priced(tmp_path, cache_
         f"paths.results_dir={tmp_path}/r",
     ]
     point = ["sweep=less_is_more", "plan.device=H100", "data.n_samples=817", "seed=0", *paths]
-    choice = "hydra/launcher=slurm hydra.launcher.nodes=2 hydra.launcher.gpus_per_node=8".split()
+    choice = ["hydra/launcher=slurm", "hydra.launcher.nodes=2", "hydra.launcher.gpus_per_node=8"]
     plan, _ = plan_cmd.make_plan([*point, *choice])
     assert plan.gpus == 16 and len(plan.points) == 1
     assert (plan.points[0].memory.need_gb, plan.points[0].memory.fits) == (72.4, True)

@@ -152,6 +152,7 @@ def test_zero3_init_partitions_at_load_on_every_rank(bigger_model, tmp_path):
             full / 2, rel=1e-3
         )
         assert ranks[r]["n_parameters"] == [full // 4, 0]
-    # its half, and a layer in flight (DeepSpeed's optimizer states come at prepare, not measured)
-    assert ranks[1]["load_peak"] < 0.75 * full, ranks[1]
+    # its half, and a layer in flight (DeepSpeed's optimizer states come at prepare, not measured):
+    # 0.63 of the model here (103 MB); a rank that read the file would hold the whole model, 1.0 or more
+    assert ranks[1]["load_peak"] < 0.9 * full, ranks[1]
     _measured(ranks, full, total)

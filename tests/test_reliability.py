@@ -4,13 +4,13 @@ secrets kept out of the store, bad input caught before any work, a real tracking
 from __future__ import annotations
 
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
 
 import pytest
+import services
 from mlflow.tracking import MlflowClient
 
 from limo_exp.config import ConfigError
@@ -109,33 +109,12 @@ def test_a_broken_benchmark_line_names_file_and_line(tmp_path):
         load_benchmark("aime24", tmp_path)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_a_real_tracking_server(tmp_path, cache_dir):
     """A real `mlflow server` on 127.0.0.1 (its own SQLite store and artifact root): a 2-step run
     over HTTP with credentials in the URI, read back by the report; none of the password in the
     store or the run folder. A server that is down is a clear error before any training."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "art"),
-         "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.time() < deadline and server.poll() is None, "mlflow server did not start"
-                time.sleep(0.5)
+    with services.mlflow_server(f"sqlite:///{tmp_path}/server.db", tmp_path / "art") as port:
         uri = f"http://limo:pa55word-xyz@127.0.0.1:{port}"
         env = {**os.environ, "LIMO_TRACKING_URI": uri}
         common = [
@@ -159,9 +138,6 @@ def test_a_real_tracking_server(tmp_path, cache_dir):
             for f in (p for p in root.rglob("*") if p.is_file() and p.stat().st_size < 50_000_000):
                 assert b"pa55word-xyz" not in f.read_bytes(), f
         assert b"pa55word-xyz" not in (tmp_path / "server.db").read_bytes()
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     down = subprocess.run(
         [sys.executable, "-m", "limo_exp", "run", *common],
         env=env,

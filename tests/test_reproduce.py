@@ -418,29 +418,12 @@ def test_reproduce_a_run_recorded_on_a_real_mlflow_server(tmp_path, cache_dir):
     reads the run back over HTTP, checks (printing none of the password), reruns and finds it identical."""
     import os
     import re
-    import socket
     import subprocess
     import sys
-    import time
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "art"),
-         "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.time() + 600  # minutes on a loaded shared CPU
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.time() < deadline and server.poll() is None, "mlflow server did not start"
-                time.sleep(0.5)
+    import services
+
+    with services.mlflow_server(f"sqlite:///{tmp_path}/server.db", tmp_path / "art") as port:
         uri = f"http://limo:pa55word-xyz@127.0.0.1:{port}"
         where = [
             f"paths.output_root={tmp_path / 'out'}",
@@ -466,13 +449,6 @@ def test_reproduce_a_run_recorded_on_a_real_mlflow_server(tmp_path, cache_dir):
         assert "pa55word" not in checked  # (MLflow's own "View run at" line of a run's end shows it)
         out = cli("reproduce", run_id, *where)
         assert "\nverdict      identical\n" in out and "training     2 vs 2 loss steps: bitwise equal" in out
-    finally:
-        os.killpg(server.pid, 15)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:  # a loaded machine: its workers slow to stop
-            os.killpg(server.pid, 9)
-            server.wait(timeout=60)
 
 
 def test_the_selection_line():

@@ -15,27 +15,17 @@ import time
 from pathlib import Path
 
 import pytest
+import services
 
 pytestmark = pytest.mark.slow
 
-CLUSTER = Path(__file__).parent / "slurm" / "cluster.sh"
 LIMO_EXP = Path(sys.executable).parent / "limo-exp"
 
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("a SLURM cluster on this machine needs root (munge, slurmd)")
-    d = tmp_path_factory.mktemp("slurm")
-    env = os.environ | {"SLURMCTLD_PORT": "6937", "SLURMD_PORT": "6938"}
-    r = subprocess.run(
-        ["bash", str(CLUSTER), "start", str(d)], capture_output=True, text=True, timeout=600, env=env
-    )
-    if r.returncode == 3:
-        pytest.skip(r.stderr.strip())
-    assert r.returncode == 0, r.stderr
-    yield r.stdout.strip().splitlines()[-1]
-    subprocess.run(["bash", str(CLUSTER), "stop", str(d)], check=False)
+    """A SLURM of one node on this machine (tests/slurm/cluster.sh)."""
+    yield from services.slurm_cluster(tmp_path_factory, "slurm", (6937, 6938))
 
 
 @pytest.fixture(scope="module")

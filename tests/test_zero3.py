@@ -14,16 +14,13 @@ The two-process test needs DeepSpeed (``make test-deepspeed``: a venv of its own
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from enum import Enum
 from importlib.util import find_spec
 from pathlib import Path
 
 import fsdp_worker
 import pytest
+import services
 import torch
 
 from limo_exp.training import loss
@@ -72,22 +69,8 @@ def test_output_weight_reads_a_gathered_zero3_weight_and_refuses_a_partition():
 def _launch(model_dir: Path, out: Path, train: dict) -> dict:
     """tests/zero3_worker.py on two processes under ``accelerate launch --config_file
     deepspeed_zero3.yaml`` (a process group of its own, killed whole past LIMIT_S)."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ZERO3_YAML)]
-    cmd += ["--num_processes", "2", "--mixed_precision", "no", "--main_process_port", "29547"]
-    cmd += [str(REPO / "tests/zero3_worker.py"), str(model_dir), str(out), json.dumps({"train": train})]
-    # DeepSpeed builds its shared-memory op on first use: once per venv, into the venv (make
-    # test-deepspeed builds it with the venv)
-    env = os.environ | {"TORCH_EXTENSIONS_DIR": str(Path(sys.prefix) / "torch_extensions")}
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env
-    )
-    try:
-        log, _ = proc.communicate(timeout=LIMIT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        log, _ = proc.communicate()
-        pytest.fail(f"two DeepSpeed processes did not end within {LIMIT_S} s:\n{log[-6000:]}")
-    assert proc.returncode == 0, log[-6000:]
+    args = [str(model_dir), str(out), json.dumps({"train": train})]
+    services.two_processes(ZERO3_YAML, REPO / "tests/zero3_worker.py", args, 29548, LIMIT_S)
     return json.loads(out.read_text())
 
 
