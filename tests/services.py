@@ -99,3 +99,9 @@ def two_processes(
         pytest.fail(f"two processes under {config_yaml.name} did not end within {limit_s} s:\n{log[-6000:]}")
     assert proc.returncode == 0, log[-6000:]
     return log
+
+
+def slurm_env(conf: str) -> dict[str, str]:
+    """What a user's shell on the test cluster has: SLURM's clients where apt put them (not this
+    venv, nor a PATH that hides them), and the cluster's slurm.conf."""
+    return {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin", "SLURM_CONF": conf}

@@ -244,7 +244,7 @@ def two_nodes(tmp_path_factory):
 def test_a_two_node_point_through_slurm(two_nodes, one_process, tmp_path, cache_dir, tiny_model):
     """``hydra/launcher=slurm_cpu hydra.launcher.nodes=2 accelerate=fsdp``: one job on n1 and n2,
     each node running the point's command; they meet at n1's NodeAddr."""
-    env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin", "SLURM_CONF": two_nodes}
+    env = services.slurm_env(two_nodes)
     launcher = ["hydra/launcher=slurm_cpu", "hydra.launcher.nodes=2", f"hydra.sweep.dir={tmp_path}/sweep"]
     cmd = [str(LIMO_EXP), "run", "--multirun", *_overrides(tmp_path, cache_dir, "fsdp"), *launcher]
     proc = subprocess.Popen(

@@ -7,7 +7,6 @@ elsewhere. ~3 minutes."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -35,7 +34,7 @@ def work(tmp_path_factory):
 
 def sweep_in_background(slurm: str, work: Path, *overrides: str) -> subprocess.Popen:
     """``limo-exp run --multirun`` on the cluster as a user runs it: the venv's limo-exp, no venv on PATH."""
-    env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin", "SLURM_CONF": slurm}
+    env = services.slurm_env(slurm)
     base = ["run", "--multirun", "debug=fast", "hydra/launcher=slurm_cpu", "accelerate=single"]
     paths = [f"paths.output_root={work}/out", f"paths.cache_dir={work}/cache"]
     cmd = [str(LIMO_EXP), *base, *paths, *overrides]
@@ -50,7 +49,7 @@ def sweep(slurm: str, work: Path, *overrides: str) -> subprocess.CompletedProces
 
 def jobs(slurm: str) -> dict[str, str]:
     out = subprocess.run(
-        ["squeue", "-h", "-t", "all", "-o", "%i %T"], env=os.environ | {"SLURM_CONF": slurm},
+        ["squeue", "-h", "-t", "all", "-o", "%i %T"], env=services.slurm_env(slurm),
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     return dict(line.split() for line in out.splitlines())
@@ -111,7 +110,7 @@ def test_a_sweep_on_slurm_its_relaunch_a_failure_and_a_time_limit(slurm, work):
     ):
         time.sleep(1)  # and is training (it logs a loss a step)
     (job,) = [j for j, state in jobs(slurm).items() if state == "RUNNING"]
-    subprocess.run(["scancel", "--signal=TERM", job], env=os.environ | {"SLURM_CONF": slurm}, check=True)
+    subprocess.run(["scancel", "--signal=TERM", job], env=services.slurm_env(slurm), check=True)
     out, _ = stopped.communicate(timeout=300)  # stderr read too: a full pipe would block the sweep
     assert stopped.returncode == 1 and summary(out) == {0: "KILLED"}, out[-2000:]
     client, found = runs(work)
@@ -129,7 +128,7 @@ def test_a_sweep_on_slurm_its_relaunch_a_failure_and_a_time_limit(slurm, work):
 
 def test_resources_the_cluster_lacks_are_one_line(slurm, work):
     """The GPU preset on a partition without GPUs: sbatch's refusal, in one line naming the keys."""
-    env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin", "SLURM_CONF": slurm}
+    env = services.slurm_env(slurm)
     r = subprocess.run(
         [str(LIMO_EXP), "run", "--multirun", "debug=fast", "hydra/launcher=slurm", "accelerate=single",
          f"paths.output_root={work}/gpu", "data.n_samples=4"],

@@ -19,6 +19,7 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! comm
    (apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null 2>&1)) ||
    { echo "cannot install slurmctld slurmd slurm-client munge" >&2; exit 3; }
 fi
+PATH="$PATH:/usr/sbin:/usr/bin"  # where apt put them (a PATH without them: ../shared/tools/bare-path)
 mkdir -p "$dir/spool" "$dir/state" "$dir/log" /run/munge /var/lib/munge /var/log/munge /etc/munge
 if [ ! -s /etc/munge/munge.key ]; then
   dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 2>/dev/null
