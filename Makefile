@@ -96,6 +96,7 @@ bench: venv
 	$(BIN)/python bench/bench_activations.py
 	$(BIN)/python bench/bench_trl.py
 	$(BIN)/python bench/bench_eval.py
+	$(BIN)/python bench/bench_plan.py
 	$(BIN)/python bench/bench_decoding.py
 
 bench-gpu: venv  # on a CUDA machine (H100 / H200): limo-exp vs TRL at 1.5B x 16k, generation at the protocol's shapes -> results/bench/gpu_*.json
