@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from limo_exp.analysis import stats
+from limo_exp.analysis import stats, suite_mean
 
 A = [1] * 10 + [0] * 3 + [1] * 5 + [0] * 12  # 30 problems: 10 only A solved, 3 only B, 5 both
 B = [0] * 10 + [1] * 3 + [1] * 5 + [0] * 12
@@ -96,10 +96,10 @@ SUITE = {
 }
 
 
-def test_suite_paired_is_the_t_test_on_the_mean_of_the_benchmarks_by_hand():
+def test_suite_mean_is_the_t_test_on_the_mean_of_the_benchmarks_by_hand():
     from scipy.stats import t as student_t
 
-    r = stats.suite_paired(SUITE, n_boot=2000, seed=0)
+    r = suite_mean.paired(SUITE, n_boot=2000, seed=0)
     # aime: d mean 3/8, sample variance 120/448; math: d mean 0.2, sample variance 0.175/4
     v1, v2 = 120 / 448 / 8 / 4, 0.175 / 4 / 5 / 4
     df = (v1 + v2) ** 2 / (v1**2 / 7 + v2**2 / 4)
@@ -109,20 +109,20 @@ def test_suite_paired_is_the_t_test_on_the_mean_of_the_benchmarks_by_hand():
     assert (r["t"], r["df"]) == pytest.approx((t, df)) and r["df"] == pytest.approx(9.948, abs=1e-3)
     assert r["p_value"] == pytest.approx(2 * student_t.sf(t, df)) and 0.01 < r["p_value"] < 0.05
     assert r["ci_low"] < r["diff"] < r["ci_high"] and r["ci_low"] > 0  # both benchmarks' gains are > 0
-    assert stats.suite_paired(SUITE, n_boot=2000, seed=0) == r  # seeded
+    assert suite_mean.paired(SUITE, n_boot=2000, seed=0) == r  # seeded
     assert "Satterthwaite df 9.9" in r["test"]
 
 
-def test_suite_paired_on_one_benchmark_is_the_paired_t_test():
+def test_suite_mean_on_one_benchmark_is_the_paired_t_test():
     from scipy.stats import ttest_rel
 
     a, b = SUITE["math"]
-    r = stats.suite_paired({"math": (a, b)}, seed=0)
+    r = suite_mean.paired({"math": (a, b)}, seed=0)
     ref = ttest_rel(a, b)
     assert (r["t"], r["p_value"], r["df"]) == pytest.approx((ref.statistic, ref.pvalue, 4))
 
 
-def test_suite_paired_holds_its_level_under_no_difference():
+def test_suite_mean_holds_its_level_under_no_difference():
     """Two systems of equal per-problem accuracy (drawn per problem, four samples each) on a suite
     of 30 and 60 problems: the test rejects at 5% about 5% of the time (400 suites, seeded)."""
     rng = np.random.default_rng(0)
@@ -132,16 +132,16 @@ def test_suite_paired_holds_its_level_under_no_difference():
         for n in (30, 60):
             p = rng.beta(2, 2, size=n)
             suite[n] = tuple(rng.binomial(4, p) / 4 for _ in range(2))
-        rejected += stats.suite_paired(suite, n_boot=10, seed=0)["p_value"] < 0.05
+        rejected += suite_mean.paired(suite, n_boot=10, seed=0)["p_value"] < 0.05
     assert 0.03 <= rejected / 400 <= 0.075, rejected
 
 
-def test_suite_paired_edges():
+def test_suite_mean_edges():
     with pytest.raises(ValueError, match="at least one benchmark"):
-        stats.suite_paired({})
+        suite_mean.paired({})
     with pytest.raises(ValueError, match="aime: .* at least 2"):
-        stats.suite_paired({"aime": ([1], [0])})
-    same = stats.suite_paired({"x": ([1, 0], [1, 0]), "y": ([1, 1], [1, 1])})
+        suite_mean.paired({"aime": ([1], [0])})
+    same = suite_mean.paired({"x": ([1, 0], [1, 0]), "y": ([1, 1], [1, 1])})
     assert (same["diff"], same["t"], same["p_value"]) == (0, 0, 1.0)
-    shifted = stats.suite_paired({"x": ([1, 1], [0, 0]), "y": ([1, 1], [0, 0])})
+    shifted = suite_mean.paired({"x": ([1, 1], [0, 0]), "y": ([1, 1], [0, 0])})
     assert (shifted["diff"], shifted["p_value"]) == (1.0, 0.0) and shifted["t"] == math.inf

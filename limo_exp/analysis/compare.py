@@ -12,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from limo_exp.analysis import stats
+from limo_exp.analysis import stats, suite_mean
 from limo_exp.analysis.study import AXES, Study
 from limo_exp.identity import is_semantic
 
@@ -90,7 +90,7 @@ def protocol_differences(study: Study, a: list[str], b: list[str]) -> dict[str, 
 def compare(study: Study, sel_a: str, sel_b: str, opts) -> dict:
     """Per shared benchmark: accuracies, the paired difference and test, items one side lacks
     (``opts``: a ReportConfig); over two benchmarks or more, ``suite``: the same for their
-    unweighted mean (``stats.suite_paired``)."""
+    unweighted mean (``suite_mean.paired``)."""
     a, b = resolve(study, sel_a), resolve(study, sel_b)
     if set(a) == set(b):
         raise CompareError(f"{sel_a!r} and {sel_b!r} name the same runs")
@@ -127,7 +127,7 @@ def compare(study: Study, sel_a: str, sel_b: str, opts) -> dict:
         )
     usable = {t: ab for t, ab in paired_scores.items() if len(ab[0]) >= 2}
     if len(usable) >= 2:  # the suite's headline: the unweighted mean of its benchmarks
-        out["suite"] = stats.suite_paired(usable, n_boot=opts.n_boot, level=opts.level, seed=opts.seed)
+        out["suite"] = suite_mean.paired(usable, n_boot=opts.n_boot, level=opts.level, seed=opts.seed)
         out["suite"]["tasks"] = sorted(usable)
     return out
 
