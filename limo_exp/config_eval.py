@@ -222,7 +222,7 @@ class PlanConfig(Section):
     power: float = 0.8
     alpha: float = 0.05
     wanted_difference: float = 0.05  # comparisons that cannot resolve this gain get a cheapest fix
-    check_memory: bool = True  # run refuses, before any model loads, a point whose training cannot fit the GPU
+    check_memory: bool = True  # run refuses a point whose training cannot fit the GPU, before any model loads
 
     def __post_init__(self):
         if isinstance(self.gpus, str):
