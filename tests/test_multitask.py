@@ -112,6 +112,7 @@ def test_runs_from_before_the_format_are_on_the_plain_curve(tmp_path):
     mt = plain | {"train.format": "multitask"}
     neutral = {"train.format": "plain", "eval.hf_decoding": "auto"}  # every neutral leaf a run predates
     neutral |= {"data.answers_per_question": "1", "curation.verify.mode": "kept"}  # issue 36's axes
+    neutral |= {"data.min_answers": "None"}
     neutral |= {"quality.truncate": "None", "quality.min_words": "None", "quality.max_words": "None"}
     assert with_neutral_leaves(old) == with_neutral_leaves(plain) == old | neutral
     assert with_neutral_leaves(mt) == mt | {k: v for k, v in neutral.items() if k != "train.format"}
